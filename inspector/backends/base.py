@@ -1,0 +1,101 @@
+"""The one seam between the pipeline and a model runtime.
+
+Every backend (``torch`` = transformers reference, ``onnxruntime`` = exported graphs,
+``tensorrt`` = FP8 engines) implements three steps over numpy arrays:
+
+1. ``encode``: a batch of same-size tiles' patches -> merged visual embeddings and the
+   DeepStack features (one static-shape vision graph per tile size);
+2. ``prefill``: prompt ids with image placeholders + visual features -> the logits of the
+   answer options at the last position, and a state holding the KV cache;
+3. ``generate``: greedy tokens for some rows of that state (explanations, reasoning).
+
+Numpy at the seam keeps the pipeline free of any one framework's tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+# Rows of Qwen3-VL pixel_values: channels (3) x temporal patch (2) x 16 x 16.
+PATCH_DIM = 3 * 2 * 16 * 16
+# Patches per visual token (spatial merge 2x2).
+PATCHES_PER_TOKEN = 4
+
+
+@dataclass(frozen=True, slots=True)
+class BackendInfo:
+    name: str  # "torch" | "onnxruntime" | "tensorrt"
+    precision: str  # "float32", "bfloat16", "float16", "fp8"
+    model_id: str
+    random_weights: bool
+    device: str = "cpu"
+
+
+@dataclass(frozen=True, slots=True)
+class VisualFeatures:
+    """Vision encoder output for B tiles of one size.
+
+    ``embeds``: (B, T, D) merged embeddings that replace the T image placeholders;
+    ``deepstack``: (K, B, T, D) features added to the hidden states after text layers 0..K-1;
+    ``grid_thw``: the patch grid (t, h, w) shared by all B tiles.
+    """
+
+    embeds: np.ndarray
+    deepstack: np.ndarray
+    grid_thw: tuple[int, int, int]
+
+    @property
+    def batch(self) -> int:
+        return int(self.embeds.shape[0])
+
+    @property
+    def tokens_per_image(self) -> int:
+        return int(self.embeds.shape[1])
+
+    def rows(self, rows: Sequence[int]) -> VisualFeatures:
+        index = np.asarray(rows, dtype=np.int64)
+        return VisualFeatures(self.embeds[index], self.deepstack[:, index], self.grid_thw)
+
+
+class DecodeState(Protocol):
+    """Backend-specific KV cache and positions after a prefill; opaque to the pipeline."""
+
+    @property
+    def batch(self) -> int: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    info: BackendInfo
+
+    def encode(self, pixel_values: np.ndarray, grid_thw: tuple[int, int, int]) -> VisualFeatures:
+        """``pixel_values``: (B, P, PATCH_DIM) float32 patches of B tiles with grid ``grid_thw``."""
+        ...
+
+    def prefill(
+        self, input_ids: np.ndarray, visual: VisualFeatures, option_ids: Sequence[int]
+    ) -> tuple[np.ndarray, DecodeState]:
+        """``input_ids``: (B, L) with exactly T image placeholders per row.
+
+        Returns the float32 logits (B, len(option_ids)) of the answer options at the
+        last position, and the state to continue from.
+        """
+        ...
+
+    def generate(
+        self,
+        state: DecodeState,
+        rows: Sequence[int],
+        forced_ids: Sequence[int],
+        max_new_tokens: int,
+        stop_ids: Sequence[int],
+    ) -> list[list[int]]:
+        """Feed ``forced_ids`` after the prefill for the given rows, then decode greedily.
+
+        Returns per row the generated ids (not the forced ones), ending before a stop id.
+        """
+        ...

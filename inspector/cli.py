@@ -1,0 +1,73 @@
+"""`inspector` command line: dispatches to inspector/commands/*, turns InspectorError into a clear message."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from inspector import __version__
+from inspector.errors import InspectorError
+
+# Modules under inspector.commands, in the order `inspector --help` lists them.
+COMMAND_MODULES = (
+    "replay",
+    "demo_data",
+    "tiles",
+    "config_cmd",
+    "model_cmd",
+    "schema_cmd",
+)
+
+EPILOG = """\
+first run, offline:
+  inspector model tiny models/tiny          # a tiny RANDOM Qwen3-VL (verdicts mean nothing)
+  inspector demo-data demo                  # a labelled clip with synthetic defects
+  inspector replay demo/clip.mp4 --config configs/demo.yaml --out results.jsonl
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inspector",
+        description="Line inspector: tiled visual inspection of production-line frames with Qwen3-VL.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"inspector.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except InspectorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `inspector schema | head` closes the pipe early; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

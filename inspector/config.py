@@ -1,0 +1,252 @@
+"""Station configuration: pydantic v2 models loaded from YAML, validated once at start.
+
+Errors name the file, the field path and what is allowed (``ConfigError``), so a
+malformed config never surfaces as a pydantic or YAML traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from inspector.errors import ConfigError
+
+# Qwen3-VL: 16-px patches merged 2x2, so one visual token covers 32x32 px.
+TILE_MULTIPLE = 32
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Characters that would break an MQTT topic level or a file name.
+_TOPIC_LEVEL = re.compile(r"^[^/#+\s]+$")
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _topic_level(value: str) -> str:
+    if not _TOPIC_LEVEL.match(value):
+        raise ValueError("must be non-empty and contain no '/', '#', '+' or whitespace (it becomes an MQTT topic level)")
+    return value
+
+
+TopicLevel = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class StationConfig(_Strict):
+    """Where this inspection runs, in ISA-95 terms; it becomes the MQTT topic path."""
+
+    site: TopicLevel = "site"
+    area: TopicLevel = "area"
+    line: TopicLevel = "line"
+    station: TopicLevel = "station"
+    camera: TopicLevel = "cam0"
+
+    @field_validator("site", "area", "line", "station", "camera")
+    @classmethod
+    def _valid_level(cls, value: str) -> str:
+        return _topic_level(value)
+
+
+class ReconnectConfig(_Strict):
+    initial_s: float = Field(0.5, gt=0, description="first wait after a live source fails")
+    max_s: float = Field(30.0, gt=0, description="longest wait between reconnect attempts")
+
+
+class SourceConfig(_Strict):
+    """What to inspect: a video file, an image folder or glob, a camera index, or an RTSP/HTTP URL."""
+
+    uri: str | int | None = Field(None, description="file, folder, glob, camera index, rtsp:// or http(s):// URL")
+    pace: bool = Field(False, description="files: yield frames at their recorded fps instead of as fast as possible")
+    loop: bool = Field(False, description="files: start again at the end (soak tests, demos)")
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+
+class RectROI(_Strict):
+    rect: tuple[int, int, int, int] = Field(description="[x0, y0, x1, y1) in frame pixels")
+
+    @field_validator("rect")
+    @classmethod
+    def _ordered(cls, rect: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        x0, y0, x1, y1 = rect
+        if x0 < 0 or y0 < 0 or x1 <= x0 or y1 <= y0:
+            raise ValueError("needs 0 <= x0 < x1 and 0 <= y0 < y1")
+        return rect
+
+
+class MaskROI(_Strict):
+    mask: Path = Field(description="image file; non-zero pixels are inside the region of interest")
+    min_coverage: float = Field(0.05, gt=0, le=1, description="keep a tile when at least this share of it is inside")
+
+
+class TilingConfig(_Strict):
+    tile: int = Field(512, ge=TILE_MULTIPLE, le=2048, description="tile side in pixels, a multiple of 32")
+    overlap: float = Field(0.2, ge=0, lt=1, description="overlap ratio between neighbouring tiles")
+    global_view: bool = Field(True, description="also judge the whole frame downscaled to one tile")
+    roi: RectROI | MaskROI | None = None
+
+    @field_validator("tile")
+    @classmethod
+    def _multiple_of_32(cls, tile: int) -> int:
+        if tile % TILE_MULTIPLE:
+            lower = tile // TILE_MULTIPLE * TILE_MULTIPLE
+            raise ValueError(
+                f"must be a multiple of {TILE_MULTIPLE} (one Qwen3-VL visual token covers 32x32 px); "
+                f"try {max(lower, TILE_MULTIPLE)} or {lower + TILE_MULTIPLE}"
+            )
+        return tile
+
+
+class ModelConfig(_Strict):
+    """Which Qwen3-VL checkpoint, and how to run it."""
+
+    path: str = Field(description="checkpoint directory, or a hub id such as Qwen/Qwen3-VL-4B-Instruct")
+    backend: Literal["torch", "onnxruntime", "tensorrt"] = "torch"
+    onnx_dir: Path | None = Field(None, description="exported graphs, for backend onnxruntime")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+    batch_size: int = Field(4, ge=1, le=256, description="tiles per model call")
+    reasoning: bool = Field(False, description="Thinking models: reason before answering (slower)")
+    max_reasoning_tokens: int = Field(256, ge=1, le=8192)
+
+
+class DefectClass(_Strict):
+    description: str = Field(min_length=1)
+    threshold: float = Field(0.5, gt=0, le=1, description="probability at or above which a tile is NG for this class")
+
+
+class InspectionConfig(_Strict):
+    """What the model is asked, and how its answers become verdicts."""
+
+    product: str = Field(min_length=1, description="what the camera sees, in words")
+    ok_description: str = "no visible defect"
+    defects: dict[str, DefectClass] = Field(min_length=1)
+    uncertain_band: float = Field(
+        0.15, ge=0, lt=1, description="a defect probability within this distance below its threshold is UNCERTAIN"
+    )
+    explanation: Literal["never", "defects", "always"] = "defects"
+    max_explanation_tokens: int = Field(48, ge=1, le=1024)
+
+    @field_validator("defects")
+    @classmethod
+    def _class_names(cls, defects: dict[str, DefectClass]) -> dict[str, DefectClass]:
+        for name in defects:
+            if not _NAME.match(name):
+                raise ValueError(f"class name {name!r} must be letters, digits, '_', '.', '-'")
+            if name.lower() == "ok":
+                raise ValueError("'ok' is the built-in no-defect class; list only defect classes")
+        if len(defects) > 25:
+            raise ValueError("at most 25 defect classes (each answer option is one letter)")
+        return defects
+
+    @property
+    def classes(self) -> list[str]:
+        """Answer options in prompt order: 'ok' first, then the defect classes."""
+        return ["ok", *self.defects]
+
+
+class JsonlSinkConfig(_Strict):
+    path: Path
+
+
+class MqttTLSConfig(_Strict):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    verify_hostname: bool = True
+
+
+class MqttConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    username: str | None = None
+    password: str | None = Field(None, repr=False)
+    password_env: str | None = Field(None, description="environment variable holding the password")
+    password_file: Path | None = Field(None, description="file holding the password")
+    tls: MqttTLSConfig | None = None
+    topic_root: str = Field("inspector", min_length=1)
+    outbox: Path = Field(Path("outbox.sqlite"), description="durable outbox (SQLite, WAL)")
+    outbox_max_messages: int = Field(100_000, ge=10)
+    outbox_max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    reject_expiry_s: int = Field(10, ge=1, description="a reject older than this is never delivered (MQTT v5)")
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> "MqttConfig":
+        given = [n for n in ("password", "password_env", "password_file") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of password, password_env, password_file (got {', '.join(given)})")
+        return self
+
+
+class SinksConfig(_Strict):
+    jsonl: JsonlSinkConfig | None = None
+    mqtt: MqttConfig | None = None
+
+
+class StationFile(_Strict):
+    """The whole YAML file."""
+
+    station: StationConfig = StationConfig()
+    source: SourceConfig = SourceConfig()
+    tiling: TilingConfig = TilingConfig()
+    model: ModelConfig
+    inspection: InspectionConfig
+    sinks: SinksConfig = SinksConfig()
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in ("RectROI", "MaskROI") or "[" in str(item):
+            continue  # union-branch names from pydantic, not real keys
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    """One line per problem: ``file: field.path: message (got value)``."""
+    lines = [f"{source}: invalid configuration ({error.error_count()} problem(s))"]
+    for item in error.errors():
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key; check its spelling against `inspector config check --help`"
+        lines.append(f"  {_field_path(item['loc'])}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(data: object, source: str = "<config>") -> StationFile:
+    """Validate an already-parsed mapping."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return StationFile.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(source, error), "see README.md#configuration") from None
+
+
+def load_config(path: str | Path) -> StationFile:
+    """Read and validate a station YAML file; relative paths inside it stay relative to the CWD."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist", "pass an existing YAML file, e.g. configs/demo.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    return parse_config(data, str(path))
