@@ -1,0 +1,139 @@
+"""The reference backend: transformers' Qwen3VLForConditionalGeneration, eager PyTorch.
+
+Prefill goes through the model's own forward (its M-RoPE index, placeholder scatter and
+DeepStack injection), fed with visual features from ``encode``, so this backend *is* the
+behaviour the exported graphs must reproduce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from inspector.backends.base import BackendInfo, VisualFeatures
+from inspector.models import LoadedModel
+
+
+@dataclass
+class TorchState:
+    cache: Any  # transformers DynamicCache, batch = B
+    last_logits: Any  # (B, V) next-token logits after the prompt
+    rope_delta: Any  # (B, 1) M-RoPE offset for tokens after the prompt
+    length: int  # tokens in the cache
+
+    @property
+    def batch(self) -> int:
+        return int(self.last_logits.shape[0])
+
+
+class TorchBackend:
+    def __init__(self, loaded: LoadedModel) -> None:
+        import torch
+
+        self._torch = torch
+        self.loaded = loaded
+        self.model = loaded.model
+        self.device = torch.device(loaded.device)
+        self.info = BackendInfo("torch", loaded.dtype, loaded.model_id, loaded.random_weights, loaded.device)
+
+    def encode(self, pixel_values: np.ndarray, grid_thw: tuple[int, int, int]) -> VisualFeatures:
+        torch = self._torch
+        batch, patches, dim = pixel_values.shape
+        flat = torch.from_numpy(np.ascontiguousarray(pixel_values).reshape(batch * patches, dim)).to(self.device)
+        grid = torch.tensor([grid_thw] * batch, dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            out = self.model.model.visual(flat.to(self.model.model.visual.dtype), grid_thw=grid, return_dict=True)
+        tokens = out.pooler_output.shape[0] // batch
+        embeds = out.pooler_output.float().reshape(batch, tokens, -1).cpu().numpy()
+        deepstack = np.stack(
+            [f.float().reshape(batch, tokens, -1).cpu().numpy() for f in out.deepstack_features], axis=0
+        )
+        return VisualFeatures(embeds, deepstack, grid_thw)
+
+    def _encoder_outputs(self, visual: VisualFeatures) -> dict[str, Any]:
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+
+        torch = self._torch
+        dtype = self.model.dtype
+        embeds = torch.from_numpy(visual.embeds).to(self.device, dtype)
+        deepstack = torch.from_numpy(visual.deepstack).to(self.device, dtype)
+        return {
+            "image": BaseModelOutputWithDeepstackFeatures(
+                pooler_output=tuple(embeds.unbind(0)),
+                deepstack_features=[tuple(layer.unbind(0)) for layer in deepstack.unbind(0)],
+            )
+        }
+
+    def prefill(
+        self, input_ids: np.ndarray, visual: VisualFeatures, option_ids: Sequence[int]
+    ) -> tuple[np.ndarray, TorchState]:
+        from transformers import DynamicCache
+
+        torch = self._torch
+        ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self.device)
+        image_token_id = self.model.config.image_token_id
+        mm_types = (ids == image_token_id).to(torch.int32)
+        grid = torch.tensor([visual.grid_thw] * ids.shape[0], dtype=torch.long, device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=ids,
+                mm_token_type_ids=mm_types,
+                image_grid_thw=grid,
+                mm_encoder_outputs=self._encoder_outputs(visual),
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        last = out.logits[:, -1, :].float()
+        rope_delta = self.model.model.rope_deltas.clone()
+        state = TorchState(out.cache, last, rope_delta, int(ids.shape[1]))
+        options = last[:, list(option_ids)].cpu().numpy()
+        return options.astype(np.float32), state
+
+    def generate(
+        self,
+        state: TorchState,
+        rows: Sequence[int],
+        forced_ids: Sequence[int],
+        max_new_tokens: int,
+        stop_ids: Sequence[int],
+    ) -> list[list[int]]:
+        import copy
+
+        torch = self._torch
+        if not rows:
+            return []
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        cache = copy.deepcopy(state.cache)  # the state stays reusable for another call
+        cache.batch_select_indices(index)
+        delta = state.rope_delta[index]
+        logits = state.last_logits[index]
+        length = state.length
+        stops = set(stop_ids)
+        generated: list[list[int]] = [[] for _ in rows]
+        finished = [False] * len(rows)
+        pending = list(forced_ids)
+        with torch.inference_mode():
+            for _ in range(len(pending) + max_new_tokens):
+                if pending:
+                    step = torch.full((len(rows), 1), pending.pop(0), dtype=torch.long, device=self.device)
+                else:
+                    step = logits.argmax(-1, keepdim=True)
+                    for row, token in enumerate(step[:, 0].tolist()):
+                        if not finished[row]:
+                            if token in stops:
+                                finished[row] = True
+                            else:
+                                generated[row].append(token)
+                    if all(finished) or all(len(g) >= max_new_tokens for g in generated):
+                        break
+                positions = (torch.full_like(step, length) + delta).unsqueeze(0).expand(3, -1, -1)
+                out = self.model(input_ids=step, position_ids=positions, cache=cache, use_cache=True)
+                cache = out.cache
+                logits = out.logits[:, -1, :].float()
+                length += 1
+        return [tokens[:max_new_tokens] for tokens in generated]
