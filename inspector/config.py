@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from inspector.errors import ConfigError
 
@@ -83,11 +92,23 @@ class MaskROI(_Strict):
     min_coverage: float = Field(0.05, gt=0, le=1, description="keep a tile when at least this share of it is inside")
 
 
+def _roi_kind(value: Any) -> str:
+    keys = value.keys() if isinstance(value, dict) else vars(value)
+    return "mask" if "mask" in keys else "rect"
+
+
+# `rect:` or `mask:` picks the branch, so an error names only the fields of the one meant.
+ROI = Annotated[
+    Annotated[RectROI, Tag("rect")] | Annotated[MaskROI, Tag("mask")],
+    Discriminator(_roi_kind),
+]
+
+
 class TilingConfig(_Strict):
     tile: int = Field(512, ge=TILE_MULTIPLE, le=2048, description="tile side in pixels, a multiple of 32")
     overlap: float = Field(0.2, ge=0, lt=1, description="overlap ratio between neighbouring tiles")
     global_view: bool = Field(True, description="also judge the whole frame downscaled to one tile")
-    roi: RectROI | MaskROI | None = None
+    roi: ROI | None = None
 
     @field_validator("tile")
     @classmethod
@@ -203,11 +224,11 @@ class StationFile(_Strict):
 
 def _field_path(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
-    for item in loc:
+    for previous, item in zip((None, *loc), loc):
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("RectROI", "MaskROI") or "[" in str(item):
-            continue  # union-branch names from pydantic, not real keys
+        elif previous == "roi" and item in ("rect", "mask"):
+            continue  # the ROI branch tag pydantic inserts, not a key the user wrote
         else:
             parts.append(("." if parts else "") + str(item))
     return "".join(parts) or "(top level)"

@@ -64,6 +64,8 @@ CHAT_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+# Qwen3-VL-*-Thinking opens the reasoning block in the generation prompt.
+THINKING_CHAT_TEMPLATE = CHAT_TEMPLATE.replace("'<|im_start|>assistant\\n'", "'<|im_start|>assistant\\n<think>\\n'")
 
 # Text the tiny tokenizer learns its merges from: the prompt vocabulary plus plain English.
 _TOKENIZER_CORPUS = """\
@@ -141,7 +143,7 @@ def tiny_config(spec: TinySpec = TinySpec()):  # -> Qwen3VLConfig
     )
 
 
-def build_tiny_tokenizer(merges: int = 600):
+def build_tiny_tokenizer(merges: int = 600, *, thinking: bool = False):
     """A real ``Qwen2Tokenizer`` (byte-level BPE, Qwen's pre-tokenizer) trained offline in well under a second.
 
     The learned vocabulary is padded with unreachable placeholders so Qwen's added tokens
@@ -165,7 +167,7 @@ def build_tiny_tokenizer(merges: int = 600):
     tokenizer.add_tokens(
         [AddedToken(t, special=t not in _NON_SPECIAL, normalized=False) for t in QWEN_ADDED_TOKENS]
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = THINKING_CHAT_TEMPLATE if thinking else CHAT_TEMPLATE
     tokenizer.eos_token = "<|im_end|>"
     tokenizer.pad_token = "<|endoftext|>"
     ids = tokenizer.convert_tokens_to_ids(list(QWEN_ADDED_TOKENS))
@@ -174,8 +176,13 @@ def build_tiny_tokenizer(merges: int = 600):
     return tokenizer
 
 
-def write_tiny_model(out_dir: Path, *, seed: int = 0, spec: TinySpec = TinySpec()) -> Path:
-    """Write a seeded, randomly initialised Qwen3-VL checkpoint directory (config, safetensors, tokenizer)."""
+def write_tiny_model(
+    out_dir: Path, *, seed: int = 0, spec: TinySpec = TinySpec(), thinking: bool = False
+) -> Path:
+    """Write a seeded, randomly initialised Qwen3-VL checkpoint directory (config, safetensors, tokenizer).
+
+    ``thinking`` gives it the Thinking variant's chat template (the assistant turn opens ``<think>``).
+    """
     import torch
     from transformers import Qwen3VLForConditionalGeneration
 
@@ -189,11 +196,12 @@ def write_tiny_model(out_dir: Path, *, seed: int = 0, spec: TinySpec = TinySpec(
     torch.manual_seed(seed)
     model = Qwen3VLForConditionalGeneration(tiny_config(spec)).eval()
     model.save_pretrained(out_dir)
-    build_tiny_tokenizer(spec.tokenizer_merges).save_pretrained(out_dir)
+    build_tiny_tokenizer(spec.tokenizer_merges, thinking=thinking).save_pretrained(out_dir)
     (out_dir / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2) + "\n")
     marker = {
         "random_weights": True,
         "seed": seed,
+        "variant": "thinking" if thinking else "instruct",
         "warning": "randomly initialised test model: its verdicts mean nothing about any part",
     }
     (out_dir / RANDOM_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
@@ -280,6 +288,19 @@ def load_model(path: str, *, dtype: str = "float32", device: str = "cpu") -> Loa
     if random_weights:
         log.warning("%s is a RANDOM test model: its verdicts mean nothing", path)
     return LoadedModel(model, tokenizer, _model_id(path), random_weights, dtype, device)
+
+
+def load_tokenizer(path: str):
+    """The checkpoint's tokenizer alone (backends that do not need the torch weights)."""
+    from transformers import AutoTokenizer
+
+    local = Path(path).expanduser()
+    if local.exists():
+        check_checkpoint(local)
+    try:
+        return AutoTokenizer.from_pretrained(str(local) if local.exists() else path)
+    except OSError as error:
+        raise ModelError(f"cannot load the tokenizer of {path}: {str(error).splitlines()[0]}") from None
 
 
 def _model_id(path: str) -> str:

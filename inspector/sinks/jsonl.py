@@ -39,16 +39,17 @@ def _drop_partial_last_line(path: Path) -> None:
         handle.truncate(keep)
 
 
-def read_done_frames(path: Path) -> set[tuple[str, int]]:
-    """(source id, frame index) of every complete verdict already in ``path``: replay resumes past them."""
-    done: set[tuple[str, int]] = set()
+def read_outcomes(path: Path) -> dict[tuple[str, int], str]:
+    """(source id, frame index) -> verdict for every complete line in ``path``: replay resumes past them."""
+    outcomes: dict[tuple[str, int], str] = {}
     if not Path(path).exists():
-        return done
+        return outcomes
     with Path(path).open(encoding="utf-8") as handle:
         for line in handle:
             try:
-                source = json.loads(line)["source"]
-                done.add((source["id"], int(source["frame_index"])))
+                payload = json.loads(line)
+                source = payload["source"]
+                outcomes[(source["id"], int(source["frame_index"]))] = str(payload["verdict"])
             except (ValueError, KeyError, TypeError):
                 continue  # a partial or foreign line: the frame will be judged again
-    return done
+    return outcomes

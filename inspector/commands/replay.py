@@ -1,0 +1,185 @@
+"""`inspector replay SOURCE... --config FILE`: recorded footage -> verdicts (JSONL), progress, summary, metrics."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from contextlib import ExitStack
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from inspector.config import load_config
+from inspector.errors import InspectorError
+from inspector.replay import LabelMetrics, ReplaySummary, label_metrics
+from inspector.sinks.base import Sink
+from inspector.sinks.jsonl import JsonlSink, read_outcomes
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Replay recorded footage through the inspection pipeline and write one verdict per frame.
+
+SOURCE is a video file, an image folder or a glob ('parts/*.png'). Verdicts are appended
+to --out as JSON lines (schema: `inspector schema`); frames already in --out are skipped,
+so an interrupted replay resumes where it stopped. With --labels (the labels.json that
+`inspector demo-data` writes, or your own in that format) the summary adds precision and
+recall of NG against the labels.
+"""
+
+EXAMPLES = """\
+examples:
+  inspector replay demo/clip.mp4 --config configs/demo.yaml --out results.jsonl --labels demo/labels.json
+  inspector replay 'recordings/*.mp4' --config configs/line-example.yaml --model /models/Qwen3-VL-4B-Instruct
+  inspector replay demo/clip.mp4 --config configs/demo.yaml --publish mqtt://127.0.0.1:1883
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "replay",
+        help="judge recorded footage offline and write verdicts as JSON lines",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="video file, image folder or glob")
+    parser.add_argument("--config", "-c", required=True, help="station YAML (see configs/)")
+    parser.add_argument("--model", help="checkpoint directory or hub id; overrides model.path")
+    parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help="overrides model.backend")
+    parser.add_argument("--onnx", dest="onnx_dir", help="exported graphs directory; overrides model.onnx_dir")
+    parser.add_argument("--out", "-o", type=Path, help="JSONL output (default: sinks.jsonl.path, else results.jsonl)")
+    parser.add_argument("--labels", type=Path, help="labels.json to score verdicts against")
+    parser.add_argument("--publish", metavar="URL", help="also publish verdicts: mqtt://[user[:pass]@]host[:port]")
+    parser.add_argument("--limit", type=int, help="stop after this many frames per source")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    parser.set_defaults(func=run)
+
+
+def _output_path(args: argparse.Namespace, config) -> Path:
+    if args.out:
+        return args.out
+    if config.sinks.jsonl:
+        return config.sinks.jsonl.path
+    return Path("results.jsonl")
+
+
+def _publisher(url: str, config) -> Sink:
+    from inspector.sinks.mqtt import MqttSink, mqtt_config_from_url
+
+    return MqttSink(mqtt_config_from_url(url, config.sinks.mqtt), config.station)
+
+
+def _load_labels(path: Path) -> dict[int, str]:
+    from inspector.demo_data import load_labels
+
+    labels = load_labels(path)
+    return {int(frame["index"]): str(frame["label"]) for frame in labels["frames"]}
+
+
+def run(args: argparse.Namespace) -> int:
+    # The pipeline pulls in OpenCV and torch: imported here so `inspector --help` stays instant.
+    from inspector.pipeline import build_inspector, model_config_with
+    from inspector.sources import open_source
+
+    console = Console(stderr=True)
+    config = load_config(args.config)
+    config = model_config_with(config, path=args.model, backend=args.backend, onnx_dir=args.onnx_dir)
+    labels = _load_labels(args.labels) if args.labels else None
+    out_path = _output_path(args, config)
+
+    with ExitStack() as stack:
+        # Open (and so validate) every source before the model loads: bad input fails in a second.
+        sources = [stack.enter_context(open_source(uri)) for uri in args.sources]
+        done = set(read_outcomes(out_path))
+        console.print(f"loading model [bold]{config.model.path}[/] ({config.model.backend}) ...")
+        inspector = build_inspector(config)
+        if inspector.backend.info.random_weights:
+            console.print("[bold yellow]warning:[/] this is a RANDOM test model: its verdicts mean nothing about parts")
+        sinks: list[Sink] = [JsonlSink(out_path)]
+        if args.publish:
+            sinks.append(_publisher(args.publish, config))
+        for sink in sinks:
+            stack.callback(sink.close)
+        summary = ReplaySummary()
+        for source in sources:
+            _replay_one(source, inspector, sinks, done, summary, args, console)
+        summary.skipped_corrupt = sum(s.stats.frames_skipped_corrupt for s in sources)
+
+    _print_summary(console, summary, out_path)
+    if labels is not None:
+        outcomes = read_outcomes(out_path)
+        source_id = sources[0].source_id if len(sources) == 1 else None
+        _print_metrics(console, label_metrics(outcomes, labels, source_id), summary.random_weights)
+    return 0
+
+
+def _replay_one(source, inspector, sinks, done, summary: ReplaySummary, args, console: Console) -> None:
+    from inspector.replay import replay_frames
+
+    total = getattr(source, "frame_count", None)
+    if args.limit:
+        total = min(total, args.limit) if total else args.limit
+    frames = _limited(source, args.limit)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[verdicts]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=args.no_progress,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(Path(str(source.source_id)).name[:40], total=total, verdicts="")
+
+        def advance(frame, verdict) -> None:
+            counts = " ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items()))
+            progress.update(task, advance=1, verdicts=counts)
+
+        replay_frames(frames, inspector, sinks, done=done, summary=summary, on_frame=advance)
+
+
+def _limited(source, limit: int | None):
+    for count, frame in enumerate(source):
+        if limit is not None and count >= limit:
+            return
+        yield frame
+
+
+def _print_summary(console: Console, summary: ReplaySummary, out_path: Path) -> None:
+    table = Table(title="replay summary", show_header=False)
+    table.add_row("frames judged", str(summary.frames))
+    if summary.skipped_done:
+        table.add_row("already in output (skipped)", str(summary.skipped_done))
+    if summary.skipped_corrupt:
+        table.add_row("corrupt frames skipped", str(summary.skipped_corrupt))
+    for verdict in ("OK", "NG", "UNCERTAIN"):
+        table.add_row(verdict, str(summary.verdicts.get(verdict, 0)))
+    table.add_row("latency mean / p95", f"{summary.latency_mean_ms:.1f} ms / {summary.latency_p95_ms:.1f} ms")
+    table.add_row("verdicts written to", str(out_path))
+    if summary.random_weights:
+        table.add_row("[yellow]model", "[yellow]RANDOM weights: verdicts are meaningless")
+    console.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _print_metrics(console: Console, metrics: LabelMetrics, random_weights: bool) -> None:
+    if metrics.labelled == 0:
+        raise InspectorError("no judged frame has a label", "check that --labels belongs to this footage")
+    table = Table(title="against labels (NG = positive)", show_header=False)
+    table.add_row("labelled frames", str(metrics.labelled))
+    table.add_row("TP / FP / TN / FN", f"{metrics.true_positive} / {metrics.false_positive} / "
+                  f"{metrics.true_negative} / {metrics.false_negative}")
+    table.add_row("UNCERTAIN", str(metrics.uncertain))
+    table.add_row("precision / recall", f"{_fmt(metrics.precision)} / {_fmt(metrics.recall)}")
+    table.add_row("accuracy (decided frames)", _fmt(metrics.accuracy))
+    if random_weights:
+        table.add_row("[yellow]note", "[yellow]random model: these figures are chance, not quality")
+    console.print(table)

@@ -1,0 +1,115 @@
+"""Offline replay: recorded footage -> verdicts -> sinks, resumable, with a summary and label metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from inspector.frames import Frame
+from inspector.sinks.base import Sink
+from inspector.verdict import FrameVerdict
+
+if TYPE_CHECKING:
+    from inspector.pipeline import Inspector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplaySummary:
+    frames: int = 0
+    skipped_done: int = 0
+    skipped_corrupt: int = 0
+    verdicts: Counter = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    random_weights: bool = False
+    # (source id, frame index) -> verdict, kept for label metrics
+    outcomes: dict[tuple[str, int], str] = field(default_factory=dict)
+
+    @property
+    def latency_mean_ms(self) -> float:
+        return float(np.mean(self.latencies_ms)) if self.latencies_ms else 0.0
+
+    @property
+    def latency_p95_ms(self) -> float:
+        return float(np.percentile(self.latencies_ms, 95)) if self.latencies_ms else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LabelMetrics:
+    """Frame-level metrics with NG as the positive class; UNCERTAIN frames are counted apart."""
+
+    labelled: int
+    true_positive: int
+    false_positive: int
+    true_negative: int
+    false_negative: int
+    uncertain: int
+
+    @property
+    def precision(self) -> float | None:
+        called = self.true_positive + self.false_positive
+        return self.true_positive / called if called else None
+
+    @property
+    def recall(self) -> float | None:
+        actual = self.true_positive + self.false_negative
+        return self.true_positive / actual if actual else None
+
+    @property
+    def accuracy(self) -> float | None:
+        decided = self.labelled - self.uncertain
+        return (self.true_positive + self.true_negative) / decided if decided else None
+
+
+def label_metrics(outcomes: dict[tuple[str, int], str], labels: dict[int, str], source_id: str | None = None) -> LabelMetrics:
+    """Compare verdicts to per-frame OK/NG labels (frame index -> label) of one source."""
+    tp = fp = tn = fn = unsure = seen = 0
+    for (source, index), verdict in outcomes.items():
+        if source_id is not None and source != source_id or index not in labels:
+            continue
+        seen += 1
+        truth = labels[index]
+        if verdict == "UNCERTAIN":
+            unsure += 1
+        elif verdict == "NG":
+            tp, fp = (tp + 1, fp) if truth == "NG" else (tp, fp + 1)
+        else:
+            tn, fn = (tn + 1, fn) if truth == "OK" else (tn, fn + 1)
+    return LabelMetrics(seen, tp, fp, tn, fn, unsure)
+
+
+def replay_frames(
+    frames: Iterable[Frame],
+    inspector: Inspector,
+    sinks: Sequence[Sink],
+    *,
+    done: set[tuple[str, int]] | None = None,
+    summary: ReplaySummary | None = None,
+    on_frame: Callable[[Frame, FrameVerdict | None], None] | None = None,
+) -> ReplaySummary:
+    """Judge every frame not already in ``done`` and hand each verdict to every sink."""
+    summary = summary if summary is not None else ReplaySummary()
+    summary.random_weights = inspector.backend.info.random_weights
+    done = done or set()
+    for frame in frames:
+        if (frame.source_id, frame.index) in done:
+            summary.skipped_done += 1
+            if on_frame:
+                on_frame(frame, None)
+            continue
+        verdict = inspector.inspect(frame)
+        for sink in sinks:
+            sink.publish(verdict)
+        summary.frames += 1
+        summary.verdicts[verdict.verdict] += 1
+        summary.latencies_ms.append(verdict.timings.total_ms)
+        summary.outcomes[(frame.source_id, frame.index)] = verdict.verdict
+        if on_frame:
+            on_frame(frame, verdict)
+    return summary
