@@ -74,7 +74,7 @@ def aggregate(tiles: Sequence[TileVerdict], inspection: InspectionConfig) -> Fra
     defects: list[Defect] = []
     uncertain: list[float] = []
     for name, rule in inspection.defects.items():
-        floor = rule.threshold - inspection.uncertain_band
+        floor = inspection.uncertain_floor(name)
         hits = [t for t in tiles if not t.is_global and t.probabilities.get(name, 0.0) >= rule.threshold]
         if hits:
             defects.extend(_defect(name, group) for group in _components(hits))

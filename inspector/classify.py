@@ -111,9 +111,7 @@ class TileClassifier:
         if policy == "always":
             return list(range(probabilities.shape[0]))
         # "defects": tiles that are NG or within the uncertain band of some class.
-        floors = np.array(
-            [max(d.threshold - self.inspection.uncertain_band, 0.0) for d in self.inspection.defects.values()]
-        )
+        floors = np.array([self.inspection.uncertain_floor(name) for name in self.inspection.defects])
         return [i for i, row in enumerate(probabilities) if np.any(row[1:] >= floors)]
 
     def _explain(

@@ -169,16 +169,30 @@ class InspectionConfig(_Strict):
         """Answer options in prompt order: 'ok' first, then the defect classes."""
         return ["ok", *self.defects]
 
+    def uncertain_floor(self, name: str) -> float:
+        """Lowest probability of class ``name`` that makes a tile UNCERTAIN (rounded: 0.8 - 0.1 is 0.7)."""
+        return max(round(self.defects[name].threshold - self.uncertain_band, 9), 0.0)
+
 
 class JsonlSinkConfig(_Strict):
     path: Path
 
 
 class MqttTLSConfig(_Strict):
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    verify_hostname: bool = True
+    ca_file: Path | None = Field(None, description="CA bundle that signed the broker certificate; empty: the system CAs")
+    cert_file: Path | None = Field(None, description="client certificate (PEM), for brokers that require one")
+    key_file: Path | None = Field(None, description="client private key (PEM, unencrypted); defaults to cert_file")
+    verify_hostname: bool = Field(True, description="check the broker certificate names the host; false only for tests")
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> "MqttTLSConfig":
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file (the client certificate it belongs to)")
+        return self
+
+
+# What the MQTT outbox may drop when it is full (rejects are never dropped; they expire instead).
+MqttOverflowPolicy = Literal["drop_oldest_ok", "drop_oldest", "drop_new"]
 
 
 class MqttConfig(_Strict):
@@ -197,6 +211,34 @@ class MqttConfig(_Strict):
     outbox_max_messages: int = Field(100_000, ge=10)
     outbox_max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     reject_expiry_s: int = Field(10, ge=1, description="a reject older than this is never delivered (MQTT v5)")
+    outbox_overflow: MqttOverflowPolicy = Field(
+        "drop_oldest_ok",
+        description="when the outbox is full: drop_oldest_ok (OK, then UNCERTAIN, then NG verdicts, oldest first), "
+        "drop_oldest (oldest verdict of any kind) or drop_new (refuse the new verdict); rejects are never dropped",
+    )
+    outbox_sync: Literal["normal", "full"] = Field(
+        "normal",
+        description="normal: an accepted verdict survives a process crash; full: also a power loss (fsync per verdict)",
+    )
+    max_inflight: int = Field(100, ge=1, le=65535, description="QoS 1 messages sent but not yet acknowledged")
+    redeliver_window_s: float = Field(
+        5.0,
+        ge=0,
+        description="after a lost connection, send again what the broker acknowledged this many seconds before it: "
+        "a broker that crashes loses messages it acknowledged but had not yet saved or delivered (0: off)",
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, le=120, description="TCP connect, TLS handshake and CONNACK")
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+    @field_validator("topic_root")
+    @classmethod
+    def _valid_root(cls, value: str) -> str:
+        levels = value.split("/")
+        if any(not level for level in levels):
+            raise ValueError("must not start or end with '/' nor contain '//'")
+        for level in levels:
+            _topic_level(level)
+        return value
 
     @model_validator(mode="after")
     def _one_password_source(self) -> "MqttConfig":

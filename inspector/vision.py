@@ -1,0 +1,160 @@
+"""Tiles -> Qwen3-VL ``pixel_values``: the Hugging Face image processor's numbers, vectorised.
+
+For one S x S RGB tile the reference (``Qwen2VLImageProcessorPil`` configured as Qwen3-VL's
+``preprocessor_config.json``) does, per image: ``smart_resize`` (the identity for the tiles
+we accept, see :func:`check_tile_size`), rescale by 1/255 in float64 then cast to float32,
+normalise ``(x - 0.5) / 0.5`` in float32, then cut 16 x 16 patches in the 2 x 2
+merge-window order and repeat each patch for the 2 temporal frames. Here the same happens
+for a whole batch:
+
+* rescale + normalise are a 256-entry float32 lookup table built with the reference's own
+  operations, so every value is bit-identical (no float re-association);
+* the patch order is one uint8 transpose (1 byte per value, cheap), the table lookup is
+  ``cv2.LUT`` on cache-sized chunks, and the temporal repeat is a broadcast copy straight
+  into the (optionally preallocated) output, so the big float32 array is written once.
+
+The output is large (a 512-px tile is 6 MiB of float32), so writing it is the bound; pass
+``out=`` to reuse one buffer per stream and skip the page faults of a fresh allocation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+PATCH_SIZE = 16
+TEMPORAL_PATCH_SIZE = 2
+MERGE_SIZE = 2
+CHANNELS = 3
+PATCH_DIM = CHANNELS * TEMPORAL_PATCH_SIZE * PATCH_SIZE * PATCH_SIZE  # 1536
+# One visual token covers FACTOR x FACTOR pixels; smart_resize rounds to multiples of it.
+FACTOR = PATCH_SIZE * MERGE_SIZE
+# Qwen3-VL preprocessor_config.json: size = {shortest_edge: 65536, longest_edge: 16777216},
+# i.e. images are resized to hold between 256x256 and 4096x4096 pixels.
+MIN_PIXELS = 65536
+MAX_PIXELS = 16777216
+IMAGE_MEAN = 0.5
+IMAGE_STD = 0.5
+RESCALE_FACTOR = 1 / 255
+
+# uint8 -> normalised float32, computed exactly as the reference does: float64 rescale,
+# cast to float32, then (x - mean) / std in float32.
+_LUT = (
+    (np.arange(256, dtype=np.float64) * RESCALE_FACTOR).astype(np.float32) - np.float32(IMAGE_MEAN)
+) / np.float32(IMAGE_STD)
+# Bytes of uint8 patch data handled per step: small enough that its float32 form (4x)
+# stays in a per-core L2 cache between the lookup and the broadcast copy.
+_CHUNK_BYTES = 128 * 1024
+
+
+def smart_resize(
+    height: int, width: int, factor: int = FACTOR, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
+) -> tuple[int, int]:
+    """The reference's target size for an image (mirrors transformers' ``smart_resize``).
+
+    Kept here so that importing this module does not import transformers; a test checks
+    it against the original.
+    """
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def check_tile_size(size: int, *, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> None:
+    """Raise ``ValueError`` unless the reference processor would keep a ``size`` x ``size`` tile as is.
+
+    Resizing is deliberately not reproduced: a tile the reference would resize (not a
+    multiple of 32, or outside [min_pixels, max_pixels] — with Qwen3-VL's released config,
+    any tile under 256 px) changes the token count and the static vision graph, so it is a
+    configuration problem, not something to paper over. Tiny test models may pass their
+    own ``min_pixels``.
+    """
+    if size < FACTOR or size % FACTOR:
+        raise ValueError(f"tile size {size} must be a positive multiple of {FACTOR} (one visual token is {FACTOR} px)")
+    resized = smart_resize(size, size, FACTOR, min_pixels, max_pixels)
+    if resized != (size, size):
+        raise ValueError(
+            f"the Qwen3-VL image processor would resize a {size}x{size} tile to {resized[1]}x{resized[0]} "
+            f"(min_pixels={min_pixels}, max_pixels={max_pixels}); use a tile side between "
+            f"{math.ceil(math.sqrt(min_pixels) / FACTOR) * FACTOR} and "
+            f"{math.isqrt(max_pixels) // FACTOR * FACTOR} px, or the model's own min_pixels/max_pixels"
+        )
+
+
+def grid_for(size: int) -> tuple[int, int, int]:
+    """``image_grid_thw`` of one ``size`` x ``size`` tile: (1, size/16, size/16)."""
+    return (1, size // PATCH_SIZE, size // PATCH_SIZE)
+
+
+def patchify(
+    tiles_rgb: np.ndarray,
+    *,
+    out: np.ndarray | None = None,
+    min_pixels: int = MIN_PIXELS,
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """(N, S, S, 3) RGB uint8 tiles -> ``pixel_values`` (N, P, 1536) float32 and ``grid_thw``.
+
+    P = (S/16)^2 patch rows per tile, in the order the reference emits for one image
+    (2 x 2 merge windows, row-major over windows); each row is channel, temporal frame,
+    16 x 16 pixels. ``grid_thw`` = (1, S/16, S/16) for every tile. ``out``, if given, must
+    be a C-contiguous float32 array of that shape; it is filled and returned.
+    Raises ``ValueError`` for a wrong shape/dtype or a tile size the reference would resize.
+    """
+    if tiles_rgb.ndim != 4 or tiles_rgb.shape[3] != CHANNELS or tiles_rgb.shape[1] != tiles_rgb.shape[2]:
+        raise ValueError(f"tiles must be (N, S, S, 3), got shape {tiles_rgb.shape}")
+    if tiles_rgb.dtype != np.uint8:
+        raise ValueError(f"tiles must be uint8, got {tiles_rgb.dtype}")
+    n, size = tiles_rgb.shape[0], tiles_rgb.shape[1]
+    check_tile_size(size, min_pixels=min_pixels, max_pixels=max_pixels)
+    grid = grid_for(size)
+    windows = size // FACTOR  # merge windows per side
+    patches = windows * windows * MERGE_SIZE * MERGE_SIZE
+    shape = (n, patches, PATCH_DIM)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}, got {out.shape} {out.dtype}")
+
+    # Patch rows per window row, and window rows per chunk (at least one).
+    row_patches = windows * MERGE_SIZE * MERGE_SIZE
+    chunk_rows = max(1, _CHUNK_BYTES // (row_patches * CHANNELS * PATCH_SIZE * PATCH_SIZE))
+    scratch_u8 = np.empty((chunk_rows, windows, MERGE_SIZE, MERGE_SIZE, CHANNELS, PATCH_SIZE, PATCH_SIZE), np.uint8)
+    scratch_f32 = np.empty((chunk_rows * row_patches * CHANNELS, PATCH_SIZE * PATCH_SIZE), np.float32)
+    # out viewed as (tile, window row, patch in row, channel, temporal, 256 pixels).
+    out_view = out.reshape(n, windows, row_patches, CHANNELS, TEMPORAL_PATCH_SIZE, PATCH_SIZE * PATCH_SIZE)
+    for i in range(n):
+        # (wy, my, py, wx, mx, px, c) -> (wy, wx, my, mx, c, py, px): the reference's order.
+        tile = tiles_rgb[i].reshape(windows, MERGE_SIZE, PATCH_SIZE, windows, MERGE_SIZE, PATCH_SIZE, CHANNELS)
+        ordered = tile.transpose(0, 3, 1, 4, 6, 2, 5)
+        for r0 in range(0, windows, chunk_rows):
+            rows = min(chunk_rows, windows - r0)
+            u8 = scratch_u8[:rows]
+            np.copyto(u8, ordered[r0 : r0 + rows])
+            f32 = scratch_f32[: rows * row_patches * CHANNELS]
+            cv2.LUT(u8.reshape(-1, PATCH_SIZE * PATCH_SIZE), _LUT, dst=f32)
+            # Broadcast over the temporal axis: both frames get the same patch.
+            out_view[i, r0 : r0 + rows] = f32.reshape(rows, row_patches, CHANNELS, 1, PATCH_SIZE * PATCH_SIZE)
+    return out, grid
+
+
+def to_hf_layout(pixel_values: np.ndarray) -> np.ndarray:
+    """(N, P, 1536) -> (N*P, 1536), the reference's concatenated layout (a view when possible)."""
+    return pixel_values.reshape(-1, pixel_values.shape[-1])
+
+
+def grid_thw_array(n: int, grid: tuple[int, int, int]) -> np.ndarray:
+    """The reference's ``image_grid_thw`` for ``n`` tiles of one grid: (n, 3) int64."""
+    return np.tile(np.asarray(grid, dtype=np.int64), (n, 1))
