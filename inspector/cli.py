@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "config_cmd",
     "model_cmd",
     "schema_cmd",
+    "export_cmd",
 )
 
 EPILOG = """\
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose == 0:
+        # OpenCV/FFmpeg print their own warnings to stderr; our errors already name the problem.
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     logging.basicConfig(
         level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

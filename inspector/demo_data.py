@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 LABELS_VERSION = 1
 CLASSES = ("scratch", "spot", "crack", "missing_piece")
 # Texture photographs bundled in scikit-image's wheel (others need pooch and a download).
-SURFACES = ("gravel", "brick", "grass")
-# BGR multipliers: brushed steel, anodised bronze, grey polymer.
-_TINTS = ((1.0, 0.97, 0.92), (0.72, 0.86, 1.0), (0.9, 0.9, 0.9))
+SURFACES = ("gravel", "brick")
+# BGR multipliers: blasted steel, fired ceramic.
+_TINTS = ((1.0, 0.97, 0.92), (0.72, 0.86, 1.0))
 _MAX_SIDE = 4096
 _Box = tuple[int, int, int, int]
 
@@ -113,7 +113,8 @@ def _check_args(frames: int, size: tuple[int, int], fps: float, seed: int) -> tu
     if not (64 <= width <= _MAX_SIDE and 64 <= height <= _MAX_SIDE) or width % 2 or height % 2:
         raise SourceError(
             f"size {width}x{height} is not usable",
-            f"give even width and height between 64 and {_MAX_SIDE} (the mp4v encoder needs even sides), e.g. 1280x720",
+            f"give even width and height between 64 and {_MAX_SIDE} (the mp4v encoder needs even sides), "
+            "e.g. 1280x720",
         )
     if seed < 0:
         raise SourceError(f"seed must be 0 or more, got {seed}")
@@ -227,15 +228,17 @@ def _scratch(rng: np.random.Generator, size: tuple[int, int], unit: float) -> tu
 
 
 def _spot(rng: np.random.Generator, size: tuple[int, int], unit: float) -> tuple[np.ndarray, _Colour]:
-    """A dark, irregular stain."""
+    """A dark, irregular, unevenly soaked stain."""
     mask = np.zeros(size[::-1], np.uint8)
-    centre = _centre(rng, size, 60 * unit)
-    for _ in range(int(rng.integers(2, 5))):
-        c = centre + rng.normal(0, 8 * unit, 2)
-        axes = (int(rng.uniform(12, 34) * unit) + 2, int(rng.uniform(12, 34) * unit) + 2)
+    centre = _centre(rng, size, 70 * unit)
+    for _ in range(int(rng.integers(3, 7))):
+        c = centre + rng.normal(0, 14 * unit, 2)
+        axes = (int(rng.uniform(8, 28) * unit) + 2, int(rng.uniform(8, 28) * unit) + 2)
         cv2.ellipse(mask, (int(c[0]), int(c[1])), axes, float(rng.uniform(0, 180)), 0, 360, 255, -1, cv2.LINE_AA)
-    alpha = _finish(mask, unit * 3) * 0.85
-    return alpha, (20.0, 30.0, 45.0)  # BGR: a brownish-black stain
+    alpha = _finish(mask, unit * 4)
+    # Low-frequency blotches: a stain is darker where more soaked in.
+    field = cv2.resize(rng.uniform(0.55, 1.0, (8, 8)).astype(np.float32), size, interpolation=cv2.INTER_CUBIC)
+    return alpha * np.clip(field, 0.4, 1.0) * 0.9, (20.0, 30.0, 45.0)  # BGR: a brownish-black stain
 
 
 def _crack(rng: np.random.Generator, size: tuple[int, int], unit: float) -> tuple[np.ndarray, _Colour]:
@@ -293,7 +296,9 @@ def load_labels(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SourceError(f"{path}: not valid JSON ({error})", "regenerate it with `inspector demo-data DIR`") from None
+        raise SourceError(
+            f"{path}: not valid JSON ({error})", "regenerate it with `inspector demo-data DIR`"
+        ) from None
     problems = _label_problems(data)
     if problems:
         shown = "\n  ".join(problems[:10]) + (f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else "")

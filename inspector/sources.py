@@ -189,13 +189,15 @@ class FrameSource:
     """Iterable of ``Frame``; a context manager; ``close()`` releases the device or file.
 
     ``healthy`` is False once closed and, for live sources, while disconnected or
-    reconnecting: an edge service reports a degraded status from it.
+    reconnecting: an edge service reports a degraded status from it. ``frame_count`` is the
+    number of frames in one pass (files, as the container reports it; images), else None.
     """
 
     source_id: str
     stats: SourceStats
     fps: float | None = None
     is_live: bool = False
+    frame_count: int | None = None
 
     def __init__(self, source_id: str) -> None:
         self.source_id = source_id
@@ -267,7 +269,8 @@ class VideoFileSource(FrameSource):
                 "check it with `ffprobe` or re-export it; an MP4 whose recording was cut off is unreadable",
             )
         self.fps = _capture_fps(self._cap)
-        self._expected = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self._expected = max(int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
+        self.frame_count = self._expected or None
         self._pending: np.ndarray | None = first
         self._pending_pos_ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
         self._next_index = 0  # index of the next frame slot in the file (continues across loops)
@@ -289,7 +292,9 @@ class VideoFileSource(FrameSource):
             with self.path.open("rb"):
                 pass
         except OSError as error:
-            raise SourceError(f"video file {self.path} cannot be read: {error.strerror}", "check its permissions") from None
+            raise SourceError(
+                f"video file {self.path} cannot be read: {error.strerror}", "check its permissions"
+            ) from None
 
     def _open(self) -> cv2.VideoCapture:
         cap = _open_capture(str(self.path), open_timeout_s=30.0, read_timeout_s=30.0)
@@ -395,6 +400,7 @@ class ImageFilesSource(FrameSource):
         if not paths:
             raise SourceError(f"{source_id}: no images to read", "pass a folder or glob that contains images")
         self.paths = list(paths)
+        self.frame_count = len(self.paths)
         self.loop = loop
         self._position = 0
         self._lap = 0

@@ -80,7 +80,7 @@ def test_video_file_yields_every_frame_in_order(videos: dict[str, Path], kind: s
     with open_source(videos[kind]) as source:
         assert isinstance(source, VideoFileSource)
         assert not source.is_live and source.healthy
-        assert source.fps == pytest.approx(FPS)
+        assert source.fps == pytest.approx(FPS) and source.frame_count == N_FRAMES
         frames = list(source)
     assert [f.index for f in frames] == list(range(N_FRAMES))
     assert [frame_number(f.image) for f in frames] == list(range(N_FRAMES))
@@ -224,7 +224,7 @@ def test_image_folder_in_natural_order_skips_unreadable(tmp_path: Path) -> None:
     assert [int(f.image.mean()) for f in frames] == [10, 20, 30, 100]
     assert all(f.image.shape == (40, 60, 3) and f.image.dtype == np.uint8 for f in frames)
     assert source.stats.frames_skipped_corrupt == 1 and source.stats.frames_read == 4
-    assert source.fps is None
+    assert source.fps is None and source.frame_count == 5
 
 
 def test_glob_and_loop(tmp_path: Path) -> None:
