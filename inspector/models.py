@@ -186,6 +186,7 @@ def write_tiny_model(
     import torch
     from transformers import Qwen3VLForConditionalGeneration
 
+    _quiet_transformers()
     out_dir = Path(out_dir)
     if (out_dir / "config.json").exists() and not (out_dir / RANDOM_MARKER).exists():
         raise ModelError(
@@ -264,6 +265,7 @@ def load_model(path: str, *, dtype: str = "float32", device: str = "cpu") -> Loa
     import torch
     from transformers import AutoTokenizer, Qwen3VLForConditionalGeneration
 
+    _quiet_transformers()
     local = Path(path).expanduser()
     looks_like_hub_id = not local.exists() and path.count("/") == 1 and not path.startswith((".", "/", "~"))
     if not looks_like_hub_id:
@@ -286,7 +288,7 @@ def load_model(path: str, *, dtype: str = "float32", device: str = "cpu") -> Loa
     model = model.to(device).eval()
     random_weights = is_random_model(local) if not looks_like_hub_id else False
     if random_weights:
-        log.warning("%s is a RANDOM test model: its verdicts mean nothing", path)
+        log.info("%s is a RANDOM test model: its verdicts mean nothing", path)
     return LoadedModel(model, tokenizer, _model_id(path), random_weights, dtype, device)
 
 
@@ -301,6 +303,13 @@ def load_tokenizer(path: str):
         return AutoTokenizer.from_pretrained(str(local) if local.exists() else path)
     except OSError as error:
         raise ModelError(f"cannot load the tokenizer of {path}: {str(error).splitlines()[0]}") from None
+
+
+def _quiet_transformers() -> None:
+    """No per-shard progress bars: our own progress and logs say what is happening."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _model_id(path: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,11 +13,11 @@ from inspector.aggregate import aggregate
 from inspector.backends import create_backend
 from inspector.backends.base import Backend
 from inspector.classify import StageTimes, TileClassifier
-from inspector.config import MaskROI, ModelConfig, StationFile
+from inspector.config import ModelConfig, StationFile
 from inspector.frames import Frame
-from inspector.tiling import TilePlanner, crop_tiles, load_roi_mask
+from inspector.tiling import TilePlanner
 from inspector.verdict import FrameVerdict, ModelRef, SourceRef, StationRef, TileVerdict, Timings
-from inspector.vision import patchify
+from inspector.vision import patch_shape, patchify
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +31,10 @@ class Inspector:
     classifier: TileClassifier
 
     def __post_init__(self) -> None:
-        tiling = self.config.tiling
-        mask = load_roi_mask(tiling.roi.mask) if isinstance(tiling.roi, MaskROI) else None
-        self.planner = TilePlanner(
-            tile=tiling.tile, overlap=tiling.overlap, roi=tiling.roi, roi_mask=mask, global_view=tiling.global_view
-        )
+        self.planner = TilePlanner.from_config(self.config.tiling)
+        # Reused per frame size: a 4K frame's patches are hundreds of MB, and fresh pages cost.
+        self._crops: np.ndarray | None = None
+        self._patches: np.ndarray | None = None
         info = self.backend.info
         self.model_ref = ModelRef(
             id=info.model_id, backend=info.name, precision=info.precision, random_weights=info.random_weights
@@ -45,10 +43,12 @@ class Inspector:
 
     def inspect(self, frame: Frame) -> FrameVerdict:
         began = time.perf_counter()
-        width, height = frame.size
-        tiles = self.planner.plan(width, height)
-        pixels = crop_tiles(frame.image, tiles, self.config.tiling.tile)
-        pixel_values, grid = patchify(pixels)
+        tiles = self.planner.plan(*frame.size)
+        self._crops = _buffer(self._crops, (len(tiles), self.planner.tile, self.planner.tile, 3), np.uint8)
+        tiles, pixels = self.planner.crop(frame.image, out=self._crops)
+        self._patches = _buffer(self._patches, patch_shape(len(tiles), self.planner.tile), np.float32)
+        # Tiles are never resized, so sizes under the released processor's 256-px minimum are allowed.
+        pixel_values, grid = patchify(pixels, out=self._patches, min_pixels=0)
         preprocess_ms = (time.perf_counter() - began) * 1000
         times = StageTimes()
         results = self.classifier.classify(pixel_values, grid, times)
@@ -99,6 +99,12 @@ class Inspector:
         )
 
 
+def _buffer(current: np.ndarray | None, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    if current is not None and current.shape == shape:
+        return current
+    return np.empty(shape, dtype=dtype)
+
+
 def model_config_with(config: StationFile, **overrides: Any) -> StationFile:
     """The config with model fields replaced (CLI --model / --backend), re-validated."""
     changes = {k: v for k, v in overrides.items() if v is not None}
@@ -128,9 +134,3 @@ def warm_up(inspector: Inspector, size: tuple[int, int] = (640, 480)) -> None:
     frame = Frame(np.zeros((size[1], size[0], 3), np.uint8), "warm-up", 0, datetime.now(UTC))
     inspector.inspect(frame)
 
-
-def relative_to_cwd(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
