@@ -6,11 +6,14 @@ decodes them with cv2.VideoCapture. Tiling: 512-px tiles, 20% overlap, global vi
     python bench/pipeline.py [--frames-1080p 90] [--frames-4k 45] [--hf-tiles 12]
 
 Figures (per frame, means): decode_ms_*, tile_ms_* (plan + crop + global view),
-preprocess_ms_* (patchify into a reused buffer); host_fps_* = frames / their total time.
-fill_ms_4k = writing the 4K frame's pixel_values buffer once (np.ndarray.fill): the memory
-bandwidth floor of preprocessing, which must write every float32 (384 MiB per 4K frame).
-preprocess_speedup_vs_hf compares patchify with a fresh output array (as HF allocates) on
-the same tiles; *_reused_out is the pipeline's case.
+preprocess_ms_* (the pipeline's preprocessing: ``patch_bytes`` into a reused buffer; the
+backend normalises on its device); host_fps_* = frames / their total time.
+host_fps_*_float: the same with the host writing float32 ``pixel_values`` (``patchify``),
+as a backend without on-device normalisation would need. fill_ms_4k = writing the 4K
+frame's float32 pixel_values once (np.ndarray.fill): that path's memory-bandwidth floor.
+preprocess_speedup_vs_hf: HF's processor against ``patch_bytes`` (fresh output, as HF
+allocates) on the same tiles, with preprocess_max_abs_diff = max |normalise_patch_bytes(ours)
+- HF|; patchify_speedup_vs_hf: against the float32 path (and *_reused_out into a buffer).
 """
 
 from __future__ import annotations
@@ -39,7 +42,13 @@ cv2.setNumThreads(1)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from inspector.tiling import TilePlanner, crop_tiles  # noqa: E402
-from inspector.vision import patchify, to_hf_layout  # noqa: E402
+from inspector.vision import (  # noqa: E402
+    normalise_patch_bytes,
+    patch_bytes,
+    patch_shape,
+    patchify,
+    to_hf_layout,
+)
 
 TILE = 512
 OVERLAP = 0.2
@@ -75,7 +84,7 @@ def open_clip(path: Path) -> cv2.VideoCapture:
     return cap
 
 
-def run_clip(path: Path) -> tuple[dict[str, float], np.ndarray]:
+def run_clip(path: Path, *, as_bytes: bool = True) -> tuple[dict[str, float], np.ndarray]:
     """Decode -> tile -> preprocess every frame; returns per-frame means and the last frame's crops."""
     planner = TilePlanner(TILE, OVERLAP, global_view=True)
     cap = open_clip(path)
@@ -95,8 +104,11 @@ def run_clip(path: Path) -> tuple[dict[str, float], np.ndarray]:
         crops = crop_tiles(image, tiles, TILE, out=crops_buf)
         t2 = time.perf_counter()
         if values_buf is None:  # allocate once and touch every page outside the timed loop
-            values_buf = np.zeros((len(tiles), (TILE // 16) ** 2, 1536), np.float32)
-        patchify(crops, out=values_buf)
+            values_buf = np.zeros(patch_shape(len(tiles), TILE, as_bytes=as_bytes), np.uint8 if as_bytes else np.float32)
+        if as_bytes:
+            patch_bytes(crops, out=values_buf)
+        else:
+            patchify(crops, out=values_buf)
         t3 = time.perf_counter()
         if frames > 0:  # frame 0 warms caches and allocators
             decode, tile, prep = decode + t1 - t0, tile + t2 - t1, prep + t3 - t2
@@ -112,9 +124,10 @@ def run_clip(path: Path) -> tuple[dict[str, float], np.ndarray]:
         "preprocess_ms": 1000 * prep / n,
         "fps": n / (decode + tile + prep),
     }
-    t0 = time.perf_counter()
-    values_buf.fill(0.0)
-    stats["fill_ms"] = 1000 * (time.perf_counter() - t0)
+    if not as_bytes:
+        t0 = time.perf_counter()
+        values_buf.fill(0.0)
+        stats["fill_ms"] = 1000 * (time.perf_counter() - t0)
     return stats, crops_buf.copy()
 
 
@@ -141,18 +154,23 @@ def compare_with_hf(tiles: np.ndarray) -> dict[str, float]:
         result["hf"] = processor(images=images, return_tensors="np", input_data_format="channels_last")
 
     hf_s = best_of(hf, 3)
+    bytes_s = best_of(lambda: patch_bytes(tiles), 5)
     ours_s = best_of(lambda: patchify(tiles), 5)
-    out = np.zeros(((len(tiles)), (TILE // 16) ** 2, 1536), np.float32)
+    out = np.zeros(patch_shape(len(tiles), TILE), np.float32)
     reused_s = best_of(lambda: patchify(tiles, out=out), 5)
     values, grid = patchify(tiles)
-    ref = result["hf"]
-    assert np.array_equal(np.asarray(ref["image_grid_thw"]), np.tile(grid, (len(tiles), 1)))
+    raw, _ = patch_bytes(tiles)
+    ref = np.asarray(result["hf"]["pixel_values"])
+    assert np.array_equal(np.asarray(result["hf"]["image_grid_thw"]), np.tile(grid, (len(tiles), 1)))
     n = len(tiles)
     return {
-        "preprocess_speedup_vs_hf": hf_s / ours_s,
-        "preprocess_speedup_vs_hf_reused_out": hf_s / reused_s,
-        "preprocess_max_abs_diff": float(np.abs(to_hf_layout(values) - np.asarray(ref["pixel_values"])).max()),
+        "preprocess_speedup_vs_hf": hf_s / bytes_s,
+        "preprocess_max_abs_diff": float(np.abs(to_hf_layout(normalise_patch_bytes(raw)) - ref).max()),
+        "patchify_speedup_vs_hf": hf_s / ours_s,
+        "patchify_speedup_vs_hf_reused_out": hf_s / reused_s,
+        "patchify_max_abs_diff": float(np.abs(to_hf_layout(values) - ref).max()),
         "hf_ms_per_tile": 1000 * hf_s / n,
+        "patch_bytes_ms_per_tile": 1000 * bytes_s / n,
         "patchify_ms_per_tile": 1000 * ours_s / n,
         "patchify_ms_per_tile_reused_out": 1000 * reused_s / n,
         "hf_compared_tiles": n,
@@ -173,9 +191,12 @@ def main() -> int:
             make_clip(clip, w, h, frames + 1)
             stats, crops = run_clip(clip)
             figures[f"host_fps_{name}"] = stats.pop("fps")
-            for key, value in stats.items():
-                if key != "fill_ms" or name == "4k":
-                    figures[f"{key}_{name}"] = value
+            figures.update({f"{key}_{name}": value for key, value in stats.items()})
+            float_stats, _ = run_clip(clip, as_bytes=False)
+            figures[f"host_fps_{name}_float"] = float_stats["fps"]
+            figures[f"preprocess_ms_{name}_float"] = float_stats["preprocess_ms"]
+            if name == "4k":
+                figures["fill_ms_4k"] = float_stats["fill_ms"]
             crops_4k = crops
     assert crops_4k is not None
     picked = np.concatenate([crops_4k[: args.hf_tiles - 1], crops_4k[-1:]])  # local tiles + the global view

@@ -17,7 +17,7 @@ from inspector.config import ModelConfig, StationFile
 from inspector.frames import Frame
 from inspector.tiling import TilePlanner
 from inspector.verdict import FrameVerdict, ModelRef, SourceRef, StationRef, TileVerdict, Timings
-from inspector.vision import patch_shape, patchify
+from inspector.vision import patch_bytes, patch_shape
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,10 @@ class Inspector:
         tiles = self.planner.plan(*frame.size)
         self._crops = _buffer(self._crops, (len(tiles), self.planner.tile, self.planner.tile, 3), np.uint8)
         tiles, pixels = self.planner.crop(frame.image, out=self._crops)
-        self._patches = _buffer(self._patches, patch_shape(len(tiles), self.planner.tile), np.float32)
+        self._patches = _buffer(self._patches, patch_shape(len(tiles), self.planner.tile, as_bytes=True), np.uint8)
         # Tiles are never resized, so sizes under the released processor's 256-px minimum are allowed.
-        pixel_values, grid = patchify(pixels, out=self._patches, min_pixels=0)
+        # Patch bytes: the backend normalises on its device (see inspector/vision.py).
+        pixel_values, grid = patch_bytes(pixels, out=self._patches, min_pixels=0)
         preprocess_ms = (time.perf_counter() - began) * 1000
         times = StageTimes()
         results = self.classifier.classify(pixel_values, grid, times)

@@ -170,3 +170,37 @@ def test_smart_resize_mirrors_transformers(height: int, width: int, min_pixels: 
 def test_released_config_keeps_square_tiles_from_256_to_4096(size: int) -> None:
     assert hf_pil.smart_resize(size, size, 32, MIN_PIXELS, MAX_PIXELS) == (size, size)
     check_tile_size(size)
+
+
+# --- the hot path: patch bytes, normalised by the backend -------------------------------
+
+
+@given(
+    n=st.integers(1, 3),
+    windows=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=25, deadline=None)
+def test_patch_bytes_normalised_equal_patchify(n: int, windows: int, seed: int) -> None:
+    from inspector.vision import normalise_patch_bytes, patch_bytes
+
+    size = windows * 32
+    tiles = np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    expected, grid = patchify(tiles, min_pixels=0)
+    raw, raw_grid = patch_bytes(tiles, min_pixels=0)
+    assert raw.dtype == np.uint8 and raw.shape == (n, expected.shape[1], 768)
+    assert raw_grid == grid
+    np.testing.assert_array_equal(normalise_patch_bytes(raw), expected)
+
+
+def test_torch_backend_encodes_bytes_like_floats(tiny_loaded) -> None:
+    from inspector.backends.torch import TorchBackend
+    from inspector.vision import patch_bytes
+
+    tiles = np.random.default_rng(5).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    backend = TorchBackend(tiny_loaded)
+    floats, grid = patchify(tiles, min_pixels=0)
+    raw, _ = patch_bytes(tiles, min_pixels=0)
+    a, b = backend.encode(floats, grid), backend.encode(raw, grid)
+    np.testing.assert_array_equal(a.embeds, b.embeds)
+    np.testing.assert_array_equal(a.deepstack, b.deepstack)

@@ -20,8 +20,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-# Rows of Qwen3-VL pixel_values: channels (3) x temporal patch (2) x 16 x 16.
+# Rows of Qwen3-VL pixel_values: channels (3) x temporal patch (2) x 16 x 16, float32.
 PATCH_DIM = 3 * 2 * 16 * 16
+# Rows of patch bytes (the hot path): channels x 16 x 16 uint8, one temporal frame, not yet
+# normalised. Backends expand them on their device (see inspector.vision.normalise_patch_bytes).
+PATCH_BYTES_DIM = 3 * 16 * 16
 # Patches per visual token (spatial merge 2x2).
 PATCHES_PER_TOKEN = 4
 
@@ -73,7 +76,8 @@ class Backend(Protocol):
     info: BackendInfo
 
     def encode(self, pixel_values: np.ndarray, grid_thw: tuple[int, int, int]) -> VisualFeatures:
-        """``pixel_values``: (B, P, PATCH_DIM) float32 patches of B tiles with grid ``grid_thw``."""
+        """B tiles with grid ``grid_thw`` as (B, P, PATCH_DIM) float32 ``pixel_values`` or as
+        (B, P, PATCH_BYTES_DIM) uint8 patch bytes; both give the same features."""
         ...
 
     def prefill(

@@ -15,6 +15,7 @@ import numpy as np
 
 from inspector.backends.base import BackendInfo, VisualFeatures
 from inspector.models import LoadedModel
+from inspector.vision import normalisation_table
 
 
 @dataclass
@@ -38,11 +39,24 @@ class TorchBackend:
         self.model = loaded.model
         self.device = torch.device(loaded.device)
         self.info = BackendInfo("torch", loaded.dtype, loaded.model_id, loaded.random_weights, loaded.device)
+        self._table: Any = None  # byte -> normalised value, on the device
+
+    def _pixel_values(self, patches: np.ndarray) -> Any:
+        """(B*P, 1536) float pixel values on the device; patch bytes are expanded there (1/8 of the transfer)."""
+        torch = self._torch
+        batch, count, dim = patches.shape
+        source = torch.from_numpy(np.ascontiguousarray(patches)).to(self.device)
+        if patches.dtype == np.uint8:
+            if self._table is None:
+                self._table = torch.from_numpy(normalisation_table()).to(self.device)
+            values = self._table[source.long()].reshape(batch * count, 3, 1, dim // 3)
+            return values.expand(-1, -1, 2, -1).reshape(batch * count, -1)
+        return source.reshape(batch * count, dim)
 
     def encode(self, pixel_values: np.ndarray, grid_thw: tuple[int, int, int]) -> VisualFeatures:
         torch = self._torch
-        batch, patches, dim = pixel_values.shape
-        flat = torch.from_numpy(np.ascontiguousarray(pixel_values).reshape(batch * patches, dim)).to(self.device)
+        batch = pixel_values.shape[0]
+        flat = self._pixel_values(pixel_values)
         grid = torch.tensor([grid_thw] * batch, dtype=torch.long, device=self.device)
         with torch.inference_mode():
             out = self.model.model.visual(flat.to(self.model.model.visual.dtype), grid_thw=grid, return_dict=True)
