@@ -15,6 +15,8 @@ from inspector.errors import InspectorError
 # Modules under inspector.commands, in the order `inspector --help` lists them.
 COMMAND_MODULES = (
     "replay",
+    "compare_cmd",
+    "watch",
     "demo_data",
     "tiles",
     "config_cmd",
