@@ -16,6 +16,7 @@ from inspector.errors import InspectorError
 COMMAND_MODULES = (
     "replay",
     "compare_cmd",
+    "report_cmd",
     "watch",
     "demo_data",
     "tiles",

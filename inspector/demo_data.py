@@ -377,3 +377,8 @@ def _defect_problems(where: str, defect: object, classes: list[str], size: tuple
     elif size is not None and (x1 > size[0] or y1 > size[1]):
         problems.append(f"{where}.bbox: {bbox} lies outside the {size[0]}x{size[1]} frame (x1, y1 are exclusive)")
     return problems
+
+
+def frame_labels(path: Path) -> dict[int, str]:
+    """Frame index -> "OK" | "NG" from a labels file (validated by ``load_labels``)."""
+    return {int(frame["index"]): str(frame["label"]) for frame in load_labels(path)["frames"]}

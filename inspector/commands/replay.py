@@ -72,13 +72,6 @@ def _publisher(url: str, config) -> Sink:
     return MqttSink(mqtt_config_from_url(url, config.sinks.mqtt), config.station)
 
 
-def _load_labels(path: Path) -> dict[int, str]:
-    from inspector.demo_data import load_labels
-
-    labels = load_labels(path)
-    return {int(frame["index"]): str(frame["label"]) for frame in labels["frames"]}
-
-
 def run(args: argparse.Namespace) -> int:
     # The pipeline pulls in OpenCV and torch: imported here so `inspector --help` stays instant.
     from inspector.pipeline import build_inspector, model_config_with
@@ -87,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     config = load_config(args.config)
     config = model_config_with(config, path=args.model, backend=args.backend, onnx_dir=args.onnx_dir)
-    labels = _load_labels(args.labels) if args.labels else None
+    from inspector.demo_data import frame_labels
+
+    labels = frame_labels(args.labels) if args.labels else None
     out_path = _output_path(args, config)
 
     with ExitStack() as stack:
