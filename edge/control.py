@@ -1,0 +1,151 @@
+"""Command processing: one thread takes requests from the MQTT sink, validates, executes, responds.
+
+The sink's callback runs on paho's network thread, so it only enqueues; a reload that
+loads a model may take seconds and must not stall the connection. Requests are handled
+one at a time, in arrival order; when the small queue is full the request is answered
+"busy" at once rather than waiting unboundedly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from edge.commands import (
+    MAX_COMMAND_BYTES,
+    CommandRejected,
+    PauseCommand,
+    ReloadConfigCommand,
+    ResumeCommand,
+    SnapshotCommand,
+    parse_command,
+    response_payload,
+)
+from inspector.sinks.mqtt import Command, MqttSink
+
+log = logging.getLogger(__name__)
+
+_QUEUE_SIZE = 16
+
+
+class Controllable(Protocol):
+    """What commands act on (the service implements it)."""
+
+    def pause(self) -> dict[str, Any]: ...
+
+    def resume(self) -> dict[str, Any]: ...
+
+    def reload_config(self, command: ReloadConfigCommand) -> dict[str, Any]: ...
+
+    def snapshot(self, label: str | None) -> dict[str, Any]: ...
+
+
+class CommandProcessor(threading.Thread):
+    def __init__(
+        self,
+        sink: MqttSink,
+        target: Controllable,
+        *,
+        on_result: Callable[[str | None, bool], None] = lambda command, ok: None,
+        max_bytes: int = MAX_COMMAND_BYTES,
+    ) -> None:
+        super().__init__(name="commands", daemon=True)
+        self._sink = sink
+        self._target = target
+        self._on_result = on_result
+        self._max_bytes = max_bytes
+        self._requests: queue.Queue[Command | None] = queue.Queue(_QUEUE_SIZE)
+        self.handled = 0
+        self.rejected = 0
+
+    def attach(self) -> None:
+        """Subscribe to the station's command topic."""
+        self._sink.on_command(self.submit)
+
+    def submit(self, request: Command) -> None:
+        """Sink callback (network thread): enqueue, or answer 'busy' if the queue is full."""
+        try:
+            self._requests.put_nowait(request)
+        except queue.Full:
+            self._answer(request, None, ok=False, error="busy: too many commands waiting; try again")
+
+    def stop(self) -> None:
+        # A full queue: the thread is busy and, being a daemon, cannot outlive the process anyway.
+        with contextlib.suppress(queue.Full):
+            self._requests.put_nowait(None)
+
+    def run(self) -> None:
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            self._handle(request)
+
+    def _handle(self, request: Command) -> None:
+        if not self._answerable(request):
+            return  # not executed either: a request we cannot answer safely changes nothing
+        name: str | None = None
+        try:
+            command = parse_command(request.payload, max_bytes=self._max_bytes)
+            name = command.command
+            result = self._execute(command)
+        except CommandRejected as rejected:
+            self._answer(request, rejected.command or name, ok=False, error=rejected.message)
+        except Exception as error:  # noqa: BLE001 - an unexpected failure is still an answer, not silence
+            log.exception("command %s failed", name)
+            self._answer(request, name, ok=False, error=f"internal error: {type(error).__name__}: {error}")
+        else:
+            self._answer(request, name, ok=True, result=result)
+
+    def _answerable(self, request: Command) -> bool:
+        """False for a response topic we must not publish to; requests without one still run (MQTT 3.1.1)."""
+        topic = request.response_topic
+        if topic is None:
+            return True
+        cmd_topic = self._sink.topics.cmd
+        if not topic or topic == cmd_topic or topic.startswith(cmd_topic + "/") or any(c in topic for c in "#+"):
+            # Answering on our own command topic would feed our answers back to us as commands.
+            log.warning("ignoring a command whose response topic %r is a command topic or a wildcard", topic)
+            self.rejected += 1
+            self._on_result(None, False)
+            return False
+        return True
+
+    def _execute(self, command: Any) -> dict[str, Any]:
+        if isinstance(command, PauseCommand):
+            return self._target.pause()
+        if isinstance(command, ResumeCommand):
+            return self._target.resume()
+        if isinstance(command, ReloadConfigCommand):
+            return self._target.reload_config(command)
+        if isinstance(command, SnapshotCommand):
+            return self._target.snapshot(command.label)
+        raise CommandRejected(f"command {command.command!r} is not implemented")  # pragma: no cover
+
+    def _answer(
+        self,
+        request: Command,
+        command: str | None,
+        *,
+        ok: bool,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        if ok:
+            self.handled += 1
+            log.info("command %s done", command)
+        else:
+            self.rejected += 1
+            log.warning("command %s rejected: %s", command or "(unknown)", error)
+        self._on_result(command, ok)
+        topic = request.response_topic
+        if not topic:
+            log.warning("command on %s had no response topic (MQTT v5 ResponseTopic); no answer sent", request.topic)
+            return
+        body = response_payload(command, ok=ok, error=error, result=result)
+        if not self._sink.respond(topic, request.correlation_data, body):
+            log.warning("could not send the answer to %s (not connected)", topic)

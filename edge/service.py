@@ -1,0 +1,242 @@
+"""``inspector-edge`` (also ``python -m edge``): the long-running inspection service on the edge box.
+
+Start-up order is chosen so that mistakes fail in seconds, before the model loads: the
+config, the source (a missing file is an error; a camera that is down is not — it is
+retried, with a degraded status), the MQTT credentials and TLS (a broker that is down is
+not an error: verdicts wait in the outbox). Then the model loads and judges one warm-up
+frame, the workers start and systemd is told READY.
+
+Exit codes: 0 after a clean stop (SIGTERM / SIGINT, or a file source that ended),
+1 when a worker died (systemd restarts the service), 2 for a problem with the
+configuration or the environment that a restart would not cure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from contextlib import ExitStack
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from edge.reload import Overrides, trial_frame_size
+from edge.sdnotify import SystemdNotifier
+from edge.supervisor import ServiceOptions, source_opener
+from inspector import __version__
+from inspector.config import StationFile, load_config
+from inspector.errors import InspectorError
+
+log = logging.getLogger("edge")
+
+EXAMPLES = """\
+examples:
+  inspector-edge --config configs/demo.yaml --source demo/clip.mp4 --loop --publish mqtt://127.0.0.1:1883
+  inspector-edge --config /etc/line-inspector/station.yaml --metrics-host 0.0.0.0 --metrics-port 9108
+
+commands (MQTT v5 request/response on <topic_root>/<site>/<area>/<line>/<station>/cmd):
+  {"command": "pause"} | {"command": "resume"} | {"command": "snapshot", "label": "x"}
+  {"command": "reload-config", "path": "/etc/line-inspector/station.yaml"} | {..., "config": {...}}
+"""
+
+_VERSIONED = ("line-inspector", "torch", "transformers", "opencv-python-headless", "paho-mqtt", "onnxruntime")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inspector-edge",
+        description="Run the station's inspection as a supervised service: source -> model -> MQTT/JSONL, "
+        "with health, metrics and remote commands.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", "-c", required=True, type=Path, help="station YAML (see configs/)")
+    parser.add_argument("--source", help="camera index, rtsp:// or http:// URL, video file or image folder; "
+                        "overrides source.uri")
+    parser.add_argument("--model", help="checkpoint directory or hub id; overrides model.path")
+    parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help="overrides model.backend")
+    parser.add_argument("--publish", metavar="URL", help="MQTT broker mqtt[s]://[user[:pass]@]host[:port][/root]; "
+                        "overrides sinks.mqtt's broker")
+    parser.add_argument("--loop", action="store_true", help="files: start again at the end (soak tests, demos)")
+    parser.add_argument("--pace", action="store_true", help="files: deliver frames at their recorded fps")
+    parser.add_argument("--metrics-port", type=int, default=9108, metavar="N",
+                        help="HTTP port for /metrics and /healthz (0: off; default 9108)")
+    parser.add_argument("--metrics-host", default="127.0.0.1",
+                        help="address the HTTP server binds (default 127.0.0.1; 0.0.0.0 for a scraper elsewhere)")
+    parser.add_argument("--heartbeat-s", type=float, default=10.0, metavar="S",
+                        help="seconds between heartbeats on .../health (default 10)")
+    parser.add_argument("--snapshot-dir", type=Path, default=Path("snapshots"),
+                        help="where the snapshot command writes frames and verdicts (default ./snapshots)")
+    parser.add_argument("--queue-size", type=int, default=4, metavar="N",
+                        help="frames buffered between capture and inference for file sources (default 4)")
+    parser.add_argument("--drain-timeout-s", type=float, default=10.0, metavar="S",
+                        help="at shutdown, wait at most this long for the MQTT outbox to empty (default 10)")
+    parser.add_argument("--stall-timeout-s", type=float, default=60.0, metavar="S",
+                        help="one frame in inference longer than this counts as a hang: status degraded and no "
+                        "systemd watchdog ping, so systemd restarts the service (default 60)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    problems = _check_args(args)
+    if problems:
+        for problem in problems:
+            log.error("%s", problem)
+        return 2
+    # Handlers first: a SIGTERM while the model loads must still end in a clean exit.
+    stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(number: int, _frame: object) -> None:
+        name = signal.Signals(number).name
+        if stop.is_set():
+            log.warning("%s again: already stopping (the drain is bounded by --drain-timeout-s)", name)
+        received.append(name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        return _serve(args, stop, received)
+    except InspectorError as error:
+        log.error("%s", error)
+        return 2
+
+
+def _check_args(args: argparse.Namespace) -> list[str]:
+    problems = []
+    if not 0 <= args.metrics_port <= 65535:
+        problems.append(f"--metrics-port {args.metrics_port} is not a port number (0 turns the HTTP server off)")
+    if not args.heartbeat_s > 0:
+        problems.append("--heartbeat-s must be more than 0")
+    if args.queue_size < 1:
+        problems.append("--queue-size must be at least 1")
+    if not args.stall_timeout_s > 0:
+        problems.append("--stall-timeout-s must be more than 0")
+    if args.drain_timeout_s < 0:
+        problems.append("--drain-timeout-s must be 0 or more")
+    return problems
+
+
+def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str]) -> int:
+    # Heavy imports (torch, OpenCV, paho) only once the arguments are known to be sane.
+    from edge.metrics import EdgeMetrics, HealthServer
+    from edge.supervisor import EdgeService
+    from inspector.pipeline import build_inspector, warm_up
+    from inspector.sinks.base import Sink
+    from inspector.sinks.jsonl import JsonlSink
+    from inspector.sinks.mqtt import MqttSink, check_connection, mqtt_config_from_url
+
+    overrides = Overrides(source=args.source, model=args.model, backend=args.backend, loop=args.loop, pace=args.pace)
+    try:
+        config = overrides.apply(load_config(args.config))
+    except ValueError as error:  # an override the config's other fields make invalid
+        raise InspectorError(f"command-line override rejected: {error}") from None
+    notifier = SystemdNotifier()
+    with ExitStack() as stack:
+        stack.callback(notifier.close)
+        source = source_opener(config.source)()  # a missing file fails here, before the model loads
+        stack.callback(source.close)
+        mqtt_config = mqtt_config_from_url(args.publish, config.sinks.mqtt) if args.publish else config.sinks.mqtt
+        if mqtt_config is not None:
+            try:  # bad credentials or TLS trust fail now; a broker that is down only warns
+                check_connection(mqtt_config)
+            except InspectorError as error:
+                if not getattr(error, "transient", False):
+                    raise
+                log.warning("MQTT broker not reachable yet; verdicts wait in the outbox: %s", error.problem)
+        if stop.is_set():
+            return 0
+        notifier.status("loading model")
+        log.info("loading model %s (%s)", config.model.path, config.model.backend)
+        inspector = build_inspector(config)
+        try:
+            warm_up(inspector, trial_frame_size(inspector))
+        except Exception as error:  # noqa: BLE001 - a pipeline that cannot judge one frame will not judge any
+            raise InspectorError(
+                f"the pipeline cannot inspect a test frame: {type(error).__name__}: {error}",
+                "check tiling.tile against the model and the model section of the config",
+            ) from None
+        if inspector.backend.info.random_weights:
+            log.warning("this is a RANDOM test model: its verdicts mean nothing about parts")
+        sinks: list[Sink] = []
+        if config.sinks.jsonl is not None:
+            sinks.append(JsonlSink(config.sinks.jsonl.path))
+        mqtt = None
+        if mqtt_config is not None:
+            mqtt = MqttSink(mqtt_config, config.station, birth=birth_details(config, inspector))
+            sinks.append(mqtt)
+        if not sinks:
+            log.warning("no sink configured (sinks.jsonl, sinks.mqtt or --publish): verdicts go nowhere")
+        metrics = EdgeMetrics()
+        options = ServiceOptions(
+            heartbeat_s=args.heartbeat_s,
+            snapshot_dir=args.snapshot_dir.resolve(),
+            queue_size=args.queue_size,
+            drain_timeout_s=args.drain_timeout_s,
+            stall_timeout_s=args.stall_timeout_s,
+        )
+        service = EdgeService(
+            config, inspector, source, sinks=sinks, mqtt=mqtt, metrics=metrics, notifier=notifier,
+            options=options, overrides=overrides, stop_event=stop,
+        )  # fmt: skip
+        if args.metrics_port:
+            try:
+                server = HealthServer(args.metrics_host, args.metrics_port, metrics.registry, service.healthz)
+            except OSError as error:
+                for sink in sinks:
+                    sink.close(0)
+                raise InspectorError(
+                    f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {error.strerror or error}",
+                    "pick a free port with --metrics-port (0 turns the HTTP server off)",
+                ) from None
+            stack.callback(server.close)
+        code = service.run()
+        if received:
+            log.info("stopped by %s", received[0])
+        return code
+
+
+def birth_details(config: StationFile, inspector: Any) -> dict[str, Any]:
+    """What the retained birth status says about this process: versions, model, backend, precision, tiling."""
+    info = inspector.backend.info
+    return {
+        "model": info.model_id,
+        "backend": info.name,
+        "precision": info.precision,
+        "random_weights": info.random_weights,
+        "device": config.model.device,
+        "tiling": config.tiling.model_dump(mode="json"),
+        "versions": _versions(),
+        "source": inspector.config.source.uri if isinstance(inspector.config.source.uri, int) else
+        _redacted(str(inspector.config.source.uri)),
+    }
+
+
+def _redacted(uri: str) -> str:
+    from inspector.sources import redact_uri
+
+    return redact_uri(uri)
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "line-inspector": __version__}
+    for name in _VERSIONED[1:]:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

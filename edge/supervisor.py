@@ -1,0 +1,406 @@
+"""The running service: starts the workers, watches them, reports state, executes commands, shuts down.
+
+The supervisor loop (main thread) wakes every ``tick_s``: it pets the systemd watchdog only
+while every worker is alive (a wedged or dead worker gets the process restarted), turns
+the workers' condition into the retained station status when it changes, and publishes a
+heartbeat every ``heartbeat_s``. A worker that dies is a bug, not a condition to limp
+along with: the service shuts down cleanly and exits 1 so that systemd restarts it.
+
+Shutdown (SIGTERM / SIGINT, or a file source that ended): capture stops, inference
+finishes the frame in flight (for an ended file: every queued frame), the publisher hands
+every produced verdict to the sinks, and the sinks flush (the MQTT outbox within
+``drain_timeout_s``) and publish the offline status.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.commands import CommandRejected, ReloadConfigCommand
+from edge.control import CommandProcessor
+from edge.health import (
+    Condition,
+    FrameCounts,
+    HealthMessage,
+    Latency,
+    LatencyWindow,
+    RateMeter,
+    SourceHealth,
+    State,
+    derive_state,
+    gpu_memory,
+    rss_bytes,
+)
+from edge.metrics import EdgeMetrics
+from edge.reload import (
+    Overrides,
+    build_candidate,
+    check_swappable,
+    needs_model_load,
+    requested_config,
+    trial_frame_size,
+)
+from edge.sdnotify import SystemdNotifier
+from edge.snapshot import save_snapshot
+from edge.workers import BoundedQueue, CaptureWorker, InferenceWorker, PublishWorker, SourceOpener
+from inspector.config import SourceConfig, StationFile
+from inspector.frames import Frame
+from inspector.pipeline import Inspector
+from inspector.sinks.base import Sink
+from inspector.sinks.mqtt import MqttSink
+from inspector.sources import FrameSource, open_source
+from inspector.verdict import FrameVerdict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    heartbeat_s: float = 10.0
+    snapshot_dir: Path = Path("snapshots")
+    queue_size: int = 4
+    drain_timeout_s: float = 10.0
+    tick_s: float = 0.25
+    # Longest a reload may wait for the frame in flight before it is applied.
+    reload_timeout_s: float = 120.0
+    # One frame in inference longer than this is a hang: degraded, and the watchdog is no longer petted.
+    stall_timeout_s: float = 60.0
+
+
+def source_opener(config: SourceConfig) -> SourceOpener:
+    """How (re)opening the configured source is done; live sources start even while the camera is down."""
+    if config.uri is None:
+        from inspector.errors import ConfigError
+
+        raise ConfigError("no source to inspect", "set source.uri in the config or pass --source")
+    uri = config.uri
+
+    def opener() -> FrameSource:
+        return open_source(uri, pace=config.pace, loop=config.loop, reconnect=config.reconnect, wait_for_first=True)
+
+    return opener
+
+
+@dataclass
+class _Published:
+    state: State | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class EdgeService:
+    """One station's long-running inspection. Build it, ``run()`` it, get an exit code."""
+
+    def __init__(
+        self,
+        config: StationFile,
+        inspector: Inspector,
+        source: FrameSource,
+        *,
+        sinks: list[Sink],
+        mqtt: MqttSink | None,
+        metrics: EdgeMetrics,
+        notifier: SystemdNotifier,
+        options: ServiceOptions,
+        overrides: Overrides,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        self.config = config
+        self.options = options
+        self.overrides = overrides
+        self.sinks = sinks
+        self.mqtt = mqtt
+        self.metrics = metrics
+        self.notifier = notifier
+        self.stop_event = stop_event or threading.Event()
+        self.latency = LatencyWindow()
+        self.frames: BoundedQueue[Frame] = BoundedQueue(options.queue_size)
+        self.verdicts: BoundedQueue[FrameVerdict] = BoundedQueue(max(options.queue_size, 16))
+        self.capture = CaptureWorker(
+            source, source_opener(config.source), self.frames, reconnect=config.source.reconnect
+        )
+        self.publisher = PublishWorker(self.verdicts, sinks)
+        self.inference = InferenceWorker(
+            inspector, self.frames, self.verdicts,
+            publisher_alive=self.publisher.is_alive, observe_latency=self._observe_latency,
+        )  # fmt: skip
+        self.commands = (
+            CommandProcessor(mqtt, self, on_result=metrics.count_command) if mqtt is not None else None
+        )
+        self._started = time.monotonic()
+        self._rate = RateMeter()
+        self._fps = 0.0
+        self._stopping = False
+        self._discarded = 0  # frames thrown away on resume (stale) and at shutdown (queued)
+        self._outbox_high_water = 0
+        self._published = _Published()
+        self._reload_lock = threading.Lock()
+        self._status_lock = threading.RLock()  # the supervisor and the command thread both refresh it
+        metrics.attach(self.health, lambda: dict(self.publisher.by_verdict))
+
+    # -- running -------------------------------------------------------------------------------
+
+    @property
+    def workers(self) -> list[threading.Thread]:
+        return [w for w in (self.capture, self.inference, self.publisher, self.commands) if w is not None]
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+        if self.commands is not None:
+            self.commands.attach()
+        self._refresh_status(force=True)
+
+    def run(self) -> int:
+        """Supervise until stopped; returns the process exit code (0 clean, 1 a worker died)."""
+        self.start()
+        self.notifier.ready(f"inspecting {self.capture.source.source_id if self.capture.source else '?'}")
+        log.info("inspecting; heartbeat every %g s", self.options.heartbeat_s)
+        exit_code = 0
+        drain_frames = False
+        next_heartbeat = time.monotonic()
+        while not self.stop_event.wait(self.options.tick_s):
+            dead = [w.name for w in self.workers if not w.is_alive()]
+            if dead and not (dead == ["capture"] and self.capture.finished.is_set()):
+                log.error("worker(s) %s stopped unexpectedly; shutting down for a restart", ", ".join(dead))
+                exit_code = 1
+                break
+            if not self._stalled():
+                self.notifier.watchdog()  # only while every worker is alive and inference moves
+            self._sample_outbox()
+            self._refresh_status()
+            if time.monotonic() >= next_heartbeat:
+                next_heartbeat = time.monotonic() + self.options.heartbeat_s
+                self._heartbeat()
+            if self.capture.finished.is_set():
+                log.info("the source has ended; finishing the queued frames")
+                drain_frames = True
+                break
+        self.shutdown(drain_frames=drain_frames)
+        return exit_code
+
+    def shutdown(self, *, drain_frames: bool = False) -> None:
+        self._stopping = True
+        self.notifier.stopping("draining")
+        if self.mqtt is not None:
+            self._set_status("offline", {"reason": "shutting down"})
+        self.capture.stop()
+        self.capture.join(5.0)
+        self.inference.stop(drain=drain_frames)
+        self.inference.join()  # the frame in flight; a wedged model is systemd's TimeoutStopSec to end
+        self._discarded += self.frames.clear()
+        self.publisher.stop()
+        self.publisher.join()
+        if self.commands is not None:
+            self.commands.stop()
+            self.commands.join(5.0)
+        self._heartbeat()
+        for sink in self.sinks:
+            try:
+                sink.close(self.options.drain_timeout_s)
+            except Exception:  # noqa: BLE001 - close the others regardless
+                log.exception("closing %s failed", type(sink).__name__)
+        h = self.health()
+        log.info(
+            "stopped: %d frames inspected, %d published, %d dropped, outbox %s",
+            h.frames.inspected, h.frames.published, h.frames.dropped, h.outbox.get("outbox_messages", "n/a"),
+        )
+
+    # -- figures -------------------------------------------------------------------------------
+
+    def _observe_latency(self, ms: float) -> None:
+        self.latency.add(ms)
+        self.metrics.observe_latency_ms(ms)
+
+    def _sample_outbox(self) -> None:
+        if self.mqtt is not None:
+            depth = self.mqtt.stats().get("outbox_messages", 0)
+            self._outbox_high_water = max(self._outbox_high_water, int(depth))
+
+    def _stalled(self) -> float | None:
+        stalled = self.inference.stalled_s()
+        return stalled if stalled > self.options.stall_timeout_s else None
+
+    def condition(self) -> Condition:
+        return Condition(
+            workers_alive=all(w.is_alive() for w in self.workers) or self._stopping,
+            source_healthy=self.capture.healthy,
+            paused=self.inference.paused.is_set(),
+            stopping=self._stopping,
+            source_problem=self.capture.problem,
+            stalled_s=self._stalled(),
+        )
+
+    def health(self) -> HealthMessage:
+        state, reason = derive_state(self.condition())
+        stats = self.capture.stats()
+        p50, p95 = self.latency.percentiles(50, 95)
+        outbox: dict[str, Any] = {}
+        if self.mqtt is not None:
+            sink = self.mqtt.stats()
+            outbox = {k: sink.get(k) for k in ("outbox_messages", "outbox_bytes", "connected", "dropped", "last_error")}
+            outbox["high_water"] = max(self._outbox_high_water, int(sink.get("outbox_messages") or 0))
+        source = self.capture.source
+        return HealthMessage(
+            at=datetime.now(timezone.utc),
+            state=state,
+            reason=reason,
+            paused=self.inference.paused.is_set(),
+            uptime_s=round(time.monotonic() - self._started, 3),
+            fps=self._fps,
+            latency=Latency(p50_ms=p50, p95_ms=p95),
+            frames=FrameCounts(
+                captured=self.capture.captured,
+                inspected=self.inference.inspected,
+                errors=self.inference.errors,
+                dropped=stats.dropped_stale + self.frames.dropped + self._discarded,
+                published=self.publisher.published,
+            ),
+            queues={"frames": len(self.frames), "verdicts": len(self.verdicts)},
+            outbox=outbox,
+            source=SourceHealth(
+                id=source.source_id if source else None,
+                live=bool(source and source.is_live),
+                healthy=self.capture.healthy,
+                reconnects=stats.reconnects,
+            ),
+            gpu=gpu_memory(self.inference.inspector.config.model.device),
+            rss_bytes=rss_bytes(),
+        )
+
+    def healthz(self) -> tuple[bool, dict[str, Any]]:
+        """(serving, body) for ``/healthz``: serving while every worker runs and no shutdown began."""
+        h = self.health()
+        serving = not self._stopping and all(w.is_alive() for w in self.workers)
+        return serving, h.model_dump(mode="json", by_alias=True)
+
+    def _heartbeat(self) -> None:
+        self._fps = self._rate.rate(self.inference.inspected)
+        h = self.health()
+        log.debug("heartbeat: %s", h.to_json())
+        if self.mqtt is not None:
+            self.mqtt.publish_health(h.model_dump(mode="json", by_alias=True))
+
+    # -- status --------------------------------------------------------------------------------
+
+    def _status_extra(self, reason: str | None) -> dict[str, Any]:
+        inspector = self.inference.inspector
+        return {
+            "reason": reason,
+            "paused": self.inference.paused.is_set(),
+            # The birth message is fixed at connect; these say what runs now (after reloads).
+            "running_model": inspector.model_ref.model_dump(mode="json"),
+            "tiling": inspector.config.tiling.model_dump(mode="json"),
+        }
+
+    def _refresh_status(self, *, force: bool = False) -> None:
+        with self._status_lock:
+            state, reason = derive_state(self.condition())
+            extra = self._status_extra(reason)
+            if force or state != self._published.state or extra != self._published.extra:
+                if state != self._published.state:
+                    log.info("status %s%s", state, f" ({reason})" if reason else "")
+                self._set_status(state, extra)
+
+    def _set_status(self, state: State, extra: dict[str, Any]) -> None:
+        with self._status_lock:
+            self._published = _Published(state, extra)
+            self.notifier.status(f"{state}" + (f": {extra.get('reason')}" if extra.get("reason") else ""))
+            if self.mqtt is not None:
+                self.mqtt.set_status(state, extra)
+
+    # -- commands (Controllable) ---------------------------------------------------------------
+
+    def pause(self) -> dict[str, Any]:
+        self.inference.paused.set()
+        self._refresh_status()
+        return {"paused": True}
+
+    def resume(self) -> dict[str, Any]:
+        if self.inference.paused.is_set():
+            source = self.capture.source
+            if source is not None and source.is_live:
+                self._discarded += self.frames.clear()  # stale by now: inspect what the line shows next
+            self.inference.paused.clear()
+        self._refresh_status()
+        return {"paused": False}
+
+    def snapshot(self, label: str | None) -> dict[str, Any]:
+        last = self.inference.last
+        if last is None:
+            raise CommandRejected("no frame has been inspected yet; nothing to snapshot", "snapshot")
+        try:
+            files = save_snapshot(self.options.snapshot_dir, last.frame, last.verdict, label)
+        except OSError as error:
+            raise CommandRejected(f"snapshot could not be written to {self.options.snapshot_dir}: {error}",
+                                  "snapshot") from None
+        return {
+            "image": str(files.image),
+            "verdict": str(files.verdict),
+            "frame_index": last.frame.index,
+            "verdict_message_id": last.verdict.message_id,
+            "result": last.verdict.verdict,
+        }
+
+    def reload_config(self, command: ReloadConfigCommand) -> dict[str, Any]:
+        # One reload at a time: two concurrent model loads would double the memory for nothing.
+        if not self._reload_lock.acquire(blocking=False):
+            raise CommandRejected("another reload-config is in progress", "reload-config")
+        try:
+            return self._reload(command)
+        finally:
+            self._reload_lock.release()
+
+    def _reload(self, command: ReloadConfigCommand) -> dict[str, Any]:
+        candidate = requested_config(command, self.overrides)
+        check_swappable(self.config, candidate)
+        if candidate == self.config:
+            return {"changed": False}
+        running = self.inference.inspector
+        model_reloaded = needs_model_load(running.config, candidate)
+        new = build_candidate(running, candidate)
+
+        def trial_and_swap() -> None:
+            # On the inference thread, between frames: the model is never used by two threads.
+            # The current frame shows what the line looks like; a new source may not, so then a blank one.
+            last = self.inference.last
+            usable = last is not None and candidate.source == self.config.source
+            frame = last.frame if last is not None and usable else _blank_frame(trial_frame_size(new))
+            try:
+                new.inspect(frame)
+            except Exception as error:  # noqa: BLE001 - reported to the requester, nothing swapped
+                width, height = frame.size
+                raise CommandRejected(
+                    f"reload-config: the new config cannot inspect a {width}x{height} frame: "
+                    f"{type(error).__name__}: {error}",
+                    "reload-config",
+                ) from None
+            self.inference.inspector = new
+
+        try:
+            self.inference.call_between_frames(trial_and_swap, self.options.reload_timeout_s)
+        except TimeoutError:
+            raise CommandRejected(
+                "reload-config: the frame in flight did not finish in time; nothing changed", "reload-config"
+            ) from None
+        except RuntimeError as error:
+            raise CommandRejected(f"reload-config: {error}", "reload-config") from None
+        source_changed = candidate.source != self.config.source
+        self.config = candidate
+        if source_changed:
+            self.capture.switch_source(source_opener(candidate.source))
+        log.info("config reloaded (model %s, source %s)", "reloaded" if model_reloaded else "kept",
+                 "reopened" if source_changed else "kept")
+        self._refresh_status()
+        return {"changed": True, "model_reloaded": model_reloaded, "source_changed": source_changed}
+
+
+def _blank_frame(size: tuple[int, int]) -> Frame:
+    return Frame(np.zeros((size[1], size[0], 3), np.uint8), "reload-trial", 0, datetime.now(timezone.utc))

@@ -1,0 +1,55 @@
+"""reload-config decisions (edge/reload.py) that need no model: overrides, swappable sections, model reloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge.commands import CommandRejected, ReloadConfigCommand
+from edge.reload import Overrides, check_swappable, needs_model_load, requested_config
+from inspector.config import StationFile, parse_config
+
+BASE = {
+    "station": {"site": "s", "area": "a", "line": "l", "station": "st"},
+    "source": {"uri": "clip.mp4"},
+    "model": {"path": "models/tiny"},
+    "inspection": {"product": "a surface", "defects": {"scratch": {"description": "a line"}}},
+}
+
+
+def config(**changes: dict) -> StationFile:
+    data = {key: dict(value) for key, value in BASE.items()}
+    for section, update in changes.items():
+        data[section] = {**data.get(section, {}), **update}
+    return parse_config(data)
+
+
+def test_command_line_overrides_win_over_the_reloaded_file(tmp_path: Path) -> None:
+    path = tmp_path / "new.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "model": {"path": "elsewhere", "batch_size": 2}}))
+    overrides = Overrides(source="rtsp://cam/1", model="/models/real", loop=True)
+    got = requested_config(ReloadConfigCommand(command="reload-config", path=str(path)), overrides)
+    assert got.source.uri == "rtsp://cam/1" and got.source.loop is True
+    assert got.model.path == "/models/real" and got.model.batch_size == 2
+
+
+def test_an_invalid_inline_config_is_a_rejection_naming_the_field() -> None:
+    bad = {**BASE, "tiling": {"tile": 100}}
+    with pytest.raises(CommandRejected, match=r"tiling\.tile: must be a multiple of 32"):
+        requested_config(ReloadConfigCommand(command="reload-config", config=bad), Overrides())
+
+
+@pytest.mark.parametrize("section", ["station", "sinks"])
+def test_station_and_sinks_need_a_restart(section: str) -> None:
+    change = {"station": {"line": "l2"}, "sinks": {"jsonl": {"path": "x.jsonl"}}}[section]
+    with pytest.raises(CommandRejected, match=f"cannot change '{section}'"):
+        check_swappable(config(), config(**{section: change}))
+    check_swappable(config(), config(tiling={"tile": 256}, source={"uri": "other.mp4"}))  # these may change
+
+
+def test_only_weight_changing_model_fields_reload_the_model() -> None:
+    assert not needs_model_load(config(), config(model={"batch_size": 8, "max_reasoning_tokens": 64}))
+    assert needs_model_load(config(), config(model={"path": "models/other"}))
+    assert needs_model_load(config(), config(model={"dtype": "bfloat16"}))
