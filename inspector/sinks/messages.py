@@ -1,0 +1,104 @@
+"""The small MQTT payloads beside the frame verdict: the PLC reject message and the station status.
+
+Both follow the verdict's rules (inspector/verdict.py): a ``schema`` id, a ``schema_version``
+whose minor bump only adds optional fields, and a ``message_id`` subscribers de-duplicate on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, Field
+
+from inspector import __version__
+from inspector.verdict import FrameVerdict, StationRef, _Payload
+
+REJECT_SCHEMA_ID = "line-inspector/reject"
+REJECT_SCHEMA_VERSION = "1.0"
+STATUS_SCHEMA_ID = "line-inspector/status"
+STATUS_SCHEMA_VERSION = "1.0"
+
+StationState = Literal["online", "degraded", "offline"]
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class RejectMessage(_Payload):
+    """What a PLC needs to divert one part: small, flat, and useless once ``expires_at`` has passed."""
+
+    schema_id: Literal["line-inspector/reject"] = Field(REJECT_SCHEMA_ID, alias="schema")
+    schema_version: str = REJECT_SCHEMA_VERSION
+    message_id: str = Field(default_factory=_new_id, description="unique per reject message; de-duplicate on it")
+    verdict_message_id: str = Field(description="message_id of the frame verdict this reject comes from")
+    station: StationRef
+    part_id: str | None = None
+    frame_index: int = Field(ge=0)
+    source_id: str
+    classes: list[str] = Field(description="defect classes found, most confident first")
+    confidence: float = Field(ge=0, le=1)
+    captured_at: AwareDatetime
+    expires_at: AwareDatetime = Field(
+        description="do not act on this reject after this time (MQTT v5 also expires it in the broker)"
+    )
+
+    @classmethod
+    def from_verdict(cls, verdict: FrameVerdict, *, expiry_s: float, now: datetime | None = None) -> "RejectMessage":
+        # Expiry counts from when the reject was created, not from when a backlog finally sends it.
+        created = now or datetime.now(timezone.utc)
+        ordered = sorted(verdict.defects, key=lambda d: d.confidence, reverse=True)
+        classes = list(dict.fromkeys(d.class_name for d in ordered))
+        return cls(
+            verdict_message_id=verdict.message_id,
+            station=verdict.station,
+            part_id=verdict.source.part_id,
+            frame_index=verdict.source.frame_index,
+            source_id=verdict.source.id,
+            classes=classes,
+            confidence=verdict.confidence,
+            captured_at=verdict.source.captured_at,
+            expires_at=created + timedelta(seconds=expiry_s),
+        )
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+
+class StatusMessage(_Payload):
+    """The retained station status: a birth message on connect, the Will (offline) on an unclean death."""
+
+    schema_id: Literal["line-inspector/status"] = Field(STATUS_SCHEMA_ID, alias="schema")
+    schema_version: str = STATUS_SCHEMA_VERSION
+    message_id: str = Field(default_factory=_new_id)
+    state: StationState
+    reason: str | None = Field(None, description="why the state changed, e.g. 'connection lost (MQTT Will)'")
+    at: AwareDatetime = Field(description="when this status was issued (for the Will: when it was registered)")
+    station: StationRef
+    client_id: str
+    software: str = f"line-inspector {__version__}"
+    model: str | None = None
+    backend: str | None = None
+    precision: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict, description="anything else the publisher reports")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+
+def reject_json_schema() -> dict[str, object]:
+    """JSON Schema of the reject message, for PLC and dashboard integrators."""
+    schema = RejectMessage.model_json_schema(by_alias=True, mode="serialization")
+    schema["$id"] = f"https://line-inspector.invalid/schemas/reject/{REJECT_SCHEMA_VERSION}"
+    schema["title"] = "Line inspector reject message"
+    return schema
+
+
+def status_json_schema() -> dict[str, object]:
+    """JSON Schema of the retained status message."""
+    schema = StatusMessage.model_json_schema(by_alias=True, mode="serialization")
+    schema["$id"] = f"https://line-inspector.invalid/schemas/status/{STATUS_SCHEMA_VERSION}"
+    schema["title"] = "Line inspector station status"
+    return schema

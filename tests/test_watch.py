@@ -1,0 +1,207 @@
+"""`inspector watch` against a real Mosquitto: live verdicts, schema validation, malformed payloads flagged."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+
+from mosquitto import Mosquitto, free_port
+
+from inspector.commands import watch
+from inspector.config import MqttConfig, ReconnectConfig, StationConfig
+from inspector.errors import InspectorError
+from inspector.sinks.mqtt import MqttSink
+from inspector.sinks.mqtt_client import MqttConnectError
+from inspector.sinks.topics import Topics
+from inspector.verdict import Defect, FrameVerdict, ModelRef, SourceRef, StationRef
+
+STATION = StationConfig(site="plant", area="assembly", line="line-1", station="st-1", camera="cam0")
+OTHER = StationConfig(site="plant", area="assembly", line="line-2", station="st-9", camera="cam0")
+
+# `inspector watch ...` exactly as the CLI runs it (parser from register(), InspectorError -> exit 2),
+# without depending on every other subcommand being importable.
+_WATCH_MAIN = """
+import argparse, sys
+from inspector.commands import watch
+from inspector.errors import InspectorError
+parser = argparse.ArgumentParser(prog="inspector")
+watch.register(parser.add_subparsers())
+args = parser.parse_args(["watch", *sys.argv[1:]])
+try:
+    sys.exit(args.func(args))
+except InspectorError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def make_verdict(i: int, verdict: str = "OK", station: StationConfig = STATION) -> FrameVerdict:
+    defects = [Defect(class_name="dent", confidence=0.88, bbox=(0, 0, 32, 32), tiles=[0])] if verdict == "NG" else []
+    return FrameVerdict(
+        message_id=f"w{i:04d}",
+        station=StationRef(**station.model_dump()),
+        source=SourceRef(id="cam0", frame_index=i, captured_at=datetime.now(timezone.utc), part_id=f"P{i}"),
+        verdict=verdict,  # type: ignore[arg-type]
+        confidence=0.88,
+        defects=defects,
+        model=ModelRef(id="tiny-random", backend="torch", precision="float32", random_weights=True),
+    )
+
+
+class Watch:
+    """`inspector watch ARGS` in a subprocess; ready once it has printed that it is watching."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _WATCH_MAIN, *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={"COLUMNS": "200", **_env()},
+        )  # fmt: skip
+        self.stderr: list[str] = []
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        while True:
+            try:
+                line = self._lines.get(timeout=30)
+            except queue.Empty:
+                self.process.kill()
+                raise AssertionError(f"watch never subscribed: {self.stderr}") from None
+            if line.startswith("watching ") or line.startswith("error:"):
+                break
+        assert line.startswith("watching "), self.stderr
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.stderr.append(line.rstrip("\n"))
+            self._lines.put(line)
+
+    def finish(self, timeout_s: float = 60) -> tuple[int, str, str]:
+        assert self.process.stdout is not None
+        out = self.process.stdout.read()
+        code = self.process.wait(timeout_s)
+        return code, out, "\n".join(self.stderr)
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    with Mosquitto(tmp_path / "broker") as started:
+        yield started
+
+
+def raw_publish(port: int, items: list[tuple[str, bytes]]) -> None:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    for topic, payload in items:
+        client.publish(topic, payload, qos=1).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+def sink(port: int, tmp_path: Path, station: StationConfig = STATION, root: str = "inspector") -> MqttSink:
+    config = MqttConfig(host="127.0.0.1", port=port, topic_root=root, outbox=tmp_path / f"{uuid.uuid4().hex}.sqlite",
+                        reconnect=ReconnectConfig(initial_s=0.1, max_s=0.5))  # fmt: skip
+    return MqttSink(config, station, birth={"model": "tiny-random", "backend": "torch", "precision": "float32"})
+
+
+def test_json_mode_prints_valid_payloads_and_flags_malformed_ones(broker: Mosquitto, tmp_path: Path) -> None:
+    # birth + 4 verdicts + 1 reject + offline on close + 2 malformed = 9 (the duplicate is not counted)
+    watcher = Watch(broker.url, "--json", "--count", "9", "--timeout", "60")
+    with sink(broker.port, tmp_path) as publisher:
+        verdicts = [make_verdict(i, "NG" if i == 1 else "OK") for i in range(4)]
+        for verdict in verdicts:
+            publisher.publish(verdict)
+        assert publisher.wait_drained(30)
+    topic = Topics.for_station("inspector", STATION).verdict
+    raw_publish(broker.port, [
+        (topic, verdicts[0].to_json(include_tiles=False).encode()),  # a re-delivery: shown once
+        (topic, b'{"schema": "line-inspector/frame-verdict", "verdict": "MAYBE"}'),
+        (topic, b"not json at all"),
+    ])  # fmt: skip
+    code, out, err = watcher.finish()
+
+    assert code == 1, err  # malformed payloads make the exit status 1
+    payloads = [json.loads(line) for line in out.splitlines()]
+    assert [p["message_id"] for p in payloads if p["schema"] == "line-inspector/frame-verdict"] == [
+        v.message_id for v in verdicts
+    ]
+    assert [p["verdict_message_id"] for p in payloads if p["schema"] == "line-inspector/reject"] == ["w0001"]
+    assert [p["state"] for p in payloads if p["schema"] == "line-inspector/status"] == ["online", "offline"]
+    assert err.count("MALFORMED") == 2 and "verdict: Input should be 'OK', 'NG' or 'UNCERTAIN'" in err
+    assert "Invalid JSON" in err and "1 duplicate" in err
+
+
+def test_table_from_a_config_file_shows_only_the_chosen_line(broker: Mosquitto, tmp_path: Path) -> None:
+    station_file = tmp_path / "station.yaml"
+    station_file.write_text(yaml.safe_dump({
+        "model": {"path": "models/tiny"},
+        "inspection": {"product": "a part", "defects": {"dent": {"description": "a dent"}}},
+        "sinks": {"mqtt": {"host": "127.0.0.1", "port": broker.port, "topic_root": "acme/plant"}},
+    }))  # fmt: skip
+    watcher = Watch("--config", str(station_file), "--line", "line-1", "--count", "3", "--timeout", "60")
+    with sink(broker.port, tmp_path, OTHER, root="acme/plant") as elsewhere:  # another line: filtered out
+        elsewhere.publish(make_verdict(7, "NG", OTHER))
+        assert elsewhere.wait_drained(30)
+    with sink(broker.port, tmp_path, root="acme/plant") as publisher:
+        publisher.publish(make_verdict(1, "NG"))
+        assert publisher.wait_drained(30)
+    code, out, err = watcher.finish()
+
+    assert code == 0, err
+    assert "line-1/st-1" in out and "line-2" not in out
+    assert "status online" in out and "tiny-random torch/float32" in out
+    verdict_line = next(line for line in out.splitlines() if " NG " in line)
+    assert "#1 P1" in verdict_line and "dent 0.88" in verdict_line and "(random)" in verdict_line
+    assert any("REJECT" in line and "dent" in line for line in out.splitlines())
+
+
+def test_timeout_before_count_is_exit_status_1(broker: Mosquitto) -> None:
+    code, _, err = Watch(broker.url, "--count", "1", "--timeout", "0.5").finish()
+    assert code == 1 and "0 of 1" in err
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    watch.register(parser.add_subparsers())
+    return parser.parse_args(["watch", *argv])
+
+
+def test_unreachable_broker_and_missing_target_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(MqttConnectError, match="connection refused"):
+        watch.run(_args(f"mqtt://127.0.0.1:{free_port()}", "--count", "1"))
+    with pytest.raises(InspectorError, match="give a broker URL or --config"):
+        watch.run(_args())
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "model": {"path": "m"}, "inspection": {"product": "p", "defects": {"dent": {"description": "d"}}},
+    }))  # fmt: skip
+    with pytest.raises(InspectorError, match="no sinks.mqtt section"):
+        watch.run(_args("--config", str(tmp_path / "s.yaml")))
+
+
+def test_validation_rejects_extra_fields_and_other_major_versions() -> None:
+    good = json.loads(make_verdict(1).to_json(include_tiles=False))
+    assert watch.validate_payload("verdict", json.dumps(good).encode())[1] is None
+    extra = {**good, "surprise": 1}
+    assert "surprise" in (watch.validate_payload("verdict", json.dumps(extra).encode())[1] or "")
+    newer = {**good, "schema_version": "2.0"}
+    assert "is not 1.x" in (watch.validate_payload("verdict", json.dumps(newer).encode())[1] or "")
+    minor = {**good, "schema_version": "1.7"}
+    assert watch.validate_payload("verdict", json.dumps(minor).encode())[1] is None
