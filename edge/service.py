@@ -20,15 +20,13 @@ import sys
 import threading
 from collections.abc import Sequence
 from contextlib import ExitStack
-from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from edge.reload import Overrides, trial_frame_size
 from edge.sdnotify import SystemdNotifier
 from edge.supervisor import ServiceOptions, source_opener
-from inspector import __version__
 from inspector.config import StationFile, load_config
+from inspector.pipeline import describe
 from inspector.errors import InspectorError
 
 log = logging.getLogger("edge")
@@ -43,7 +41,6 @@ commands (MQTT v5 request/response on <topic_root>/<site>/<area>/<line>/<station
   {"command": "reload-config", "path": "/etc/line-inspector/station.yaml"} | {..., "config": {...}}
 """
 
-_VERSIONED = ("line-inspector", "torch", "transformers", "opencv-python-headless", "paho-mqtt", "onnxruntime")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,7 +170,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
             sinks.append(JsonlSink(config.sinks.jsonl.path))
         mqtt = None
         if mqtt_config is not None:
-            mqtt = MqttSink(mqtt_config, config.station, birth=birth_details(config, inspector))
+            mqtt = MqttSink(mqtt_config, config.station, birth=describe(inspector))
             sinks.append(mqtt)
         if not sinks:
             log.warning("no sink configured (sinks.jsonl, sinks.mqtt or --publish): verdicts go nowhere")
@@ -204,38 +201,6 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
         if received:
             log.info("stopped by %s", received[0])
         return code
-
-
-def birth_details(config: StationFile, inspector: Any) -> dict[str, Any]:
-    """What the retained birth status says about this process: versions, model, backend, precision, tiling."""
-    info = inspector.backend.info
-    return {
-        "model": info.model_id,
-        "backend": info.name,
-        "precision": info.precision,
-        "random_weights": info.random_weights,
-        "device": config.model.device,
-        "tiling": config.tiling.model_dump(mode="json"),
-        "versions": _versions(),
-        "source": inspector.config.source.uri if isinstance(inspector.config.source.uri, int) else
-        _redacted(str(inspector.config.source.uri)),
-    }
-
-
-def _redacted(uri: str) -> str:
-    from inspector.sources import redact_uri
-
-    return redact_uri(uri)
-
-
-def _versions() -> dict[str, str]:
-    versions = {"python": sys.version.split()[0], "line-inspector": __version__}
-    for name in _VERSIONED[1:]:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 if __name__ == "__main__":  # pragma: no cover

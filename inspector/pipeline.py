@@ -128,6 +128,37 @@ def build_inspector(config: StationFile) -> Inspector:
     return Inspector(config, backend, classifier)
 
 
+_VERSIONED = ("torch", "transformers", "opencv-python-headless", "paho-mqtt", "onnxruntime")
+
+
+def describe(inspector: Inspector) -> dict[str, Any]:
+    """What a status/birth message says about a running pipeline: versions, model, backend, precision, tiling."""
+    import sys
+    from importlib import metadata
+
+    from inspector import __version__
+    from inspector.sources import redact_uri
+
+    info = inspector.backend.info
+    versions = {"python": sys.version.split()[0], "line-inspector": __version__}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    uri = inspector.config.source.uri
+    return {
+        "model": info.model_id,
+        "backend": info.name,
+        "precision": info.precision,
+        "random_weights": info.random_weights,
+        "device": info.device,
+        "tiling": inspector.config.tiling.model_dump(mode="json"),
+        "versions": versions,
+        "source": uri if isinstance(uri, int) or uri is None else redact_uri(str(uri)),
+    }
+
+
 def warm_up(inspector: Inspector, size: tuple[int, int] = (640, 480)) -> None:
     """One throwaway frame so the first real frame's latency is not the model's lazy setup."""
     from datetime import UTC, datetime

@@ -66,10 +66,11 @@ def _output_path(args: argparse.Namespace, config) -> Path:
     return Path("results.jsonl")
 
 
-def _publisher(url: str, config) -> Sink:
+def _publisher(url: str, config, inspector) -> Sink:
+    from inspector.pipeline import describe
     from inspector.sinks.mqtt import MqttSink, mqtt_config_from_url
 
-    return MqttSink(mqtt_config_from_url(url, config.sinks.mqtt), config.station)
+    return MqttSink(mqtt_config_from_url(url, config.sinks.mqtt), config.station, birth=describe(inspector))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             console.print("[bold yellow]warning:[/] this is a RANDOM test model: its verdicts mean nothing about parts")
         sinks: list[Sink] = [JsonlSink(out_path)]
         if args.publish:
-            sinks.append(_publisher(args.publish, config))
+            sinks.append(_publisher(args.publish, config, inspector))
         for sink in sinks:
             stack.callback(sink.close)
         summary = ReplaySummary()

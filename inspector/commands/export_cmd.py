@@ -1,0 +1,111 @@
+"""`inspector export onnx|check`: turn a Qwen3-VL checkpoint into ONNX graphs, and check them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+ONNX_EPILOG = """\
+examples:
+  inspector export onnx --model models/tiny --tile 512 --out models/tiny-onnx-512
+  inspector export onnx --model Qwen3-VL-4B-Instruct --tile 512 --dtype float16 --out engines/4b-512
+
+The vision graph is baked for one tile size: use the station config's tiling.tile.
+Writes vision.onnx, verdict.onnx, decoder.onnx, weights.onnx.data, embed_tokens.npy and
+manifest.json; set model.backend: onnxruntime and model.onnx_dir: OUT to run on them.
+"""
+
+CHECK_EPILOG = """\
+example:
+  inspector export check --model models/tiny --onnx models/tiny-onnx-512 --json
+
+Exit status 0 when the graphs match the reference within the tolerance of their dtype
+(float32: 1e-4 and identical greedy tokens), 1 otherwise.
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a Qwen3-VL checkpoint to ONNX graphs, and check them against transformers",
+        description="Deployment graphs: ONNX export (for ONNX Runtime and TensorRT) and parity checks.",
+    )
+    actions = parser.add_subparsers(dest="export_command", metavar="ACTION")
+
+    onnx = actions.add_parser(
+        "onnx",
+        help="export vision, verdict and decoder graphs for one tile size",
+        description="Export a Qwen3-VL checkpoint directory (4B/8B, Instruct/Thinking) to ONNX graphs.",
+        epilog=ONNX_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    onnx.add_argument(
+        "--model", required=True, type=Path, help="Qwen3-VL checkpoint directory (config.json + *.safetensors)"
+    )
+    onnx.add_argument("--tile", required=True, type=int, help="tile side in px, a multiple of 32 (tiling.tile)")
+    onnx.add_argument("--out", required=True, type=Path, help="output directory for the graphs and manifest.json")
+    onnx.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                      help="weights and compute dtype of the graphs (default: float32)")  # fmt: skip
+    onnx.add_argument("--opset", type=int, default=19, help="ONNX opset, 19 or 20 (default: 19)")
+    onnx.add_argument("--force", action="store_true", help="replace graphs of another model in --out")
+    onnx.set_defaults(func=run)
+
+    check = actions.add_parser(
+        "check",
+        help="compare the exported graphs with the transformers reference",
+        description="Run the torch and onnxruntime backends on the same tiles and prompt; report the differences.",
+        epilog=CHECK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("--model", required=True, type=Path, help="the checkpoint directory the graphs came from")
+    check.add_argument("--onnx", required=True, type=Path, help="the export directory (holds manifest.json)")
+    check.add_argument("--config", type=Path, help="station YAML whose inspection section gives the prompt")
+    check.add_argument("--batch", type=int, default=2, help="tiles per batch (default: 2)")
+    check.add_argument("--tokens", type=int, default=32, help="greedy explanation tokens to compare (default: 32)")
+    check.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
+    check.set_defaults(func=run)
+    parser.set_defaults(func=run, export_parser=parser)
+
+
+def _show_progress() -> None:
+    # A 4B export runs for minutes: show its stages even without -v.
+    for name in ("export", "inspector.commands.export_cmd"):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
+def run(args: argparse.Namespace) -> int:
+    command = getattr(args, "export_command", None)
+    if command == "onnx":
+        from export.onnx_export import export_checkpoint
+
+        _show_progress()
+        manifest = export_checkpoint(
+            args.model, args.tile, args.out, dtype=args.dtype, opset=args.opset, force=args.force
+        )
+        print(f"wrote {', '.join(spec.file for spec in manifest.graphs.values())} and manifest.json to {args.out}")
+        return 0
+    if command == "check":
+        from export.parity import DEFAULT_INSPECTION, check_parity
+
+        inspection = DEFAULT_INSPECTION
+        if args.config is not None:
+            from inspector.config import load_config
+
+            inspection = load_config(args.config).inspection
+        if not args.json:
+            _show_progress()
+        report = check_parity(args.model, args.onnx, inspection=inspection, batch=args.batch, tokens=args.tokens)
+        if args.json:
+            print(json.dumps(report.to_json()))
+        else:
+            for key, value in report.to_json().items():
+                print(f"{key:24} {value}")
+        return 0 if report.passed else 1
+    args.export_parser.print_help(sys.stderr)
+    return 2
