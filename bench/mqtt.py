@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -43,7 +43,7 @@ from inspector.verdict import SCHEMA_ID, SCHEMA_VERSION, FrameVerdict, ModelRef,
 def make_verdicts(n: int, station: StationConfig) -> list[FrameVerdict]:
     ref = StationRef(**station.model_dump())
     model = ModelRef(id="Qwen3-VL-4B-Instruct", backend="tensorrt", precision="fp8", random_weights=False)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return [
         FrameVerdict(
             station=ref,

@@ -104,7 +104,9 @@ def run_clip(path: Path, *, as_bytes: bool = True) -> tuple[dict[str, float], np
         crops = crop_tiles(image, tiles, TILE, out=crops_buf)
         t2 = time.perf_counter()
         if values_buf is None:  # allocate once and touch every page outside the timed loop
-            values_buf = np.zeros(patch_shape(len(tiles), TILE, as_bytes=as_bytes), np.uint8 if as_bytes else np.float32)
+            values_buf = np.zeros(
+                patch_shape(len(tiles), TILE, as_bytes=as_bytes), np.uint8 if as_bytes else np.float32
+            )
         if as_bytes:
             patch_bytes(crops, out=values_buf)
         else:
@@ -144,7 +146,11 @@ def compare_with_hf(tiles: np.ndarray) -> dict[str, float]:
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     processor = Qwen2VLImageProcessorPil(
-        patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+        patch_size=16,
+        temporal_patch_size=2,
+        merge_size=2,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
         size={"shortest_edge": 65536, "longest_edge": 16777216},
     )
     images = list(tiles)

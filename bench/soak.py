@@ -225,7 +225,8 @@ def run(args: argparse.Namespace, work: Path, config: Path, url: str) -> int:
         "frames_published": frames.get("published"),
         "frame_errors": frames.get("errors"),
         "fps": round((frames.get("inspected", 0) - inspected_at_start) / max(1e-9, samples[-1][0]), 3)
-        if samples else None,
+        if samples
+        else None,
         "latency_p95_ms": health.get("latency", {}).get("p95_ms"),
         "rss_start_mib": round(peaks[0][1] / MIB, 1) if peaks else None,
         "rss_end_mib": round(peaks[-1][1] / MIB, 1) if peaks else None,

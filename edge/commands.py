@@ -67,7 +67,7 @@ class ReloadConfigCommand(_Command):
     config: dict[str, Any] | None = Field(None, description="the whole station config, inline")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "ReloadConfigCommand":
+    def _exactly_one(self) -> ReloadConfigCommand:
         if (self.path is None) == (self.config is None):
             raise ValueError("give exactly one of 'path' (a YAML file on the edge box) or 'config' (inline object)")
         return self
@@ -77,9 +77,7 @@ class SnapshotCommand(_Command):
     """Save the current frame (PNG) and its verdict (JSON) to the snapshot directory."""
 
     command: Literal["snapshot"]
-    label: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="added to the file names"
-    )
+    label: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="added to the file names")
 
 
 Command = Annotated[
@@ -99,7 +97,7 @@ def parse_command(payload: bytes | bytearray | str, *, max_bytes: int = MAX_COMM
     if len(raw) > max_bytes:
         raise CommandRejected(f"payload of {len(raw)} bytes exceeds the {max_bytes}-byte limit")
     if not raw.strip():
-        raise CommandRejected("empty payload; send a JSON object such as {\"command\": \"pause\"}")
+        raise CommandRejected('empty payload; send a JSON object such as {"command": "pause"}')
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:

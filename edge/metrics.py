@@ -91,11 +91,15 @@ class EdgeMetrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.latency = Histogram(
-            "inspector_frame_latency_seconds", "Time to inspect one frame.", buckets=LATENCY_BUCKETS,
+            "inspector_frame_latency_seconds",
+            "Time to inspect one frame.",
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.commands = Counter(
-            "inspector_commands", "Commands received, by command and outcome.", ["command", "outcome"],
+            "inspector_commands",
+            "Commands received, by command and outcome.",
+            ["command", "outcome"],
             registry=self.registry,
         )
 

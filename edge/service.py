@@ -25,9 +25,9 @@ from pathlib import Path
 from edge.reload import Overrides, trial_frame_size
 from edge.sdnotify import SystemdNotifier
 from edge.supervisor import ServiceOptions, source_opener
-from inspector.config import StationFile, load_config
-from inspector.pipeline import describe
+from inspector.config import load_config
 from inspector.errors import InspectorError
+from inspector.pipeline import describe
 
 log = logging.getLogger("edge")
 
@@ -42,7 +42,6 @@ commands (MQTT v5 request/response on <topic_root>/<site>/<area>/<line>/<station
 """
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inspector-edge",
@@ -52,29 +51,65 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", "-c", required=True, type=Path, help="station YAML (see configs/)")
-    parser.add_argument("--source", help="camera index, rtsp:// or http:// URL, video file or image folder; "
-                        "overrides source.uri")
+    parser.add_argument(
+        "--source", help="camera index, rtsp:// or http:// URL, video file or image folder; overrides source.uri"
+    )
     parser.add_argument("--model", help="checkpoint directory or hub id; overrides model.path")
     parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help="overrides model.backend")
-    parser.add_argument("--publish", metavar="URL", help="MQTT broker mqtt[s]://[user[:pass]@]host[:port][/root]; "
-                        "overrides sinks.mqtt's broker")
+    parser.add_argument(
+        "--publish",
+        metavar="URL",
+        help="MQTT broker mqtt[s]://[user[:pass]@]host[:port][/root]; overrides sinks.mqtt's broker",
+    )
     parser.add_argument("--loop", action="store_true", help="files: start again at the end (soak tests, demos)")
     parser.add_argument("--pace", action="store_true", help="files: deliver frames at their recorded fps")
-    parser.add_argument("--metrics-port", type=int, default=9108, metavar="N",
-                        help="HTTP port for /metrics and /healthz (0: off; default 9108)")
-    parser.add_argument("--metrics-host", default="127.0.0.1",
-                        help="address the HTTP server binds (default 127.0.0.1; 0.0.0.0 for a scraper elsewhere)")
-    parser.add_argument("--heartbeat-s", type=float, default=10.0, metavar="S",
-                        help="seconds between heartbeats on .../health (default 10)")
-    parser.add_argument("--snapshot-dir", type=Path, default=Path("snapshots"),
-                        help="where the snapshot command writes frames and verdicts (default ./snapshots)")
-    parser.add_argument("--queue-size", type=int, default=4, metavar="N",
-                        help="frames buffered between capture and inference for file sources (default 4)")
-    parser.add_argument("--drain-timeout-s", type=float, default=10.0, metavar="S",
-                        help="at shutdown, wait at most this long for the MQTT outbox to empty (default 10)")
-    parser.add_argument("--stall-timeout-s", type=float, default=60.0, metavar="S",
-                        help="one frame in inference longer than this counts as a hang: status degraded and no "
-                        "systemd watchdog ping, so systemd restarts the service (default 60)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9108,
+        metavar="N",
+        help="HTTP port for /metrics and /healthz (0: off; default 9108)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the HTTP server binds (default 127.0.0.1; 0.0.0.0 for a scraper elsewhere)",
+    )
+    parser.add_argument(
+        "--heartbeat-s",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds between heartbeats on .../health (default 10)",
+    )
+    parser.add_argument(
+        "--snapshot-dir",
+        type=Path,
+        default=Path("snapshots"),
+        help="where the snapshot command writes frames and verdicts (default ./snapshots)",
+    )
+    parser.add_argument(
+        "--queue-size",
+        type=int,
+        default=4,
+        metavar="N",
+        help="frames buffered between capture and inference for file sources (default 4)",
+    )
+    parser.add_argument(
+        "--drain-timeout-s",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="at shutdown, wait at most this long for the MQTT outbox to empty (default 10)",
+    )
+    parser.add_argument(
+        "--stall-timeout-s",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="one frame in inference longer than this counts as a hang: status degraded and no "
+        "systemd watchdog ping, so systemd restarts the service (default 60)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import cv2
@@ -25,7 +25,7 @@ class SnapshotFiles:
 def save_snapshot(directory: Path, frame: Frame, verdict: FrameVerdict, label: str | None = None) -> SnapshotFiles:
     """Write ``<time>_<frame index>[_label].png`` and ``.json``; raises OSError when the disk refuses."""
     directory.mkdir(parents=True, exist_ok=True)
-    stamp = frame.captured_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    stamp = frame.captured_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     stem = f"{stamp}_{frame.index:08d}" + (f"_{label}" if label else "")
     image_path = directory / f"{stem}.png"
     verdict_path = directory / f"{stem}.json"

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +131,7 @@ class EdgeService:
             inspector, self.frames, self.verdicts,
             publisher_alive=self.publisher.is_alive, observe_latency=self._observe_latency,
         )  # fmt: skip
-        self.commands = (
-            CommandProcessor(mqtt, self, on_result=metrics.count_command) if mqtt is not None else None
-        )
+        self.commands = CommandProcessor(mqtt, self, on_result=metrics.count_command) if mqtt is not None else None
         self._started = time.monotonic()
         self._rate = RateMeter()
         self._fps = 0.0
@@ -210,7 +208,10 @@ class EdgeService:
         h = self.health()
         log.info(
             "stopped: %d frames inspected, %d published, %d dropped, outbox %s",
-            h.frames.inspected, h.frames.published, h.frames.dropped, h.outbox.get("outbox_messages", "n/a"),
+            h.frames.inspected,
+            h.frames.published,
+            h.frames.dropped,
+            h.outbox.get("outbox_messages", "n/a"),
         )
 
     # -- figures -------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ class EdgeService:
             outbox["high_water"] = max(self._outbox_high_water, int(sink.get("outbox_messages") or 0))
         source = self.capture.source
         return HealthMessage(
-            at=datetime.now(timezone.utc),
+            at=datetime.now(UTC),
             state=state,
             reason=reason,
             paused=self.inference.paused.is_set(),
@@ -339,8 +340,9 @@ class EdgeService:
         try:
             files = save_snapshot(self.options.snapshot_dir, last.frame, last.verdict, label)
         except OSError as error:
-            raise CommandRejected(f"snapshot could not be written to {self.options.snapshot_dir}: {error}",
-                                  "snapshot") from None
+            raise CommandRejected(
+                f"snapshot could not be written to {self.options.snapshot_dir}: {error}", "snapshot"
+            ) from None
         return {
             "image": str(files.image),
             "verdict": str(files.verdict),
@@ -396,11 +398,14 @@ class EdgeService:
         self.config = candidate
         if source_changed:
             self.capture.switch_source(source_opener(candidate.source))
-        log.info("config reloaded (model %s, source %s)", "reloaded" if model_reloaded else "kept",
-                 "reopened" if source_changed else "kept")
+        log.info(
+            "config reloaded (model %s, source %s)",
+            "reloaded" if model_reloaded else "kept",
+            "reopened" if source_changed else "kept",
+        )
         self._refresh_status()
         return {"changed": True, "model_reloaded": model_reloaded, "source_changed": source_changed}
 
 
 def _blank_frame(size: tuple[int, int]) -> Frame:
-    return Frame(np.zeros((size[1], size[0], 3), np.uint8), "reload-trial", 0, datetime.now(timezone.utc))
+    return Frame(np.zeros((size[1], size[0], 3), np.uint8), "reload-trial", 0, datetime.now(UTC))

@@ -340,8 +340,14 @@ class InferenceWorker(threading.Thread):
             verdict = self.inspector.inspect(frame)
         except Exception as error:  # noqa: BLE001 - one bad frame must not stop the line
             self.errors += 1
-            log.error("frame %d of %s could not be inspected: %s: %s", frame.index, frame.source_id,
-                      type(error).__name__, error, exc_info=log.isEnabledFor(logging.DEBUG))
+            log.error(
+                "frame %d of %s could not be inspected: %s: %s",
+                frame.index,
+                frame.source_id,
+                type(error).__name__,
+                error,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             verdict = self.inspector.error_verdict(frame, error)
         self._observe_latency((time.perf_counter() - began) * 1000)
         self.inspected += 1

@@ -80,13 +80,9 @@ def aggregate(tiles: Sequence[TileVerdict], inspection: InspectionConfig) -> Fra
             defects.extend(_defect(name, group) for group in _components(hits))
         else:
             defects.extend(
-                _defect(name, [t])
-                for t in tiles
-                if t.is_global and t.probabilities.get(name, 0.0) >= rule.threshold
+                _defect(name, [t]) for t in tiles if t.is_global and t.probabilities.get(name, 0.0) >= rule.threshold
             )
-        uncertain.extend(
-            p for t in tiles if floor <= (p := t.probabilities.get(name, 0.0)) < rule.threshold
-        )
+        uncertain.extend(p for t in tiles if floor <= (p := t.probabilities.get(name, 0.0)) < rule.threshold)
     defects.sort(key=lambda d: (-d.confidence, d.class_name, d.bbox))
     if defects:
         return FrameDecision("NG", defects[0].confidence, defects)

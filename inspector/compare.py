@@ -51,7 +51,9 @@ class EngineComparison:
 
 def _read(path: Path) -> dict[tuple[str, int], _Frame]:
     if not path.is_file():
-        raise InspectorError(f"verdict file {path} does not exist", "pass the --out files of two `inspector replay` runs")
+        raise InspectorError(
+            f"verdict file {path} does not exist", "pass the --out files of two `inspector replay` runs"
+        )
     frames: dict[tuple[str, int], _Frame] = {}
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):

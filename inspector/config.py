@@ -39,7 +39,9 @@ class _Strict(BaseModel):
 
 def _topic_level(value: str) -> str:
     if not _TOPIC_LEVEL.match(value):
-        raise ValueError("must be non-empty and contain no '/', '#', '+' or whitespace (it becomes an MQTT topic level)")
+        raise ValueError(
+            "must be non-empty and contain no '/', '#', '+' or whitespace (it becomes an MQTT topic level)"
+        )
     return value
 
 
@@ -179,13 +181,15 @@ class JsonlSinkConfig(_Strict):
 
 
 class MqttTLSConfig(_Strict):
-    ca_file: Path | None = Field(None, description="CA bundle that signed the broker certificate; empty: the system CAs")
+    ca_file: Path | None = Field(
+        None, description="CA bundle that signed the broker certificate; empty: the system CAs"
+    )
     cert_file: Path | None = Field(None, description="client certificate (PEM), for brokers that require one")
     key_file: Path | None = Field(None, description="client private key (PEM, unencrypted); defaults to cert_file")
     verify_hostname: bool = Field(True, description="check the broker certificate names the host; false only for tests")
 
     @model_validator(mode="after")
-    def _key_needs_cert(self) -> "MqttTLSConfig":
+    def _key_needs_cert(self) -> MqttTLSConfig:
         if self.key_file is not None and self.cert_file is None:
             raise ValueError("key_file needs cert_file (the client certificate it belongs to)")
         return self
@@ -241,7 +245,7 @@ class MqttConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _one_password_source(self) -> "MqttConfig":
+    def _one_password_source(self) -> MqttConfig:
         given = [n for n in ("password", "password_env", "password_file") if getattr(self, n) is not None]
         if len(given) > 1:
             raise ValueError(f"give at most one of password, password_env, password_file (got {', '.join(given)})")

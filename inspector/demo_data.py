@@ -113,8 +113,7 @@ def _check_args(frames: int, size: tuple[int, int], fps: float, seed: int) -> tu
     if not (64 <= width <= _MAX_SIDE and 64 <= height <= _MAX_SIDE) or width % 2 or height % 2:
         raise SourceError(
             f"size {width}x{height} is not usable",
-            f"give even width and height between 64 and {_MAX_SIDE} (the mp4v encoder needs even sides), "
-            "e.g. 1280x720",
+            f"give even width and height between 64 and {_MAX_SIDE} (the mp4v encoder needs even sides), e.g. 1280x720",
         )
     if seed < 0:
         raise SourceError(f"seed must be 0 or more, got {seed}")
@@ -221,8 +220,7 @@ def _scratch(rng: np.random.Generator, size: tuple[int, int], unit: float) -> tu
         offset = rng.normal(0, 10 * unit, 2)
         d = np.array([math.cos(a), math.sin(a)]) * length / 2
         p0, p1 = centre + offset - d, centre + offset + d
-        cv2.line(mask, tuple(int(v) for v in p0), tuple(int(v) for v in p1), 255,
-                 max(2, round(2 * unit)), cv2.LINE_AA)
+        cv2.line(mask, tuple(int(v) for v in p0), tuple(int(v) for v in p1), 255, max(2, round(2 * unit)), cv2.LINE_AA)
     bright = rng.random() < 0.7
     return _finish(mask, unit), ((245.0, 245.0, 245.0) if bright else (25.0, 25.0, 25.0))
 
@@ -296,14 +294,14 @@ def load_labels(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SourceError(
-            f"{path}: not valid JSON ({error})", "regenerate it with `inspector demo-data DIR`"
-        ) from None
+        raise SourceError(f"{path}: not valid JSON ({error})", "regenerate it with `inspector demo-data DIR`") from None
     problems = _label_problems(data)
     if problems:
         shown = "\n  ".join(problems[:10]) + (f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise SourceError(f"{path}: invalid labels ({len(problems)} problem(s))\n  {shown}",
-                          "see inspector/demo_data.py for the labels schema, or regenerate the file")
+        raise SourceError(
+            f"{path}: invalid labels ({len(problems)} problem(s))\n  {shown}",
+            "see inspector/demo_data.py for the labels schema, or regenerate the file",
+        )
     return data
 
 
@@ -357,8 +355,9 @@ def _label_problems(data: object) -> list[str]:
         if label == "OK" and defects:
             problems.append(f"{where}: label OK must have no defects")
         for k, defect in enumerate(defects):
-            problems.extend(_defect_problems(f"{where}.defects[{k}]", defect, classes,
-                                             (width, height) if size_ok else None))
+            problems.extend(
+                _defect_problems(f"{where}.defects[{k}]", defect, classes, (width, height) if size_ok else None)
+            )
     return problems
 
 

@@ -164,9 +164,7 @@ def build_tiny_tokenizer(merges: int = 600, *, thinking: bool = False):
     for filler in range(len(vocab), FIRST_ADDED_ID):
         vocab[f"<|reserved_{filler}|>"] = filler
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=learned_merges)
-    tokenizer.add_tokens(
-        [AddedToken(t, special=t not in _NON_SPECIAL, normalized=False) for t in QWEN_ADDED_TOKENS]
-    )
+    tokenizer.add_tokens([AddedToken(t, special=t not in _NON_SPECIAL, normalized=False) for t in QWEN_ADDED_TOKENS])
     tokenizer.chat_template = THINKING_CHAT_TEMPLATE if thinking else CHAT_TEMPLATE
     tokenizer.eos_token = "<|im_end|>"
     tokenizer.pad_token = "<|endoftext|>"
@@ -176,9 +174,7 @@ def build_tiny_tokenizer(merges: int = 600, *, thinking: bool = False):
     return tokenizer
 
 
-def write_tiny_model(
-    out_dir: Path, *, seed: int = 0, spec: TinySpec = TinySpec(), thinking: bool = False
-) -> Path:
+def write_tiny_model(out_dir: Path, *, seed: int = 0, spec: TinySpec = TinySpec(), thinking: bool = False) -> Path:
     """Write a seeded, randomly initialised Qwen3-VL checkpoint directory (config, safetensors, tokenizer).
 
     ``thinking`` gives it the Thinking variant's chat template (the assistant turn opens ``<think>``).

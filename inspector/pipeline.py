@@ -165,4 +165,3 @@ def warm_up(inspector: Inspector, size: tuple[int, int] = (640, 480)) -> None:
 
     frame = Frame(np.zeros((size[1], size[0], 3), np.uint8), "warm-up", 0, datetime.now(UTC))
     inspector.inspect(frame)
-

@@ -67,7 +67,9 @@ class LabelMetrics:
         return (self.true_positive + self.true_negative) / decided if decided else None
 
 
-def label_metrics(outcomes: dict[tuple[str, int], str], labels: dict[int, str], source_id: str | None = None) -> LabelMetrics:
+def label_metrics(
+    outcomes: dict[tuple[str, int], str], labels: dict[int, str], source_id: str | None = None
+) -> LabelMetrics:
     """Compare verdicts to per-frame OK/NG labels (frame index -> label) of one source."""
     tp = fp = tn = fn = unsure = seen = 0
     for (source, index), verdict in outcomes.items():

@@ -63,16 +63,22 @@ def render_report(verdicts_path: Path, labels: dict[int, str] | None = None) -> 
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>",
     ]
     if random_weights:
-        parts.append("<div class='warn'>These verdicts come from a <b>randomly initialised test model</b>: "
-                     "they mean nothing about the parts.</div>")
+        parts.append(
+            "<div class='warn'>These verdicts come from a <b>randomly initialised test model</b>: "
+            "they mean nothing about the parts.</div>"
+        )
     parts.append("<h2>Summary</h2><table>")
     parts.append(_row("frames", len(verdicts)))
     for verdict in ("OK", "NG", "UNCERTAIN"):
         share = counts.get(verdict, 0) / len(verdicts)
         bar = f"<span class='bar' style='width:{share * 200:.0f}px'></span>"
         parts.append(_row(f"<span class='{verdict}'>{verdict}</span>", f"{counts.get(verdict, 0)} {bar}"))
-    parts.append(_row("latency mean / p50 / p95", f"{latencies.mean():.1f} / {np.percentile(latencies, 50):.1f} / "
-                      f"{np.percentile(latencies, 95):.1f} ms"))
+    parts.append(
+        _row(
+            "latency mean / p50 / p95",
+            f"{latencies.mean():.1f} / {np.percentile(latencies, 50):.1f} / {np.percentile(latencies, 95):.1f} ms",
+        )
+    )
     parts.append(_row("models", "<br>".join(esc(" · ".join(m)) for m in sorted(models))))
     parts.append("</table>")
     if classes:
@@ -85,11 +91,20 @@ def render_report(verdicts_path: Path, labels: dict[int, str] | None = None) -> 
         fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
         parts.append("<h2>Against labels (NG = positive)</h2><table>")
         parts.append(_row("labelled frames", metrics.labelled))
-        parts.append(_row("TP / FP / TN / FN", f"{metrics.true_positive} / {metrics.false_positive} / "
-                          f"{metrics.true_negative} / {metrics.false_negative}"))
+        parts.append(
+            _row(
+                "TP / FP / TN / FN",
+                f"{metrics.true_positive} / {metrics.false_positive} / "
+                f"{metrics.true_negative} / {metrics.false_negative}",
+            )
+        )
         parts.append(_row("UNCERTAIN", metrics.uncertain))
-        parts.append(_row("precision / recall / accuracy",
-                          f"{fmt(metrics.precision)} / {fmt(metrics.recall)} / {fmt(metrics.accuracy)}"))
+        parts.append(
+            _row(
+                "precision / recall / accuracy",
+                f"{fmt(metrics.precision)} / {fmt(metrics.recall)} / {fmt(metrics.accuracy)}",
+            )
+        )
         parts.append("</table>")
     flagged = [v for v in verdicts if v["verdict"] != "OK"]
     parts.append(f"<h2>Frames not OK ({len(flagged)})</h2><table>")
@@ -102,7 +117,15 @@ def render_report(verdicts_path: Path, labels: dict[int, str] | None = None) -> 
             for d in v.get("defects", [])
         ) or esc(v.get("error") or "")
         label = labels.get(index, "") if labels else ""
-        parts.append(_row(esc(Path(v["source"]["id"]).name), index, f"<span class='{v['verdict']}'>{v['verdict']}</span>",
-                          f"{v['confidence']:.3f}", defects, label))
+        parts.append(
+            _row(
+                esc(Path(v["source"]["id"]).name),
+                index,
+                f"<span class='{v['verdict']}'>{v['verdict']}</span>",
+                f"{v['confidence']:.3f}",
+                defects,
+                label,
+            )
+        )
     parts.append("</table></body></html>")
     return "\n".join(parts)

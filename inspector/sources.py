@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -40,8 +40,25 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", 
 STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https"})
 _GLOB_CHARS = re.compile(r"[*?\[]")
 # Query keys whose values are secrets in camera URLs (e.g. ``?user=admin&password=...``).
-_SECRET_KEYS = frozenset({"password", "pass", "passwd", "pwd", "token", "access_token", "key", "apikey",
-                          "api_key", "auth", "secret", "signature", "sig", "user", "username"})
+_SECRET_KEYS = frozenset(
+    {
+        "password",
+        "pass",
+        "passwd",
+        "pwd",
+        "token",
+        "access_token",
+        "key",
+        "apikey",
+        "api_key",
+        "auth",
+        "secret",
+        "signature",
+        "sig",
+        "user",
+        "username",
+    }
+)
 
 # A file read that fails this many times in a row is the end of the file (or of what is left
 # of it); fewer failures followed by a good frame are corrupt frames, skipped.
@@ -70,7 +87,7 @@ class SourceStats:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -142,8 +159,10 @@ def _open_capture(target: str | int, *, open_timeout_s: float, read_timeout_s: f
             cap = cv2.VideoCapture(target)
         else:
             params = [
-                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
-                cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                int(open_timeout_s * 1000),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                int(read_timeout_s * 1000),
             ]
             cap = cv2.VideoCapture(target, _ffmpeg_backend(), params)
     except cv2.error as error:
@@ -221,7 +240,7 @@ class FrameSource:
     def close(self) -> None:
         self._closed.set()
 
-    def __enter__(self) -> "FrameSource":
+    def __enter__(self) -> FrameSource:
         return self
 
     def __exit__(
@@ -343,8 +362,9 @@ class VideoFileSource(FrameSource):
             if bad:
                 # Reads failed, then the stream went on: those were corrupt frames, skipped.
                 self.stats.frames_skipped_corrupt += bad
-                log.warning("%s: skipped %d corrupt frame(s) before frame %d", self.source_id, bad,
-                            self._next_index + bad)
+                log.warning(
+                    "%s: skipped %d corrupt frame(s) before frame %d", self.source_id, bad, self._next_index + bad
+                )
             index = self._next_index + bad
             self._next_index = index + 1
             return image, index, float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
@@ -358,8 +378,9 @@ class VideoFileSource(FrameSource):
             # containers estimate the count from the duration).
             self.stats.truncated = True
             self.stats.frames_missing += self._expected - got
-            log.warning("%s: ended after %d of %d frames; the file looks truncated",
-                        self.source_id, got, self._expected)
+            log.warning(
+                "%s: ended after %d of %d frames; the file looks truncated", self.source_id, got, self._expected
+            )
         if not self.loop or got == 0:
             return False
         self._cap.release()
@@ -423,8 +444,9 @@ class ImageFilesSource(FrameSource):
                 continue
             self._lap_good += 1
             self.stats.frames_read += 1
-            return Frame(image=image, source_id=self.source_id, index=index, captured_at=_utcnow(),
-                         meta={"path": str(path)})
+            return Frame(
+                image=image, source_id=self.source_id, index=index, captured_at=_utcnow(), meta={"path": str(path)}
+            )
         raise StopIteration
 
 

@@ -180,7 +180,8 @@ def crop_tiles(image: np.ndarray, tiles: list[Tile], tile: int, *, out: np.ndarr
     with zeros at the bottom/right. The global view is the whole frame resized to
     ``tile`` x ``tile`` with area averaging (cv2.INTER_AREA after exact 2x halvings for
     large downscales, see ``_resize_area``; upscaling a small frame is bilinear, as
-    INTER_AREA does), aspect ratio NOT preserved: the frame is squeezed, so its bbox maps back with independent x/y scales.
+    INTER_AREA does), aspect ratio NOT preserved: the frame is squeezed, so its bbox maps back
+    with independent x/y scales.
     ``out`` (C-contiguous, that shape) is reused when given, e.g. one buffer per stream.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -247,7 +248,13 @@ class TilePlanner:
         key = (width, height)
         if key not in self._plans:
             self._plans[key] = plan_tiles(
-                width, height, self.tile, self.overlap, roi=self.roi, roi_mask=self.roi_mask, global_view=self.global_view
+                width,
+                height,
+                self.tile,
+                self.overlap,
+                roi=self.roi,
+                roi_mask=self.roi_mask,
+                global_view=self.global_view,
             )
         return list(self._plans[key])  # a copy: callers may filter it freely
 

@@ -44,9 +44,9 @@ RESCALE_FACTOR = 1 / 255
 
 # uint8 -> normalised float32, computed exactly as the reference does: float64 rescale,
 # cast to float32, then (x - mean) / std in float32.
-_LUT = (
-    (np.arange(256, dtype=np.float64) * RESCALE_FACTOR).astype(np.float32) - np.float32(IMAGE_MEAN)
-) / np.float32(IMAGE_STD)
+_LUT = ((np.arange(256, dtype=np.float64) * RESCALE_FACTOR).astype(np.float32) - np.float32(IMAGE_MEAN)) / np.float32(
+    IMAGE_STD
+)
 # A 16-pixel uint8 run moved as one 16-byte item (a raw copy; the float meaning is unused):
 # numpy copies 16-byte items with one load/store instead of 16 byte moves.
 _RUN = np.dtype(np.complex128)
@@ -65,7 +65,9 @@ def smart_resize(
     it against the original.
     """
     if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}")
+        raise ValueError(
+            f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}"
+        )
     h_bar = round(height / factor) * factor
     w_bar = round(width / factor) * factor
     if h_bar * w_bar > max_pixels:

@@ -99,8 +99,13 @@ def make_tls_files(
     san = ",".join([*(f"DNS:{d}" for d in dns_names), *(f"IP:{ip}" for ip in ip_addresses)])
     for role, usage in (("server", "serverAuth"), ("client", "clientAuth")):
         ext = out / f"{role}.ext"
-        lines = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment",
-                 f"extendedKeyUsage={usage}", "authorityKeyIdentifier=keyid,issuer", "subjectKeyIdentifier=hash"]
+        lines = [
+            "basicConstraints=CA:FALSE",
+            "keyUsage=critical,digitalSignature,keyEncipherment",
+            f"extendedKeyUsage={usage}",
+            "authorityKeyIdentifier=keyid,issuer",
+            "subjectKeyIdentifier=hash",
+        ]
         if role == "server":
             lines.append(f"subjectAltName={san}")
         ext.write_text("\n".join(lines) + "\n")
@@ -169,7 +174,7 @@ class Mosquitto:
     def pid(self) -> int | None:
         return self._process.pid if self.running and self._process else None
 
-    def start(self, timeout_s: float = 10.0) -> "Mosquitto":
+    def start(self, timeout_s: float = 10.0) -> Mosquitto:
         """Start (or restart) the broker and wait until every listener accepts connections."""
         if self.running:
             return self
@@ -208,7 +213,7 @@ class Mosquitto:
             self._process.send_signal(signal.SIGKILL)
         self._process.wait()
 
-    def restart(self, *, kill: bool = True, timeout_s: float = 10.0) -> "Mosquitto":
+    def restart(self, *, kill: bool = True, timeout_s: float = 10.0) -> Mosquitto:
         """SIGKILL (or with ``kill=False`` SIGTERM), then start again on the same port."""
         self.kill() if kill else self.stop()
         return self.start(timeout_s)
@@ -235,7 +240,7 @@ class Mosquitto:
                 text += path.read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
-    def __enter__(self) -> "Mosquitto":
+    def __enter__(self) -> Mosquitto:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

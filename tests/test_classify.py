@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -95,14 +93,20 @@ def test_defects_policy_explains_only_suspect_tiles(tiny_loaded, inspection) -> 
         update={"defects": {k: v.model_copy(update={"threshold": 0.01}) for k, v in inspection.defects.items()}}
     )
     backend = TorchBackend(tiny_loaded)
-    assert all(r.explanation is not None for r in TileClassifier(backend, tiny_loaded.tokenizer, low).classify(pixel_values, grid_thw))
+    assert all(
+        r.explanation is not None
+        for r in TileClassifier(backend, tiny_loaded.tokenizer, low).classify(pixel_values, grid_thw)
+    )
     high = inspection.model_copy(
         update={
             "uncertain_band": 0.0,
             "defects": {k: v.model_copy(update={"threshold": 1.0}) for k, v in inspection.defects.items()},
         }
     )
-    assert all(r.explanation is None for r in TileClassifier(backend, tiny_loaded.tokenizer, high).classify(pixel_values, grid_thw))
+    assert all(
+        r.explanation is None
+        for r in TileClassifier(backend, tiny_loaded.tokenizer, high).classify(pixel_values, grid_thw)
+    )
 
 
 def test_explanation_is_greedy_continuation_after_answer(tiny_loaded, inspection) -> None:

@@ -58,7 +58,11 @@ def test_labels_are_consistent(clip: DemoClip) -> None:
     labels = load_labels(clip.labels_path)
     assert labels == clip.labels
     assert (labels["version"], labels["clip"], labels["width"], labels["height"], labels["fps"]) == (
-        1, "clip.mp4", SIZE[0], SIZE[1], FPS,
+        1,
+        "clip.mp4",
+        SIZE[0],
+        SIZE[1],
+        FPS,
     )
     assert labels["classes"] == list(CLASSES)
     frames = labels["frames"]
@@ -102,8 +106,13 @@ def test_same_seed_same_clip_other_seed_other_clip(clip: DemoClip, decoded: list
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"frames": 0}, "frames"), ({"size": (321, 240)}, "even"), ({"size": (32, 32)}, "64"),
-     ({"fps": 0.0}, "fps"), ({"seed": -1}, "seed")],
+    [
+        ({"frames": 0}, "frames"),
+        ({"size": (321, 240)}, "even"),
+        ({"size": (32, 32)}, "64"),
+        ({"fps": 0.0}, "fps"),
+        ({"seed": -1}, "seed"),
+    ],
 )
 def test_bad_arguments_are_clear_errors(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(SourceError, match=message):
@@ -191,7 +200,11 @@ def test_cli_options(only_demo_command: None, tmp_path: Path) -> None:
     assert cli.main(argv) == 0
     labels = load_labels(tmp_path / "labels.json")
     assert (labels["width"], labels["height"], labels["fps"], labels["seed"], len(labels["frames"])) == (
-        256, 128, 5.0, 2, 4,
+        256,
+        128,
+        5.0,
+        2,
+        4,
     )
 
 

@@ -7,7 +7,7 @@ import os
 import socket
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -92,7 +92,7 @@ def test_watchdog_interval_is_half_of_watchdog_usec(monkeypatch: pytest.MonkeyPa
 
 def _health(state: str = "online") -> HealthMessage:
     return HealthMessage(
-        at=datetime.now(timezone.utc),
+        at=datetime.now(UTC),
         state=state,  # type: ignore[arg-type]
         paused=False,
         uptime_s=1.0,

@@ -29,10 +29,9 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from mosquitto import Mosquitto, free_port
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-
-from mosquitto import Mosquitto, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (256, 192)

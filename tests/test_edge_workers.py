@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -112,7 +112,7 @@ def inspector(tiny_model_dir: Path):
 
 
 def _frame(index: int, image: np.ndarray) -> Frame:
-    return Frame(image, "test", index, datetime.now(timezone.utc))
+    return Frame(image, "test", index, datetime.now(UTC))
 
 
 def test_a_frame_that_cannot_be_inspected_gets_an_uncertain_verdict_and_the_line_goes_on(

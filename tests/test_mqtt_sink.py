@@ -18,16 +18,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
+from mosquitto import Mosquitto, free_port, make_tls_files, mosquitto_binary
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-
-from mosquitto import Mosquitto, free_port, make_tls_files, mosquitto_binary
 
 from inspector.config import MqttConfig, MqttTLSConfig, ReconnectConfig, StationConfig
 from inspector.errors import ConfigError, InspectorError
@@ -43,7 +42,7 @@ HOST = "127.0.0.1"
 STATION = StationConfig(site="plant", area="assembly", line="line-1", station="st-1", camera="cam0")
 TOPICS = Topics.for_station("inspector", STATION)
 BIRTH = {"model": "tiny-random", "backend": "torch", "precision": "float32"}
-_T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+_T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def make_verdict(i: int, verdict: str = "OK") -> FrameVerdict:
@@ -130,7 +129,7 @@ class Collector:
         with self.lock:
             self.messages.append(Received(message.topic, bytes(message.payload), bool(message.retain), props))
 
-    def start(self) -> "Collector":
+    def start(self) -> Collector:
         kwargs: dict[str, object] = {}
         if self.v5:
             props = Properties(PacketTypes.CONNECT)

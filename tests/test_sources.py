@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import cv2
@@ -86,7 +86,7 @@ def test_video_file_yields_every_frame_in_order(videos: dict[str, Path], kind: s
     assert [frame_number(f.image) for f in frames] == list(range(N_FRAMES))
     for frame in frames:
         assert frame.image.dtype == np.uint8 and frame.image.shape == (SIZE[1], SIZE[0], 3)
-        assert frame.captured_at.tzinfo is not None and frame.captured_at.utcoffset() == timezone.utc.utcoffset(None)
+        assert frame.captured_at.tzinfo is not None and frame.captured_at.utcoffset() == UTC.utcoffset(None)
         assert frame.source_id == str(videos[kind])
     assert [f.meta["pos_ms"] for f in frames] == pytest.approx([1000 * i / FPS for i in range(N_FRAMES)], abs=1)
     assert source.stats.frames_read == N_FRAMES and source.stats.frames_skipped_corrupt == 0
@@ -260,8 +260,9 @@ def test_unsupported_scheme_is_a_clear_error() -> None:
 @given(
     scheme=st.sampled_from(["rtsp", "rtsps", "http", "https"]),
     user=st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=8),
-    password=st.text(st.characters(codec="ascii", categories=["L", "N"], include_characters="@:!$"),
-                     min_size=3, max_size=12),
+    password=st.text(
+        st.characters(codec="ascii", categories=["L", "N"], include_characters="@:!$"), min_size=3, max_size=12
+    ),
     port=st.integers(1, 65535),
     path=st.from_regex(r"/[a-z0-9/_.]{0,12}", fullmatch=True),
 )

@@ -245,8 +245,16 @@ def test_cli_image_and_preview(tmp_path: Path, capsys: pytest.CaptureFixture[str
     preview = tmp_path / "out" / "grid.png"
     assert run_tiles([str(tmp_path / "frame.png"), "--tile", "256", "--overlap", "0", "--preview", str(preview)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result == {"tiles": [[0, 0, 256, 256], [256, 0, 512, 256], [344, 0, 600, 256],
-                                [0, 144, 256, 400], [256, 144, 512, 400], [344, 144, 600, 400]]}
+    assert result == {
+        "tiles": [
+            [0, 0, 256, 256],
+            [256, 0, 512, 256],
+            [344, 0, 600, 256],
+            [0, 144, 256, 400],
+            [256, 144, 512, 400],
+            [344, 144, 600, 400],
+        ]
+    }
     drawn = cv2.imread(str(preview))
     assert drawn.shape == image.shape and (drawn != 90).any()
 

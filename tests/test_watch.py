@@ -10,13 +10,12 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-
 from mosquitto import Mosquitto, free_port
 
 from inspector.commands import watch
@@ -52,7 +51,7 @@ def make_verdict(i: int, verdict: str = "OK", station: StationConfig = STATION) 
     return FrameVerdict(
         message_id=f"w{i:04d}",
         station=StationRef(**station.model_dump()),
-        source=SourceRef(id="cam0", frame_index=i, captured_at=datetime.now(timezone.utc), part_id=f"P{i}"),
+        source=SourceRef(id="cam0", frame_index=i, captured_at=datetime.now(UTC), part_id=f"P{i}"),
         verdict=verdict,  # type: ignore[arg-type]
         confidence=0.88,
         defects=defects,

@@ -87,7 +87,9 @@ class TorchBackend:
         from transformers import DynamicCache
 
         torch = self._torch
-        ids = torch.tensor(np.asarray(input_ids, dtype=np.int64), device=self.device)  # copies: input may be a read-only broadcast
+        ids = torch.tensor(
+            np.asarray(input_ids, dtype=np.int64), device=self.device
+        )  # copies: input may be a read-only broadcast
         image_token_id = self.model.config.image_token_id
         mm_types = (ids == image_token_id).to(torch.int32)
         grid = torch.tensor([visual.grid_thw] * ids.shape[0], dtype=torch.long, device=self.device)

@@ -68,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     summary.add_row("missed defects (NG->OK frames)", missed)
     summary.add_row("NG with other classes", str(result.class_mismatch_frames))
     if result.max_prob_diff is not None:
-        summary.add_row("class probability diff max / mean", f"{result.max_prob_diff:.2e} / {result.mean_prob_diff:.2e}")
+        summary.add_row(
+            "class probability diff max / mean", f"{result.max_prob_diff:.2e} / {result.mean_prob_diff:.2e}"
+        )
     if result.latency_ratio is not None:
         summary.add_row("latency candidate / reference", f"{result.latency_ratio:.3f}")
     summary.add_row("gate", "[green]PASS[/]" if passed else "[red]FAIL[/]")

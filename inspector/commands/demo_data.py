@@ -83,8 +83,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--frames", type=_positive_int, default=24, metavar="N", help="number of frames (default 24)")
     parser.add_argument("--seed", type=_seed, default=0, metavar="S", help="random seed (default 0)")
-    parser.add_argument("--size", type=_size, default=(1280, 720), metavar="WxH",
-                        help="frame size in pixels, even sides (default 1280x720)")
+    parser.add_argument(
+        "--size",
+        type=_size,
+        default=(1280, 720),
+        metavar="WxH",
+        help="frame size in pixels, even sides (default 1280x720)",
+    )
     parser.add_argument("--fps", type=_fps, default=8.0, metavar="F", help="recorded frame rate (default 8)")
     parser.set_defaults(func=run)
 

@@ -171,8 +171,10 @@ def _print_metrics(console: Console, metrics: LabelMetrics, random_weights: bool
         raise InspectorError("no judged frame has a label", "check that --labels belongs to this footage")
     table = Table(title="against labels (NG = positive)", show_header=False)
     table.add_row("labelled frames", str(metrics.labelled))
-    table.add_row("TP / FP / TN / FN", f"{metrics.true_positive} / {metrics.false_positive} / "
-                  f"{metrics.true_negative} / {metrics.false_negative}")
+    table.add_row(
+        "TP / FP / TN / FN",
+        f"{metrics.true_positive} / {metrics.false_positive} / {metrics.true_negative} / {metrics.false_negative}",
+    )
     table.add_row("UNCERTAIN", str(metrics.uncertain))
     table.add_row("precision / recall", f"{_fmt(metrics.precision)} / {_fmt(metrics.recall)}")
     table.add_row("accuracy (decided frames)", _fmt(metrics.accuracy))

@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "schema",
         help="print the JSON Schema of frame verdicts",
-        description="Print the JSON Schema (draft 2020-12) that every verdict payload (JSONL line, MQTT message) satisfies.",
+        description="Print the JSON Schema (draft 2020-12) that every verdict payload (JSONL, MQTT) satisfies.",
     )
     parser.set_defaults(func=run)
 

@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tiles",
         help="show the tile grid for a frame size (JSON, optional PNG preview)",
         description=(
-            "Print the tiles a frame is cut into, as JSON: {\"tiles\": [[x0, y0, x1, y1], ...]} in frame pixels,\n"
-            "row-major, exclusive ends, plus \"global\": [0, 0, w, h] when a global view is on.\n"
+            'Print the tiles a frame is cut into, as JSON: {"tiles": [[x0, y0, x1, y1], ...]} in frame pixels,\n'
+            'row-major, exclusive ends, plus "global": [0, 0, w, h] when a global view is on.\n'
             "Tiling settings come from --config (its tiling section, ROI included) or --tile/--overlap."
         ),
         epilog="examples:\n  inspector tiles --size 3840x2160 --tile 512 --overlap 0.2\n"
@@ -43,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--size", metavar="WxH", help="a frame size instead of an image, e.g. 3840x2160")
     parser.add_argument("--config", metavar="FILE", help="station YAML; uses its tiling section")
     parser.add_argument("--tile", type=int, metavar="N", help="tile side in pixels, a multiple of 32 (default 512)")
-    parser.add_argument("--overlap", type=float, metavar="R", help="overlap ratio between neighbours, 0 <= r < 1 (default 0.2)")
+    parser.add_argument(
+        "--overlap", type=float, metavar="R", help="overlap ratio between neighbours, 0 <= r < 1 (default 0.2)"
+    )
     parser.add_argument("--global-view", action="store_true", help="add the downscaled whole-frame view")
     parser.add_argument("--preview", metavar="OUT.png", help="draw the grid on the image (or a blank canvas)")
     parser.set_defaults(func=run)
@@ -108,8 +110,14 @@ def _write_preview(path: Path, image: np.ndarray, tiles: list[Tile]) -> None:
         cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), colour, 2 * scale if t.is_global else scale)
         if not t.is_global:
             cv2.putText(
-                canvas, str(t.index), (x0 + 6 * scale, y0 + 22 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale,
-                colour, scale, cv2.LINE_AA,
+                canvas,
+                str(t.index),
+                (x0 + 6 * scale, y0 + 22 * scale),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.7 * scale,
+                colour,
+                scale,
+                cv2.LINE_AA,
             )
     if not path.suffix:
         path = path.with_suffix(".png")

@@ -9,8 +9,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Union
+from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ValidationError
@@ -51,7 +50,7 @@ examples:
   inspector watch mqtt://127.0.0.1 --count 10 --timeout 30     # for scripts and tests
 """
 
-Message = Union[FrameVerdict, RejectMessage, StatusMessage]
+Message = FrameVerdict | RejectMessage | StatusMessage
 _MODELS: dict[str, tuple[type[BaseModel], str]] = {
     "verdict": (FrameVerdict, SCHEMA_VERSION),
     "reject": (RejectMessage, REJECT_SCHEMA_VERSION),
@@ -336,4 +335,4 @@ def _row(event: WatchEvent) -> tuple[Text, ...]:
 
 
 def _clock(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+    return moment.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3]

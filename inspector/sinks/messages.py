@@ -7,7 +7,7 @@ whose minor bump only adds optional fields, and a ``message_id`` subscribers de-
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, Field
@@ -46,9 +46,9 @@ class RejectMessage(_Payload):
     )
 
     @classmethod
-    def from_verdict(cls, verdict: FrameVerdict, *, expiry_s: float, now: datetime | None = None) -> "RejectMessage":
+    def from_verdict(cls, verdict: FrameVerdict, *, expiry_s: float, now: datetime | None = None) -> RejectMessage:
         # Expiry counts from when the reject was created, not from when a backlog finally sends it.
-        created = now or datetime.now(timezone.utc)
+        created = now or datetime.now(UTC)
         ordered = sorted(verdict.defects, key=lambda d: d.confidence, reverse=True)
         classes = list(dict.fromkeys(d.class_name for d in ordered))
         return cls(

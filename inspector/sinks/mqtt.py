@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -193,7 +193,7 @@ class MqttSink:
         *,
         base: MqttConfig | None = None,
         birth: Mapping[str, Any] | None = None,
-    ) -> "MqttSink":
+    ) -> MqttSink:
         """For ``--publish URL``: the URL's broker on top of ``base`` (the station file's sinks.mqtt)."""
         return cls(mqtt_config_from_url(url, base), station, birth=birth)
 
@@ -232,7 +232,7 @@ class MqttSink:
         ]
         if verdict.verdict == "NG":
             reject = RejectMessage.from_verdict(
-                verdict, expiry_s=self.config.reject_expiry_s, now=datetime.fromtimestamp(now, timezone.utc)
+                verdict, expiry_s=self.config.reject_expiry_s, now=datetime.fromtimestamp(now, UTC)
             )
             messages.append(
                 OutboxMessage(
@@ -274,10 +274,12 @@ class MqttSink:
         self._outbox.close()
         log.info(
             "MQTT sink closed: %d message(s) acknowledged by the broker, %d left in %s for the next run",
-            self._figures["acked"], left, self.config.outbox,
+            self._figures["acked"],
+            left,
+            self.config.outbox,
         )
 
-    def __enter__(self) -> "MqttSink":
+    def __enter__(self) -> MqttSink:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -516,8 +518,13 @@ class MqttSink:
             # Sending it again would be refused again and block the whole line's backlog.
             self._outbox.discard([row.seq for row, _ in refused], "refused")
             for row, reason in refused:
-                log.error("broker refused %s message %s on %s: %s", row.message.kind, row.message.message_id,
-                          row.message.topic, reason)
+                log.error(
+                    "broker refused %s message %s on %s: %s",
+                    row.message.kind,
+                    row.message.message_id,
+                    row.message.topic,
+                    reason,
+                )
         with self._drained:
             self._drained.notify_all()
 
@@ -551,8 +558,9 @@ class MqttSink:
                     return
             self._figures["redelivered"] += len(again)
             if again:
-                log.info("re-sent %d message(s) the broker acknowledged just before the connection was lost",
-                         len(again))
+                log.info(
+                    "re-sent %d message(s) the broker acknowledged just before the connection was lost", len(again)
+                )
         backlog = len(self._outbox)
         if backlog:
             log.info("draining %d message(s) from the outbox", backlog)
@@ -569,8 +577,9 @@ class MqttSink:
             why = f" ({reason})" if reason is not None and reason.value != 0 else ""
             if link.paho_log.errors:
                 why += f" ({link.paho_log.errors[-1]})"
-            log.warning("lost the connection to %s%s; %d message(s) wait in the outbox",
-                        self._where, why, len(self._outbox))
+            log.warning(
+                "lost the connection to %s%s; %d message(s) wait in the outbox", self._where, why, len(self._outbox)
+            )
         self._stop_client(link.client)
         with self._drained:
             self._drained.notify_all()
@@ -605,7 +614,7 @@ class MqttSink:
         return StatusMessage(
             state=state,
             reason=reason,
-            at=datetime.now(timezone.utc),
+            at=datetime.now(UTC),
             station=self._station_ref,
             client_id=self.client_id,
             details=details,

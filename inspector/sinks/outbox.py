@@ -137,7 +137,7 @@ class Outbox:
             log.info("outbox %s holds %d message(s) from an earlier run; they go first", self.path, self._count)
 
     @classmethod
-    def from_config(cls, config: MqttConfig) -> "Outbox":
+    def from_config(cls, config: MqttConfig) -> Outbox:
         return cls(
             config.outbox,
             max_messages=config.outbox_max_messages,
@@ -166,8 +166,19 @@ class Outbox:
                     cursor = self._db.execute(
                         "INSERT INTO outbox (message_id, topic, payload, qos, retain, kind, schema, schema_version,"
                         " created_at, expires_at, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (msg.message_id, msg.topic, msg.payload, msg.qos, int(msg.retain), msg.kind, msg.schema,
-                         msg.schema_version, msg.created_at, msg.expires_at, msg.size),
+                        (
+                            msg.message_id,
+                            msg.topic,
+                            msg.payload,
+                            msg.qos,
+                            int(msg.retain),
+                            msg.kind,
+                            msg.schema,
+                            msg.schema_version,
+                            msg.created_at,
+                            msg.expires_at,
+                            msg.size,
+                        ),
                     )
                     seqs.append(int(cursor.lastrowid or 0))
                 self._db.execute("COMMIT")
@@ -278,7 +289,7 @@ class Outbox:
             self._db = None  # type: ignore[assignment]
             self._lock_file.close()
 
-    def __enter__(self) -> "Outbox":
+    def __enter__(self) -> Outbox:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -390,7 +401,9 @@ class Outbox:
             log.warning(
                 "MQTT outbox %s is over its bounds (%d messages, %d bytes) with reject messages only; "
                 "they are kept until delivered or expired",
-                self.path, self._count + need_n, self._bytes + need_b,
+                self.path,
+                self._count + need_n,
+                self._bytes + need_b,
             )
         return incoming
 

@@ -22,7 +22,7 @@ class Topics:
     base: str
 
     @classmethod
-    def for_station(cls, root: str, station: StationConfig) -> "Topics":
+    def for_station(cls, root: str, station: StationConfig) -> Topics:
         return cls("/".join((root, station.site, station.area, station.line, station.station)))
 
     @property
