@@ -30,7 +30,8 @@ EPILOG = """\
 first run, offline:
   inspector model tiny models/tiny          # a tiny RANDOM Qwen3-VL (verdicts mean nothing)
   inspector demo-data demo                  # a labelled clip with synthetic defects
-  inspector replay demo/clip.mp4 --config configs/demo.yaml --out results.jsonl
+  inspector replay demo/clip.mp4 --config configs/demo.yaml --labels demo/labels.json --out results.jsonl
+  inspector report results.jsonl --labels demo/labels.json --out report.html
 """
 
 
