@@ -70,10 +70,34 @@ def _tensor_bytes(tensor: onnx.TensorProto, base: Path) -> bytes:
     return numpy_helper.to_array(tensor).tobytes()
 
 
+def _constants_to_initializers(graph: onnx.GraphProto, base: Path) -> None:
+    """Large ``Constant`` nodes (the exporter bakes buffers such as the vision rotary tables
+    this way, once per layer) become initializers, so they move out too, stored once."""
+    kept = []
+    for node in graph.node:
+        attribute = node.attribute[0] if len(node.attribute) == 1 else None
+        if (
+            node.op_type == "Constant"
+            and node.domain in ("", "ai.onnx")
+            and attribute is not None
+            and attribute.name == "value"
+            and len(_tensor_bytes(attribute.t, base)) >= _INLINE_BELOW
+        ):
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(attribute.t)
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+        else:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+
+
 def relocate_weights(source: Path, target: Path, shared: SharedWeights) -> None:
     """Rewrite the graph at ``source`` (inline or per-tensor external data) to ``target``,
     its initializers moved into ``shared``; ``target`` must sit in the shared file's folder."""
     model = onnx.load(str(source), load_external_data=False)
+    _constants_to_initializers(model.graph, source.parent)
     for tensor in model.graph.initializer:
         data = _tensor_bytes(tensor, source.parent)
         for field in _TYPED_FIELDS:

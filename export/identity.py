@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 _VOLATILE_KEYS = {"transformers_version", "_name_or_path", "dtype", "torch_dtype", "architectures"}
 _CHUNK = 16 * 1024 * 1024
+_SAMPLES, _SAMPLE_BYTES = 16, 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class ModelIdentity:
     name: str
     config_sha256: str
     weights_sha256: str
+    weights_fingerprint: str  # cheap: sizes + sampled bytes, for checks at every start
     weight_files: tuple[tuple[str, int], ...]  # (file name, size in bytes), sorted by name
     random_weights: bool
 
@@ -42,7 +44,8 @@ class ModelIdentity:
         files = tuple((str(f["name"]), int(f["bytes"])) for f in data.get("weight_files", []))
         return cls(
             str(data["model_type"]), str(data["name"]), str(data["config_sha256"]),
-            str(data["weights_sha256"]), files, bool(data.get("random_weights", False)),
+            str(data["weights_sha256"]), str(data.get("weights_fingerprint", "")), files,
+            bool(data.get("random_weights", False)),
         )  # fmt: skip
 
     def same_model(self, other: ModelIdentity) -> bool:
@@ -78,11 +81,25 @@ def weights_sha256(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def weights_fingerprint(files: list[Path]) -> str:
+    """Hash of each file's name, size and 16 evenly spaced 64 KiB samples: reads ~1 MiB a file,
+    so a backend can check it runs the graphs of *these* weights at every start."""
+    digest = hashlib.sha256()
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.name}\0{size}\0".encode())
+        with path.open("rb") as handle:
+            for index in range(_SAMPLES):
+                handle.seek(max(size - _SAMPLE_BYTES, 0) * index // (_SAMPLES - 1))
+                digest.update(handle.read(_SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
 def identify_checkpoint(model_dir: str | Path, *, hash_weights: bool = True) -> ModelIdentity:
     """Identity of a local Qwen3-VL checkpoint directory; raises ModelError for anything else.
 
-    ``hash_weights=False`` skips the (slow) weight hash and leaves it empty: enough to
-    compare the architecture and the file sizes.
+    ``hash_weights=False`` skips the (slow, full) weight hash and leaves it empty; the
+    fingerprint is always computed.
     """
     directory = Path(model_dir)
     config = check_checkpoint(directory)
@@ -94,6 +111,7 @@ def identify_checkpoint(model_dir: str | Path, *, hash_weights: bool = True) -> 
         name=directory.resolve().name,
         config_sha256=config_sha256(config),
         weights_sha256=weights_sha256(files) if hash_weights else "",
+        weights_fingerprint=weights_fingerprint(files),
         weight_files=tuple((f.name, f.stat().st_size) for f in files),
         random_weights=is_random_model(directory),
     )
@@ -112,7 +130,7 @@ def identify_state(model: Any, name: str, *, random_weights: bool) -> ModelIdent
         name=name,
         config_sha256=config_sha256(model.config.to_dict()),
         weights_sha256=digest.hexdigest(),
+        weights_fingerprint=digest.hexdigest(),
         weight_files=(),
         random_weights=random_weights,
     )
-

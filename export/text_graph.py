@@ -48,6 +48,26 @@ def mrope_axis_per_frequency(head_dim: int, mrope_section: list[int]) -> list[in
     return axes
 
 
+_PROJECTIONS = (
+    ("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"), ("self_attn", "o_proj"),
+    ("mlp", "gate_proj"), ("mlp", "up_proj"), ("mlp", "down_proj"),
+)  # fmt: skip
+
+
+def transposed_in_place(linear: nn.Linear) -> nn.Parameter:
+    """W^T (in, out), contiguous, sharing memory with ``linear.weight`` (which becomes a view of it).
+
+    Traced as ``x @ W^T`` with W^T already an initializer, the exporter writes it as is instead
+    of constant-folding a transposed copy of every weight (7 GB more RAM for the 4B model).
+    Values are unchanged; a second call (the next graph of the same model) copies nothing.
+    """
+    weight = linear.weight.detach()
+    transposed = weight.t().contiguous()
+    if transposed.data_ptr() != weight.data_ptr():
+        linear.weight = nn.Parameter(transposed.t(), requires_grad=False)
+    return nn.Parameter(transposed, requires_grad=False)
+
+
 def text_io_names(layers: int, form: str) -> tuple[list[str], list[str]]:
     inputs = ["inputs_embeds", "position_ids", "attention_mask", "deepstack_embeds"]
     for layer in range(layers):
@@ -77,6 +97,11 @@ class TextGraph(nn.Module):
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.deepstack_layers = len(model.config.vision_config.deepstack_visual_indexes)
+        self.weights_t = nn.ParameterDict()
+        for index, layer in enumerate(self.layers):
+            for owner, name in _PROJECTIONS:
+                linear = getattr(getattr(layer, owner), name)
+                self.weights_t[f"layer{index}_{name}"] = transposed_in_place(linear)
         rotary = text.rotary_emb
         self.attention_scaling = float(rotary.attention_scaling)
         self.register_buffer("inv_freq", rotary.inv_freq.detach().float().clone(), persistent=False)
@@ -103,14 +128,24 @@ class TextGraph(nn.Module):
         minimum = torch.tensor(torch.finfo(torch.float32).min, dtype=torch.float32)
         return torch.where(allowed, torch.zeros_like(minimum), minimum)  # (B, 1, L, past + L) float32
 
+    def _linear(self, x: torch.Tensor, index: int, owner: Any, name: str) -> torch.Tensor:
+        out = torch.matmul(x, self.weights_t[f"layer{index}_{name}"])
+        bias = getattr(owner, name).bias
+        return out if bias is None else out + bias
+
+    def _mlp(self, x: torch.Tensor, index: int, mlp: Any) -> torch.Tensor:
+        gate = mlp.act_fn(self._linear(x, index, mlp, "gate_proj"))
+        return self._linear(gate * self._linear(x, index, mlp, "up_proj"), index, mlp, "down_proj")
+
     def _attention(
-        self, attn: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+        self, index: int, attn: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
         past_key: torch.Tensor, past_value: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         batch, length = x.shape[0], x.shape[1]
-        query = attn.q_norm(attn.q_proj(x).view(batch, length, self.heads, self.head_dim)).transpose(1, 2)
-        key = attn.k_norm(attn.k_proj(x).view(batch, length, self.kv_heads, self.head_dim)).transpose(1, 2)
-        value = attn.v_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        query = self._linear(x, index, attn, "q_proj").view(batch, length, self.heads, self.head_dim)
+        key = self._linear(x, index, attn, "k_proj").view(batch, length, self.kv_heads, self.head_dim)
+        value = self._linear(x, index, attn, "v_proj").view(batch, length, self.kv_heads, self.head_dim)
+        query, key, value = attn.q_norm(query).transpose(1, 2), attn.k_norm(key).transpose(1, 2), value.transpose(1, 2)
         query = query * cos + _rotate_half(query) * sin
         key = key * cos + _rotate_half(key) * sin
         key = torch.cat((past_key.to(self.dtype), key), dim=2)
@@ -122,7 +157,7 @@ class TextGraph(nn.Module):
         # Mask and softmax in float32 (fp16 scores + a float32 minimum would overflow).
         probs = torch.softmax(scores.float() + mask, dim=-1).to(self.dtype)
         out = torch.matmul(probs, values).transpose(1, 2).reshape(batch, length, self.heads * self.head_dim)
-        return attn.o_proj(out), key, value
+        return self._linear(out, index, attn, "o_proj"), key, value
 
     def forward(
         self,
@@ -140,10 +175,11 @@ class TextGraph(nn.Module):
         presents: list[torch.Tensor] = []
         for index, layer in enumerate(self.layers):
             attn_out, key, value = self._attention(
-                layer.self_attn, layer.input_layernorm(hidden), cos, sin, mask, past[2 * index], past[2 * index + 1]
-            )
+                index, layer.self_attn, layer.input_layernorm(hidden), cos, sin, mask,
+                past[2 * index], past[2 * index + 1],
+            )  # fmt: skip
             hidden = hidden + attn_out
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            hidden = hidden + self._mlp(layer.post_attention_layernorm(hidden), index, layer.mlp)
             if index < self.deepstack_layers:
                 hidden = hidden + deepstack[index]
             presents += [key.to(self.io_dtype), value.to(self.io_dtype)]
@@ -153,5 +189,7 @@ class TextGraph(nn.Module):
             rows = self.lm_head.weight.index_select(0, option_ids)  # (n, D)
             head = torch.matmul(last, rows.transpose(0, 1))
         else:
-            head = self.lm_head(last)
+            # W (V, D) @ h (B, D, 1): the head stays in the checkpoint's layout, so the
+            # decoder and verdict graphs share its bytes in the external data file.
+            head = torch.matmul(self.lm_head.weight, last.unsqueeze(-1)).squeeze(-1)
         return (head.float(), *presents)

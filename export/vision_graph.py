@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from inspector.backends.base import PATCH_DIM
+from inspector.backends.base import PATCH_BYTES_DIM, PATCH_DIM
 
 
 def tile_grid(tile: int, patch_size: int = 16) -> tuple[int, int, int]:
@@ -34,11 +34,23 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class VisionGraph(nn.Module):
-    """``pixel_values`` (B, P, 1536) -> ``embeds`` (B, T, D_text), ``deepstack`` (K, B, T, D_text)."""
+    """``pixel_values`` (B, P, 1536) -> ``embeds`` (B, T, D_text), ``deepstack`` (K, B, T, D_text).
 
-    def __init__(self, visual: Any, grid_thw: tuple[int, int, int]) -> None:
+    With ``patch_bytes=True`` the input is instead the pipeline's hot-path form, uint8
+    ``patch_bytes`` (B, P, 768): one temporal frame, not normalised. The graph maps bytes
+    through the 256-entry normalisation table and repeats the frame (what
+    ``inspector.vision.normalise_patch_bytes`` does on the host), so a GPU receives 1/8 of
+    the bytes.
+    """
+
+    def __init__(
+        self, visual: Any, grid_thw: tuple[int, int, int], io_dtype: torch.dtype | None = None,
+        *, patch_bytes: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__()
         from transformers.vision_utils import get_vision_interpolation_indices_and_weights, get_vision_position_ids
+
+        from inspector.vision import normalisation_table
 
         self.visual = visual
         self.grid_thw = grid_thw
@@ -49,6 +61,7 @@ class VisionGraph(nn.Module):
         self.head_dim = self.hidden // self.heads
         self.deepstack_indexes = list(visual.deepstack_visual_indexes)
         dtype = visual.patch_embed.proj.weight.dtype
+        self.io_dtype = io_dtype or dtype
         grid = torch.tensor([grid_thw], dtype=torch.long)
         with torch.no_grad():
             # The same expressions as Qwen3VLVisionModel.forward, evaluated once for this grid.
@@ -65,6 +78,8 @@ class VisionGraph(nn.Module):
         self.register_buffer("pos_embeds", pos_embeds.contiguous(), persistent=False)
         self.register_buffer("rope_cos", cos.float().contiguous(), persistent=False)
         self.register_buffer("rope_sin", sin.float().contiguous(), persistent=False)
+        self.patch_bytes = patch_bytes
+        self.register_buffer("byte_values", torch.from_numpy(normalisation_table()), persistent=False)
 
     def _attention(self, block: Any, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
@@ -79,9 +94,17 @@ class VisionGraph(nn.Module):
         out = torch.matmul(probs, value).transpose(1, 2).reshape(batch, self.patches, self.hidden)
         return block.attn.proj(out)
 
+    def _expand_bytes(self, patch_bytes: torch.Tensor) -> torch.Tensor:
+        batch = patch_bytes.shape[0]
+        values = self.byte_values[patch_bytes.long()]  # (B, P, 768) float32, the reference's values
+        values = values.reshape(batch, self.patches, 3, 1, PATCH_BYTES_DIM // 3).expand(-1, -1, -1, 2, -1)
+        return values.reshape(batch, self.patches, PATCH_DIM)
+
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         visual = self.visual
         batch = pixel_values.shape[0]
+        if self.patch_bytes:
+            pixel_values = self._expand_bytes(pixel_values)
         proj = visual.patch_embed.proj
         # Conv3d with kernel == stride over one patch is a linear map of its 1536 values.
         weight = proj.weight.reshape(proj.weight.shape[0], PATCH_DIM)
@@ -95,4 +118,4 @@ class VisionGraph(nn.Module):
                 merger = visual.deepstack_merger_list[self.deepstack_indexes.index(index)]
                 features.append(merger(x.reshape(-1, self.hidden)).reshape(batch, self.tokens, -1))
         embeds = visual.merger(x.reshape(-1, self.hidden)).reshape(batch, self.tokens, -1)
-        return embeds, torch.stack(features, dim=0)
+        return embeds.to(self.io_dtype), torch.stack(features, dim=0).to(self.io_dtype)

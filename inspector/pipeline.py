@@ -116,7 +116,7 @@ def model_config_with(config: StationFile, **overrides: Any) -> StationFile:
 
 
 def build_inspector(config: StationFile) -> Inspector:
-    backend, tokenizer = create_backend(config.model)
+    backend, tokenizer = create_backend(config.model, tile=config.tiling.tile)
     classifier = TileClassifier(
         backend,
         tokenizer,

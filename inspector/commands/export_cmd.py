@@ -15,8 +15,10 @@ examples:
   inspector export onnx --model Qwen3-VL-4B-Instruct --tile 512 --dtype float16 --out engines/4b-512
 
 The vision graph is baked for one tile size: use the station config's tiling.tile.
-Writes vision.onnx, verdict.onnx, decoder.onnx, weights.onnx.data, embed_tokens.npy and
-manifest.json; set model.backend: onnxruntime and model.onnx_dir: OUT to run on them.
+Writes vision.onnx and vision_bytes.onnx (float pixel values / the pipeline's uint8 patch
+bytes), verdict.onnx (answer-option logits), decoder.onnx (KV-cache decoding),
+weights.onnx.data (all their weights, each stored once), embed_tokens.npy and manifest.json.
+Set model.backend: onnxruntime and model.onnx_dir: OUT to run on them.
 """
 
 CHECK_EPILOG = """\
@@ -38,7 +40,7 @@ def register(subparsers: Any) -> None:
 
     onnx = actions.add_parser(
         "onnx",
-        help="export vision, verdict and decoder graphs for one tile size",
+        help="export the vision, verdict and decoder graphs for one tile size",
         description="Export a Qwen3-VL checkpoint directory (4B/8B, Instruct/Thinking) to ONNX graphs.",
         epilog=ONNX_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
