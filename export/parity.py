@@ -1,8 +1,8 @@
 """``inspector export check``: run the torch reference and the exported graphs on the same input.
 
 Same random tiles (float pixel values in [-1, 1], the normalised range, and random uint8
-patch bytes, the pipeline's form), same prompt, same answer options; reports the largest differences of the vision outputs, the option
-logits and probabilities, and whether N greedy explanation tokens agree (decoded with no
+patch bytes, the pipeline's form), same prompt, same answer options; reports the largest
+differences of the vision outputs, the option logits and probabilities, and whether N greedy explanation tokens agree (decoded with no
 stop ids, so every row yields exactly N tokens to compare).
 """
 
