@@ -2,8 +2,9 @@
 
 Same random tiles (float pixel values in [-1, 1], the normalised range, and random uint8
 patch bytes, the pipeline's form), same prompt, same answer options; reports the largest
-differences of the vision outputs, the option logits and probabilities, and whether N greedy explanation tokens agree (decoded with no
-stop ids, so every row yields exactly N tokens to compare).
+differences of the vision outputs, the option logits and probabilities, and whether N
+greedy explanation tokens agree (decoded with no stop ids, so every row yields exactly N
+tokens to compare).
 """
 
 from __future__ import annotations
