@@ -14,7 +14,7 @@ Numpy at the seam keeps the pipeline free of any one framework's tensors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -103,3 +103,38 @@ class Backend(Protocol):
         Returns per row the generated ids (not the forced ones), ending before a stop id.
         """
         ...
+
+
+def greedy_decode(
+    feed: Callable[[np.ndarray], np.ndarray],
+    first_choice: Callable[[], np.ndarray],
+    rows: int,
+    forced_ids: Sequence[int],
+    max_new_tokens: int,
+    stop_ids: Sequence[int],
+) -> list[list[int]]:
+    """The decode loop every backend shares; backends supply one step.
+
+    ``feed(tokens)`` consumes one token per row, shape (rows,), and returns each row's
+    greedy next token; ``first_choice()`` gives the greedy token right after the prefill
+    (only called when nothing is forced). A row ends at a stop id; the loop ends when all
+    rows ended or reached ``max_new_tokens``.
+    """
+    choice = None
+    for token in forced_ids:
+        choice = feed(np.full(rows, token, dtype=np.int64))
+    if choice is None:
+        choice = first_choice() if max_new_tokens > 0 else np.zeros(rows, dtype=np.int64)
+    stops = set(stop_ids)
+    generated: list[list[int]] = [[] for _ in range(rows)]
+    finished = [False] * rows
+    while True:
+        for row, token in enumerate(np.asarray(choice).tolist()):
+            if not finished[row] and len(generated[row]) < max_new_tokens:
+                if token in stops:
+                    finished[row] = True
+                else:
+                    generated[row].append(int(token))
+        if all(done or len(tokens) >= max_new_tokens for done, tokens in zip(finished, generated)):
+            return generated
+        choice = feed(np.asarray(choice, dtype=np.int64))

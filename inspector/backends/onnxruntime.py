@@ -24,7 +24,7 @@ import numpy as np
 
 from export.identity import identify_checkpoint
 from export.manifest import Manifest, read_manifest
-from inspector.backends.base import PATCH_BYTES_DIM, PATCH_DIM, BackendInfo, VisualFeatures
+from inspector.backends.base import PATCH_BYTES_DIM, PATCH_DIM, BackendInfo, VisualFeatures, greedy_decode
 from inspector.config import ModelConfig
 from inspector.errors import ConfigError, ModelError
 from inspector.prompting import mrope_positions
@@ -129,7 +129,7 @@ class OnnxRuntimeBackend:
             "onnxruntime", manifest.dtype, manifest.model.name, manifest.model.random_weights, device
         )
         if manifest.model.random_weights:
-            log.warning("%s was exported from a RANDOM test model: its verdicts mean nothing", self.onnx_dir)
+            log.info("%s was exported from a RANDOM test model: its verdicts mean nothing", self.onnx_dir)
 
     def _session(self, name: str) -> Any:
         if name not in self._sessions:
@@ -247,38 +247,25 @@ class OnnxRuntimeBackend:
         count = len(index)
         past = [np.ascontiguousarray(p[index]) for p in state.present]
         delta = state.rope_delta[index]
-        length = state.length
         zeros = np.zeros((self._deepstack_layers, count, 1, self._hidden), dtype=self._io)
-        logits: np.ndarray | None = None
-        pending = list(forced_ids)
-        if not pending:
+        cursor = {"past": past, "length": state.length}
+
+        def feed(tokens: np.ndarray) -> np.ndarray:
+            positions = np.broadcast_to((cursor["length"] + delta)[None, :, None], (3, count, 1))
+            logits, cursor["past"] = self._decode(self._embed(tokens[:, None]), positions, zeros, cursor["past"])
+            cursor["length"] += 1
+            return logits.argmax(axis=-1).astype(np.int64)
+
+        def first_choice() -> np.ndarray:
             # The verdict graph returns option logits only: recompute the last prompt
             # position with the decoder (same inputs, cache up to the position before it).
-            logits, past = self._decode(
+            logits, _ = self._decode(
                 state.last_embeds[index], state.last_positions[:, index], state.last_deepstack[:, index],
                 [p[:, :, :-1] for p in past],
             )  # fmt: skip
-        stops = set(stop_ids)
-        generated: list[list[int]] = [[] for _ in range(count)]
-        finished = [False] * count
-        for _ in range(len(pending) + max_new_tokens):
-            if pending:
-                step = np.full(count, pending.pop(0), dtype=np.int64)
-            else:
-                assert logits is not None
-                step = logits.argmax(axis=-1).astype(np.int64)
-                for row, token in enumerate(step.tolist()):
-                    if not finished[row]:
-                        if token in stops:
-                            finished[row] = True
-                        else:
-                            generated[row].append(token)
-                if all(finished) or all(len(g) >= max_new_tokens for g in generated):
-                    break
-            positions = np.broadcast_to((length + delta)[None, :, None], (3, count, 1))
-            logits, past = self._decode(self._embed(step[:, None]), positions, zeros, past)
-            length += 1
-        return [tokens[:max_new_tokens] for tokens in generated]
+            return logits.argmax(axis=-1).astype(np.int64)
+
+        return greedy_decode(feed, first_choice, count, forced_ids, max_new_tokens, stop_ids)
 
 
 def providers_for(device: str) -> list[Any]:

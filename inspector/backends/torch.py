@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from inspector.backends.base import BackendInfo, VisualFeatures
+from inspector.backends.base import BackendInfo, VisualFeatures, greedy_decode
 from inspector.models import LoadedModel
 from inspector.vision import normalisation_table
 
@@ -127,29 +127,17 @@ class TorchBackend:
         cache = copy.deepcopy(state.cache)  # the state stays reusable for another call
         cache.batch_select_indices(index)
         delta = state.rope_delta[index]
-        logits = state.last_logits[index]
-        length = state.length
-        stops = set(stop_ids)
-        generated: list[list[int]] = [[] for _ in rows]
-        finished = [False] * len(rows)
-        pending = list(forced_ids)
-        with torch.inference_mode():
-            for _ in range(len(pending) + max_new_tokens):
-                if pending:
-                    step = torch.full((len(rows), 1), pending.pop(0), dtype=torch.long, device=self.device)
-                else:
-                    step = logits.argmax(-1, keepdim=True)
-                    for row, token in enumerate(step[:, 0].tolist()):
-                        if not finished[row]:
-                            if token in stops:
-                                finished[row] = True
-                            else:
-                                generated[row].append(token)
-                    if all(finished) or all(len(g) >= max_new_tokens for g in generated):
-                        break
-                positions = (torch.full_like(step, length) + delta).unsqueeze(0).expand(3, -1, -1)
-                out = self.model(input_ids=step, position_ids=positions, cache=cache, use_cache=True)
-                cache = out.cache
-                logits = out.logits[:, -1, :].float()
-                length += 1
-        return [tokens[:max_new_tokens] for tokens in generated]
+        cursor = {"cache": cache, "length": state.length}
+
+        def feed(tokens: np.ndarray) -> np.ndarray:
+            step = torch.from_numpy(tokens).to(self.device)[:, None]
+            positions = (torch.full_like(step, cursor["length"]) + delta).unsqueeze(0).expand(3, -1, -1)
+            with torch.inference_mode():
+                out = self.model(input_ids=step, position_ids=positions, cache=cursor["cache"], use_cache=True)
+            cursor["cache"], cursor["length"] = out.cache, cursor["length"] + 1
+            return out.logits[:, -1, :].argmax(-1).cpu().numpy()
+
+        def first_choice() -> np.ndarray:
+            return state.last_logits[index].argmax(-1).cpu().numpy()
+
+        return greedy_decode(feed, first_choice, len(rows), forced_ids, max_new_tokens, stop_ids)
