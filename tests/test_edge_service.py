@@ -8,7 +8,6 @@ assertions about how long something took.
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import signal
@@ -29,9 +28,11 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from mosquitto import Mosquitto, free_port
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from mosquitto import Mosquitto, free_port
+from streams import MjpegCamera
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (256, 192)
@@ -320,64 +321,34 @@ def test_a_missing_source_file_fails_fast_with_exit_2(tmp_path: Path, tiny_model
 # --------------------------------------------------------------------------- camera loss
 
 
-class MjpegCamera:
-    """An IP-camera stand-in: multipart/x-mixed-replace JPEG frames at ~10 fps, stoppable and restartable."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.stop_event = threading.Event()
-        stop = self.stop_event
-        image = np.random.default_rng(1).integers(0, 255, (SIZE[1], SIZE[0], 3), dtype=np.uint8)
-        jpeg = cv2.imencode(".jpg", image)[1].tobytes()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
-                try:
-                    while not stop.wait(0.1):
-                        self.wfile.write(part + jpeg + b"\r\n")
-                except OSError:
-                    pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        self.url = f"http://127.0.0.1:{self.port}/video.mjpg"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.server.shutdown()
-        self.server.server_close()
+def camera(port: int = 0) -> MjpegCamera:
+    """An IP camera at ~10 fps sending one noisy image."""
+    image = np.random.default_rng(1).integers(0, 255, (SIZE[1], SIZE[0], 3), dtype=np.uint8)
+    return MjpegCamera(image, port=port, period_s=0.1)
 
 
 def test_camera_loss_degrades_the_status_then_recovers_without_a_crash(
     tmp_path: Path, tiny_model_dir: Path, broker: Mosquitto, probe: Probe, edge_factory
 ) -> None:
-    camera = MjpegCamera()
-    port = camera.port
-    data = station_config(tmp_path, tiny_model_dir, camera.url, reconnect={"initial_s": 0.2, "max_s": 1.0})
+    cam = camera()
+    port = cam.port
+    data = station_config(tmp_path, tiny_model_dir, cam.url, reconnect={"initial_s": 0.2, "max_s": 1.0})
     edge = edge_factory(["--config", str(write_config(tmp_path, data)), "--publish", broker.url, "--heartbeat-s", "1"])
     try:
         wait_until(lambda: probe.state() == "online" and probe.of("verdict"), START_TIMEOUT_S,
                    f"online with verdicts\n{edge.log()}")  # fmt: skip
-        camera.stop()
+        cam.stop()
         status = wait_until(lambda: probe.state() == "degraded" and probe.status(), what=f"degraded\n{edge.log()}")
         assert "source" in status["details"]["reason"]
         before = len(probe.of("verdict"))
-        camera = MjpegCamera(port)  # the camera comes back on the same address
+        cam = camera(port)  # the camera comes back on the same address
         wait_until(lambda: probe.state() == "online", what=f"online again\n{edge.log()}")
         wait_until(lambda: len(probe.of("verdict")) > before + 2, what="verdicts after the reconnect")
         wait_until(lambda: any(h["source"]["reconnects"] >= 1 for h in probe.of("health")), what="reconnects counted")
         assert edge.process.poll() is None, edge.log()
         assert edge.terminate() == 0, edge.log()
     finally:
-        camera.stop()
+        cam.stop()
     assert probe.state() == "offline"
 
 

@@ -19,17 +19,14 @@ from inspector.frames import Frame
 from inspector.sinks.jsonl import JsonlSink
 from inspector.sources import open_source
 
+from streams import poll
+
 SIZE = (256, 192)
 FAST = ReconnectConfig(initial_s=0.05, max_s=0.2)
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+def wait_until(predicate: Callable[[], bool]) -> bool:
+    return poll(predicate, 30.0)
 
 
 def write_video(path: Path, frames: int = 12) -> Path:

@@ -24,7 +24,6 @@ from pathlib import Path
 import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
-from mosquitto import Mosquitto, free_port, make_tls_files, mosquitto_binary
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -37,6 +36,8 @@ from inspector.sinks.mqtt import Command, MqttSink
 from inspector.sinks.mqtt_client import MqttConnectError, check_connection, resolve_password
 from inspector.sinks.topics import Topics, split_topic, watch_filters
 from inspector.verdict import Defect, FrameVerdict, ModelRef, SourceRef, StationRef, json_schema
+
+from mosquitto import Mosquitto, free_port, make_tls_files, mosquitto_binary
 
 HOST = "127.0.0.1"
 STATION = StationConfig(site="plant", area="assembly", line="line-1", station="st-1", camera="cam0")

@@ -8,8 +8,7 @@ import http.server
 import os
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from inspector.sources import (
     redact_uri,
     source_kind,
 )
+
+from streams import MjpegCamera, poll
 
 N_FRAMES = 20
 FPS = 10.0
@@ -56,14 +57,7 @@ def frame_number(image: np.ndarray) -> int:
     return int(round((float(image.mean()) - 5) / 10))
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> bool:
-    """Poll a condition with a generous deadline (a hang guard, not a timing assertion)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+wait_until = poll
 
 
 @pytest.fixture(scope="module")
@@ -318,37 +312,9 @@ class _QuietFiles(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-class MjpegServer:
-    """An IP-camera stand-in: multipart/x-mixed-replace JPEG frames of one grey level, forever."""
-
-    def __init__(self, port: int, grey: int) -> None:
-        self.stop_event = threading.Event()
-        stop, frame = self.stop_event, cv2.imencode(".jpg", np.full((SIZE[1], SIZE[0], 3), grey, np.uint8))[1]
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(frame)
-                try:
-                    while not stop.wait(0.02):  # ~50 fps, like a camera
-                        self.wfile.write(part + frame.tobytes() + b"\r\n")
-                except OSError:
-                    pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.server.shutdown()
-        self.server.server_close()
+def MjpegServer(port: int, grey: int) -> MjpegCamera:  # noqa: N802 - reads as the camera it starts
+    """A camera sending frames of one grey level (the test reads the level back)."""
+    return MjpegCamera(np.full((SIZE[1], SIZE[0], 3), grey, np.uint8), port=port)
 
 
 @pytest.fixture

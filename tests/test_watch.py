@@ -16,7 +16,6 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from mosquitto import Mosquitto, free_port
 
 from inspector.commands import watch
 from inspector.config import MqttConfig, ReconnectConfig, StationConfig
@@ -25,6 +24,8 @@ from inspector.sinks.mqtt import MqttSink
 from inspector.sinks.mqtt_client import MqttConnectError
 from inspector.sinks.topics import Topics
 from inspector.verdict import Defect, FrameVerdict, ModelRef, SourceRef, StationRef
+
+from mosquitto import Mosquitto, free_port
 
 STATION = StationConfig(site="plant", area="assembly", line="line-1", station="st-1", camera="cam0")
 OTHER = StationConfig(site="plant", area="assembly", line="line-2", station="st-9", camera="cam0")
