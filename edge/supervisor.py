@@ -53,7 +53,7 @@ from edge.snapshot import save_snapshot
 from edge.workers import BoundedQueue, CaptureWorker, InferenceWorker, PublishWorker, SourceOpener
 from inspector.config import SourceConfig, StationFile
 from inspector.frames import Frame
-from inspector.pipeline import Inspector
+from inspector.pipeline import Inspector, describe
 from inspector.sinks.base import Sink
 from inspector.sinks.mqtt import MqttSink
 from inspector.sources import FrameSource, open_source
@@ -315,7 +315,7 @@ class EdgeService:
             self._published = _Published(state, extra)
             self.notifier.status(f"{state}" + (f": {extra.get('reason')}" if extra.get("reason") else ""))
             if self.mqtt is not None:
-                self.mqtt.set_status(state, extra)
+                self.mqtt.set_status(state, extra, reason=extra.get("reason"), birth=describe(self.inference.inspector))
 
     # -- commands (Controllable) ---------------------------------------------------------------
 

@@ -164,6 +164,7 @@ class MqttSink:
         self._birth = dict(birth or {})
         self._state: StationState = "online"
         self._status_extra: dict[str, Any] = {}
+        self._status_reason: str | None = None
         self._status_lock = threading.Lock()
         self._wake = threading.Condition()  # sender waits here; publish() and paho callbacks notify
         self._drained = threading.Condition()  # wait_drained() waits here
@@ -287,13 +288,27 @@ class MqttSink:
 
     # -- status, health, commands --------------------------------------------------------
 
-    def set_status(self, state: StationState, extra: Mapping[str, Any] | None = None) -> None:
-        """Set the retained status (online / degraded / offline). Sent now if connected, else on connect."""
+    def set_status(
+        self,
+        state: StationState,
+        extra: Mapping[str, Any] | None = None,
+        *,
+        reason: str | None = None,
+        birth: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Set the retained status (online / degraded / offline). Sent now if connected, else on connect.
+
+        ``reason`` fills the message's top-level ``reason``; ``birth`` replaces the birth fields
+        (model, backend, precision, tiling, ...) when what runs has changed, e.g. after a reload.
+        """
         if state not in ("online", "degraded", "offline"):
             raise ValueError(f"state must be online, degraded or offline, not {state!r}")
         with self._status_lock:
             self._state = state
             self._status_extra = dict(extra or {})
+            self._status_reason = reason
+            if birth is not None:
+                self._birth = dict(birth)
         link = self._link
         if link is not None and link.connected:
             self._publish_status(link)
@@ -630,7 +645,7 @@ class MqttSink:
         return props
 
     def _publish_status(self, link: _Link, state: StationState | None = None, reason: str | None = None) -> Any:
-        message = self._status_message(state or self._state, reason=reason)
+        message = self._status_message(state or self._state, reason=reason or self._status_reason)
         props = self._status_properties()
         if props is not None:
             props.UserProperty = [*props.UserProperty, ("message-id", message.message_id)]
