@@ -641,7 +641,7 @@ class LiveSource(FrameSource):
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
             while self._latest is None:
-                if self._closed.is_set():
+                if self._closed.is_set() or not self._thread.is_alive():
                     return None
                 remaining = self.poll_s if deadline is None else min(self.poll_s, deadline - time.monotonic())
                 if remaining <= 0:
@@ -655,6 +655,9 @@ class LiveSource(FrameSource):
             frame = self.read(self.poll_s)
             if frame is not None:
                 return frame
+            if not self._thread.is_alive() and not self._closed.is_set():
+                # The reader failed (logged where it happened): end with an error so the owner reopens us.
+                raise SourceError(f"{self.source_id}: the reader thread stopped unexpectedly", "reopen the source")
         raise StopIteration
 
     def close(self, timeout_s: float = 2.0) -> None:

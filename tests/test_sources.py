@@ -427,3 +427,17 @@ def test_closing_from_another_thread_ends_iteration(videos: dict[str, Path]) -> 
         if seen == 3:
             threading.Thread(target=source.close).start()
     assert seen >= 3 and not source.healthy
+
+
+def test_live_reader_failure_ends_iteration_with_an_error(videos: dict[str, Path]) -> None:
+    """A reader thread that dies must not leave the consumer waiting forever on an 'unhealthy' source."""
+    source = LiveSource(str(videos["avi"]), "test-live", reconnect=FAST)
+
+    def broken_publish(image: np.ndarray) -> None:
+        raise RuntimeError("injected fault")
+
+    source._publish = broken_publish  # type: ignore[method-assign]
+    with source, pytest.raises(SourceError, match="reader thread stopped"):
+        for _ in source:
+            pass
+    assert not source.healthy
