@@ -137,7 +137,6 @@ class EdgeService:
         self._fps = 0.0
         self._stopping = False
         self._discarded = 0  # frames thrown away on resume (stale) and at shutdown (queued)
-        self._outbox_high_water = 0
         self._published = _Published()
         self._reload_lock = threading.Lock()
         self._status_lock = threading.RLock()  # the supervisor and the command thread both refresh it
@@ -172,7 +171,6 @@ class EdgeService:
                 break
             if not self._stalled():
                 self.notifier.watchdog()  # only while every worker is alive and inference moves
-            self._sample_outbox()
             self._refresh_status()
             if time.monotonic() >= next_heartbeat:
                 next_heartbeat = time.monotonic() + self.options.heartbeat_s
@@ -220,11 +218,6 @@ class EdgeService:
         self.latency.add(ms)
         self.metrics.observe_latency_ms(ms)
 
-    def _sample_outbox(self) -> None:
-        if self.mqtt is not None:
-            depth = self.mqtt.stats().get("outbox_messages", 0)
-            self._outbox_high_water = max(self._outbox_high_water, int(depth))
-
     def _stalled(self) -> float | None:
         stalled = self.inference.stalled_s()
         return stalled if stalled > self.options.stall_timeout_s else None
@@ -247,7 +240,7 @@ class EdgeService:
         if self.mqtt is not None:
             sink = self.mqtt.stats()
             outbox = {k: sink.get(k) for k in ("outbox_messages", "outbox_bytes", "connected", "dropped", "last_error")}
-            outbox["high_water"] = max(self._outbox_high_water, int(sink.get("outbox_messages") or 0))
+            outbox["high_water"] = int(sink.get("outbox_high_water") or 0)
         source = self.capture.source
         return HealthMessage(
             at=datetime.now(UTC),

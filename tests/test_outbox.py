@@ -44,6 +44,7 @@ def test_rows_come_back_in_order_and_leave_on_ack(tmp_path: Path) -> None:
         assert ids(box.take(0, 10)) == ["m00001"]
         assert box.ack([rows[0].seq]) == 0  # a late duplicate PUBACK is harmless
         assert box.stats()["outbox_by_kind"] == {"ok": 0, "ng": 1, "uncertain": 0, "reject": 0}
+        assert box.stats()["outbox_high_water"] == 3  # the most ever waiting, not the depth now
 
 
 def test_contents_and_sequence_survive_reopening(tmp_path: Path) -> None:

@@ -125,6 +125,7 @@ class Outbox:
             self._db = _open_db(self.path, sync)
             row = self._db.execute("SELECT count(*), coalesce(sum(size), 0) FROM outbox").fetchone()
             self._count, self._bytes = int(row[0]), int(row[1])
+            self._high_water = self._count  # most messages waiting at once since this process opened it
             self._by_kind = {kind: 0 for kind in KINDS}
             for kind, n in self._db.execute("SELECT kind, count(*) FROM outbox GROUP BY kind"):
                 self._by_kind[kind] = n
@@ -192,6 +193,7 @@ class Outbox:
                 self._count += 1
                 self._bytes += msg.size
                 self._by_kind[msg.kind] += 1
+            self._high_water = max(self._high_water, self._count)
             return seqs
 
     # -- sender side ---------------------------------------------------------------------
@@ -268,6 +270,7 @@ class Outbox:
         with self._lock:
             return {
                 "outbox_messages": self._count,
+                "outbox_high_water": self._high_water,
                 "outbox_bytes": self._bytes,
                 "outbox_by_kind": dict(self._by_kind),
                 "dropped": dict(self._counters),
