@@ -1,0 +1,214 @@
+"""Live sources (camera index, RTSP/HTTP): a reader thread keeps the freshest frame and reconnects."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from urllib.parse import urlsplit
+
+import cv2
+import numpy as np
+
+from inspector.config import ReconnectConfig
+from inspector.errors import SourceError
+from inspector.frames import Frame
+from inspector.sources.base import (
+    LIVE_MAX_BAD_READS,
+    STREAM_SCHEMES,
+    FrameSource,
+    backoff_delays,
+    capture_fps,
+    open_capture,
+    read_frame,
+    redact_uri,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+class LiveSource(FrameSource):
+    """A camera or network stream read by a background thread that keeps only the freshest frame.
+
+    ``index`` counts frames decoded from the device since the source opened (across
+    reconnects), so gaps show frames dropped as stale. Iteration waits for a new frame,
+    waking every ``poll_s`` to notice ``close()``; ``read(timeout_s)`` returns None on timeout.
+    With ``wait_for_first`` a source that cannot be opened at start is retried in the
+    background (``healthy`` stays False) instead of raising ``SourceError``.
+    ``target`` may be any string OpenCV's FFmpeg backend opens, a video file included
+    (how the tests exercise reconnection: a file "stream" ends and is reopened).
+    """
+
+    is_live = True
+
+    def __init__(
+        self,
+        target: str | int,
+        source_id: str | None = None,
+        *,
+        reconnect: ReconnectConfig | None = None,
+        wait_for_first: bool = False,
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float = 5.0,
+        poll_s: float = 0.5,
+    ) -> None:
+        super().__init__(source_id or _live_id(target))
+        self.target = target
+        self.reconnect = reconnect or ReconnectConfig()
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.poll_s = poll_s
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._connected = False
+        self._seq = 0
+        cap = self._try_open()
+        if cap is None:
+            if not wait_for_first:
+                raise SourceError(*self._open_failure())
+            log.warning("%s: not available yet; retrying in the background", self.source_id)
+        else:
+            self._connected = True
+            self.fps = capture_fps(cap)
+        self._thread = threading.Thread(target=self._run, args=(cap,), name=f"source:{self.source_id}", daemon=True)
+        self._thread.start()
+
+    @property
+    def healthy(self) -> bool:
+        return self._connected and not self._closed.is_set()
+
+    def _try_open(self) -> cv2.VideoCapture | None:
+        return open_capture(self.target, open_timeout_s=self.open_timeout_s, read_timeout_s=self.read_timeout_s)
+
+    def _open_failure(self) -> tuple[str, str]:
+        """Problem and hint for a source that would not open, as specific as we can tell."""
+        if isinstance(self.target, int):
+            return (
+                f"camera {self.target} cannot be opened (no such device, or it is busy)",
+                "check the camera is connected and not used by another process; `v4l2-ctl --list-devices` "
+                "lists /dev/video* indices",
+            )
+        parts = urlsplit(self.target)
+        if parts.scheme.lower() in STREAM_SCHEMES and parts.hostname:
+            default_port = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}[parts.scheme.lower()]
+            try:
+                port = parts.port or default_port
+            except ValueError:
+                return (f"stream {self.source_id} has an invalid port", "write the URL as scheme://host:port/path")
+            try:
+                with socket.create_connection((parts.hostname, port), timeout=min(self.open_timeout_s, 3.0)):
+                    pass
+            except OSError as error:
+                return (
+                    f"stream {self.source_id} is unreachable: cannot connect to {parts.hostname}:{port} "
+                    f"({error.strerror or error})",
+                    "check the camera is powered and on the network, and the host and port in the URL",
+                )
+            return (
+                f"stream {self.source_id}: the server answers at {parts.hostname}:{port} but no video stream "
+                f"could be opened within {self.open_timeout_s:g} s",
+                "check the path, the credentials and that the codec is one FFmpeg decodes (H.264/H.265/MJPEG)",
+            )
+        return (f"live source {self.source_id} cannot be opened", "check the path or URL")
+
+    def _run(self, cap: cv2.VideoCapture | None) -> None:
+        delays = backoff_delays(self.reconnect.initial_s, self.reconnect.max_s)
+        ever_connected = cap is not None
+        bad = 0
+        last_good = time.monotonic()
+        try:
+            while not self._closed.is_set():
+                if cap is None:
+                    cap = self._try_open()
+                    if cap is None:
+                        delay = next(delays)
+                        log.debug("%s: open failed; retrying in %.2f s", self.source_id, delay)
+                        self._closed.wait(delay)
+                        continue
+                    if ever_connected:
+                        self.stats.reconnects += 1
+                        log.info("%s: reconnected", self.source_id)
+                    ever_connected = True
+                    self.fps = capture_fps(cap) or self.fps
+                    self._connected = True
+                    bad = 0
+                    last_good = time.monotonic()
+                image = read_frame(cap)
+                if self._closed.is_set():
+                    break
+                if image is None:
+                    bad += 1
+                    if bad < LIVE_MAX_BAD_READS and time.monotonic() - last_good < self.read_timeout_s:
+                        continue
+                    cap.release()
+                    cap = None
+                    self._connected = False
+                    delay = next(delays)
+                    log.warning("%s: stream lost or ended; reconnecting in %.2f s", self.source_id, delay)
+                    self._closed.wait(delay)
+                    continue
+                if bad:
+                    self.stats.frames_skipped_corrupt += bad
+                    bad = 0
+                # A good frame proves the connection: the next failure starts the backoff afresh.
+                delays = backoff_delays(self.reconnect.initial_s, self.reconnect.max_s)
+                last_good = time.monotonic()
+                self._publish(image)
+        except Exception:  # the reader must not die silently: log, mark unhealthy, stop
+            log.exception("%s: reader thread failed", self.source_id)
+        finally:
+            self._connected = False
+            if cap is not None:
+                cap.release()
+            with self._cond:
+                self._cond.notify_all()
+
+    def _publish(self, image: np.ndarray) -> None:
+        frame = Frame(image=image, source_id=self.source_id, index=self._seq, captured_at=utcnow())
+        self._seq += 1
+        self.stats.frames_read += 1
+        with self._cond:
+            if self._latest is not None:
+                self.stats.dropped_stale += 1  # nobody took the previous one: it is stale now
+            self._latest = frame
+            self._cond.notify_all()
+
+    def read(self, timeout_s: float | None = None) -> Frame | None:
+        """The freshest frame not yet returned, waiting up to ``timeout_s``; None on timeout or close."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            while self._latest is None:
+                if self._closed.is_set() or not self._thread.is_alive():
+                    return None
+                remaining = self.poll_s if deadline is None else min(self.poll_s, deadline - time.monotonic())
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            frame, self._latest = self._latest, None
+            return frame
+
+    def __next__(self) -> Frame:
+        while not self._closed.is_set():
+            frame = self.read(self.poll_s)
+            if frame is not None:
+                return frame
+            if not self._thread.is_alive() and not self._closed.is_set():
+                # The reader failed (logged where it happened): end with an error so the owner reopens us.
+                raise SourceError(f"{self.source_id}: the reader thread stopped unexpectedly", "reopen the source")
+        raise StopIteration
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Stop the reader; a read blocked inside OpenCV finishes on its own (daemon thread)."""
+        super().close()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.debug("%s: reader still inside OpenCV; it will exit after its read times out", self.source_id)
+
+
+def _live_id(target: str | int) -> str:
+    return f"camera:{target}" if isinstance(target, int) else redact_uri(target)
