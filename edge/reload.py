@@ -1,9 +1,10 @@
 """reload-config: turn a requested config into a ready Inspector, or a rejection that changes nothing.
 
 Validation happens in layers, cheapest first: the schema (``parse_config``), the sections
-a running service cannot swap (station identity and sinks: they are the MQTT session and
-the outbox), then building the inspector, which loads a new model only when the model
-itself changed (path, backend, graphs, dtype, device). The caller then tries the
+a running service cannot swap (station identity, sinks and the service's own edge
+settings: they are the MQTT session, the outbox, the metrics server and the queues), then
+building the inspector, which loads a new model only when the model itself changed (path,
+backend, graphs, dtype, device). The caller then tries the
 candidate on a frame before swapping it in, so a config that validates but cannot
 inspect (say, a tile size the vision preprocessing refuses) is rejected too.
 """
@@ -25,8 +26,9 @@ log = logging.getLogger(__name__)
 
 # Model fields that need the weights loaded again; the others only change how they are used.
 MODEL_LOAD_FIELDS = ("path", "backend", "onnx_dir", "dtype", "device")
-# Sections bound to resources opened at start (the MQTT session, the outbox, the JSONL file).
-RESTART_ONLY_SECTIONS = ("station", "sinks")
+# Sections bound to resources opened at start (the MQTT session, the outbox, the JSONL file,
+# the metrics server, the worker queues).
+RESTART_ONLY_SECTIONS = ("station", "sinks", "edge")
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,13 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from edge.reload import Overrides, trial_frame_size
 from edge.sdnotify import SystemdNotifier
 from edge.supervisor import ServiceOptions, source_opener
-from inspector.config import load_config
-from inspector.errors import InspectorError
+from inspector.config import EdgeConfig, StationFile, format_validation_error, load_config
+from inspector.errors import ConfigError, InspectorError
 from inspector.pipeline import describe
 
 log = logging.getLogger("edge")
@@ -35,6 +37,9 @@ EXAMPLES = """\
 examples:
   inspector-edge --config configs/demo.yaml --source demo/clip.mp4 --loop --publish mqtt://127.0.0.1:1883
   inspector-edge --config /etc/line-inspector/station.yaml --metrics-host 0.0.0.0 --metrics-port 9108
+
+service settings (heartbeat, metrics, snapshots, queue, timeouts) come from the config's
+`edge:` section; the flags below override it, and the defaults shown apply when neither sets them.
 
 commands (MQTT v5 request/response on <topic_root>/<site>/<area>/<line>/<station>/cmd):
   {"command": "pause"} | {"command": "resume"} | {"command": "snapshot", "label": "x"}
@@ -66,46 +71,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--metrics-port",
         type=int,
-        default=9108,
         metavar="N",
         help="HTTP port for /metrics and /healthz (0: off; default 9108)",
     )
     parser.add_argument(
         "--metrics-host",
-        default="127.0.0.1",
         help="address the HTTP server binds (default 127.0.0.1; 0.0.0.0 for a scraper elsewhere)",
     )
     parser.add_argument(
         "--heartbeat-s",
         type=float,
-        default=10.0,
         metavar="S",
         help="seconds between heartbeats on .../health (default 10)",
     )
     parser.add_argument(
         "--snapshot-dir",
         type=Path,
-        default=Path("snapshots"),
         help="where the snapshot command writes frames and verdicts (default ./snapshots)",
     )
     parser.add_argument(
         "--queue-size",
         type=int,
-        default=4,
         metavar="N",
         help="frames buffered between capture and inference for file sources (default 4)",
     )
     parser.add_argument(
         "--drain-timeout-s",
         type=float,
-        default=10.0,
         metavar="S",
         help="at shutdown, wait at most this long for the MQTT outbox to empty (default 10)",
     )
     parser.add_argument(
         "--stall-timeout-s",
         type=float,
-        default=60.0,
         metavar="S",
         help="one frame in inference longer than this counts as a hang: status degraded and no "
         "systemd watchdog ping, so systemd restarts the service (default 60)",
@@ -119,11 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    problems = _check_args(args)
-    if problems:
-        for problem in problems:
-            log.error("%s", problem)
-        return 2
     # Handlers first: a SIGTERM while the model loads must still end in a clean exit.
     stop = threading.Event()
     received: list[str] = []
@@ -144,19 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _check_args(args: argparse.Namespace) -> list[str]:
-    problems = []
-    if not 0 <= args.metrics_port <= 65535:
-        problems.append(f"--metrics-port {args.metrics_port} is not a port number (0 turns the HTTP server off)")
-    if not args.heartbeat_s > 0:
-        problems.append("--heartbeat-s must be more than 0")
-    if args.queue_size < 1:
-        problems.append("--queue-size must be at least 1")
-    if not args.stall_timeout_s > 0:
-        problems.append("--stall-timeout-s must be more than 0")
-    if args.drain_timeout_s < 0:
-        problems.append("--drain-timeout-s must be 0 or more")
-    return problems
+def edge_settings(config: StationFile, args: argparse.Namespace) -> EdgeConfig:
+    """The config's ``edge`` section with the flags given on the command line applied, validated."""
+    flags = {name: getattr(args, name) for name in EdgeConfig.model_fields if getattr(args, name, None) is not None}
+    try:
+        return EdgeConfig.model_validate({**config.edge.model_dump(), **flags})
+    except ValidationError as error:
+        raise ConfigError(format_validation_error("command line (edge settings)", error)) from None
 
 
 def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str]) -> int:
@@ -173,6 +160,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
         config = overrides.apply(load_config(args.config))
     except ValueError as error:  # an override the config's other fields make invalid
         raise InspectorError(f"command-line override rejected: {error}") from None
+    settings = edge_settings(config, args)
     notifier = SystemdNotifier()
     with ExitStack() as stack:
         stack.callback(notifier.close)
@@ -211,24 +199,25 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
             log.warning("no sink configured (sinks.jsonl, sinks.mqtt or --publish): verdicts go nowhere")
         metrics = EdgeMetrics()
         options = ServiceOptions(
-            heartbeat_s=args.heartbeat_s,
-            snapshot_dir=args.snapshot_dir.resolve(),
-            queue_size=args.queue_size,
-            drain_timeout_s=args.drain_timeout_s,
-            stall_timeout_s=args.stall_timeout_s,
+            heartbeat_s=settings.heartbeat_s,
+            snapshot_dir=settings.snapshot_dir.resolve(),
+            queue_size=settings.queue_size,
+            drain_timeout_s=settings.drain_timeout_s,
+            stall_timeout_s=settings.stall_timeout_s,
         )
         service = EdgeService(
             config, inspector, source, sinks=sinks, mqtt=mqtt, metrics=metrics, notifier=notifier,
             options=options, overrides=overrides, stop_event=stop,
         )  # fmt: skip
-        if args.metrics_port:
+        if settings.metrics_port:
             try:
-                server = HealthServer(args.metrics_host, args.metrics_port, metrics.registry, service.healthz)
+                server = HealthServer(settings.metrics_host, settings.metrics_port, metrics.registry, service.healthz)
             except OSError as error:
                 for sink in sinks:
                     sink.close(0)
                 raise InspectorError(
-                    f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {error.strerror or error}",
+                    f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
+                    f"{error.strerror or error}",
                     "pick a free port with --metrics-port (0 turns the HTTP server off)",
                 ) from None
             stack.callback(server.close)

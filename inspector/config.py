@@ -257,6 +257,18 @@ class SinksConfig(_Strict):
     mqtt: MqttConfig | None = None
 
 
+class EdgeConfig(_Strict):
+    """The edge service's own settings (`inspector-edge`); its command-line flags override them."""
+
+    heartbeat_s: float = Field(10.0, gt=0, description="seconds between heartbeats on .../health")
+    metrics_host: str = Field("127.0.0.1", min_length=1, description="address of /metrics and /healthz")
+    metrics_port: int = Field(9108, ge=0, le=65535, description="port of /metrics and /healthz (0: off)")
+    snapshot_dir: Path = Field(Path("snapshots"), description="where the snapshot command writes")
+    queue_size: int = Field(4, ge=1, le=1024, description="frames buffered between capture and inference (files)")
+    drain_timeout_s: float = Field(10.0, ge=0, description="longest wait for the MQTT outbox to empty at shutdown")
+    stall_timeout_s: float = Field(60.0, gt=0, description="one frame in inference longer than this is a hang")
+
+
 class StationFile(_Strict):
     """The whole YAML file."""
 
@@ -266,6 +278,7 @@ class StationFile(_Strict):
     model: ModelConfig
     inspection: InspectionConfig
     sinks: SinksConfig = SinksConfig()
+    edge: EdgeConfig = EdgeConfig()
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
