@@ -288,3 +288,24 @@ def test_cli_reports_bad_inputs_without_a_traceback(models, tmp_path, capsys) ->
 
 def test_export_errors_are_inspector_errors() -> None:
     assert issubclass(ExportError, InspectorError)
+
+
+def test_a_checkpoint_written_by_transformers_alone_exports_with_parity(tmp_path) -> None:
+    """No project marker, sharded weights with an index, saved by transformers itself: the path a real
+    Qwen/Qwen3-VL-* directory takes."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from export.parity import check_parity
+    from inspector.models import RANDOM_MARKER, build_tiny_tokenizer, tiny_config
+
+    checkpoint = tmp_path / "third-party"
+    torch.manual_seed(7)
+    spec = TinySpec(text_layers=3, vision_depth=3, deepstack_indexes=(0, 1, 2))
+    Qwen3VLForConditionalGeneration(tiny_config(spec)).save_pretrained(checkpoint, max_shard_size="10MB")
+    build_tiny_tokenizer().save_pretrained(checkpoint)
+    assert (checkpoint / "model.safetensors.index.json").is_file() and not (checkpoint / RANDOM_MARKER).exists()
+    export_checkpoint(checkpoint, 32, tmp_path / "onnx")
+    report = check_parity(checkpoint, tmp_path / "onnx", batch=2, tokens=8)
+    assert report.passed and report.prob_max_abs_diff <= TOL and report.greedy_tokens_match
+    backend = OnnxRuntimeBackend(tmp_path / "onnx")
+    assert backend.info.random_weights is False  # nothing marks it random: verdicts are not labelled so
