@@ -275,12 +275,7 @@ def load_model(path: str, *, dtype: str = "float32", device: str = "cpu") -> Loa
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = Qwen3VLForConditionalGeneration.from_pretrained(source, dtype=getattr(torch, _DTYPES[dtype]))
     except OSError as error:
-        hint = (
-            "this machine has no network access to the hub: download the checkpoint elsewhere and pass its directory"
-            if looks_like_hub_id
-            else "the checkpoint directory looks incomplete"
-        )
-        raise ModelError(f"cannot load {path}: {str(error).splitlines()[0]}", hint) from None
+        raise _load_error(path, error, looks_like_hub_id) from None
     model = model.to(device).eval()
     random_weights = is_random_model(local) if not looks_like_hub_id else False
     if random_weights:
@@ -298,7 +293,18 @@ def load_tokenizer(path: str):
     try:
         return AutoTokenizer.from_pretrained(str(local) if local.exists() else path)
     except OSError as error:
-        raise ModelError(f"cannot load the tokenizer of {path}: {str(error).splitlines()[0]}") from None
+        raise _load_error(path, error, not local.exists()) from None
+
+
+def _load_error(path: str, error: OSError, as_hub_id: bool) -> ModelError:
+    reason = str(error).splitlines()[0]
+    if as_hub_id:
+        return ModelError(
+            f"{path} is not a local directory, and loading it as a hub id failed: {reason}",
+            f"for the offline demo run `inspector model tiny {path}` first; for a real model pass a checkpoint "
+            "directory, or a hub id such as Qwen/Qwen3-VL-4B-Instruct on a machine that reaches the hub",
+        )
+    return ModelError(f"cannot load {path}: {reason}", "the checkpoint directory looks incomplete")
 
 
 def _quiet_transformers() -> None:

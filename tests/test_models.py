@@ -84,3 +84,12 @@ def test_cuda_requested_without_gpu(tiny_model_dir: Path) -> None:
         pytest.skip("a GPU is present")
     with pytest.raises(ModelError, match="no CUDA GPU"):
         load_model(str(tiny_model_dir), device="cuda")
+
+
+def test_missing_relative_directory_reads_as_hub_id_yet_names_the_offline_fix(tmp_path: Path, monkeypatch) -> None:
+    """`models/tiny` not written yet looks like a hub id; offline, the message must still say what to run."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="not a local directory") as caught:
+        load_model("models/tiny")
+    assert "inspector model tiny models/tiny" in caught.value.hint
