@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from export.onnx_export import export_checkpoint
 from export.parity import random_tiles, softmax
@@ -23,21 +22,15 @@ from inspector.errors import ConfigError, ModelError
 from inspector.models import TinySpec, load_model, write_tiny_model
 from inspector.prompting import build_prompt
 
+from varied_models import write_varied_tiny_model
+
 TILE = 64
 TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = write_tiny_model(tmp_path_factory.mktemp("ort-model") / "tiny-varied", seed=3)
-    loaded = load_model(str(out))
-    generator = torch.Generator().manual_seed(4)
-    with torch.no_grad():
-        for name, param in loaded.model.named_parameters():
-            if param.ndim >= 2 and ("language_model" in name or "lm_head" in name):
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.08)
-    loaded.model.save_pretrained(out)
-    return out
+    return write_varied_tiny_model(tmp_path_factory.mktemp("ort-model") / "tiny-varied", seed=3)
 
 
 @pytest.fixture(scope="module")

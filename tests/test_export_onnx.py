@@ -27,8 +27,10 @@ from export.parity import random_tiles, softmax
 from inspector.backends.onnxruntime import OnnxRuntimeBackend
 from inspector.backends.torch import TorchBackend
 from inspector.errors import InspectorError, ModelError
-from inspector.models import TinySpec, load_model, write_tiny_model
+from inspector.models import TinySpec, load_model
 from inspector.prompting import build_prompt
+
+from varied_models import write_varied_tiny_model
 
 TOL = 1e-4
 TOKENS = 32
@@ -41,18 +43,6 @@ SHAPES = {
     ),
 }  # fmt: skip
 EXPORTS = [("ratio4_tied", 32), ("ratio4_tied", 64), ("ratio3_untied", 64), ("ratio3_untied", 96)]
-
-
-def write_varied_tiny_model(out_dir: Path, spec: TinySpec, seed: int = 0) -> Path:
-    write_tiny_model(out_dir, seed=seed, spec=spec)
-    loaded = load_model(str(out_dir))
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, param in loaded.model.named_parameters():
-            if param.ndim >= 2 and ("language_model" in name or "lm_head" in name):
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.08)
-    loaded.model.save_pretrained(out_dir)
-    return out_dir
 
 
 @pytest.fixture(scope="module")
