@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from export.identity import identify_state  # noqa: E402
+from inspector.artifacts.identity import identify_state  # noqa: E402
 from export.onnx_export import export_model  # noqa: E402
 from inspector.models import TinySpec, tiny_config  # noqa: E402
 

@@ -35,7 +35,7 @@ from inspector.config import MqttConfig, StationConfig  # noqa: E402
 from inspector.sinks.mqtt import MqttSink  # noqa: E402
 from inspector.sinks.mqtt_client import message_properties  # noqa: E402
 from inspector.sinks.topics import Topics  # noqa: E402
-from inspector.verdict import SCHEMA_ID, SCHEMA_VERSION, FrameVerdict, ModelRef, SourceRef, StationRef  # noqa: E402
+from inspector.payloads.verdict import SCHEMA_ID, SCHEMA_VERSION, FrameVerdict, ModelRef, SourceRef, StationRef  # noqa: E402
 
 from mosquitto import Mosquitto  # noqa: E402  (tests/mosquitto.py, the broker helper the tests use)
 

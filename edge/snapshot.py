@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 
 from inspector.frames import Frame
-from inspector.verdict import FrameVerdict
+from inspector.payloads.verdict import FrameVerdict
 
 log = logging.getLogger(__name__)
 

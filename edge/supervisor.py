@@ -57,7 +57,7 @@ from inspector.pipeline import Inspector, describe
 from inspector.sinks.base import Sink
 from inspector.sinks.mqtt import MqttSink
 from inspector.sources import FrameSource, open_source
-from inspector.verdict import FrameVerdict
+from inspector.payloads.verdict import FrameVerdict
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from inspector.frames import Frame
 from inspector.pipeline import Inspector
 from inspector.sinks.base import Sink
 from inspector.sources import FrameSource, SourceStats, backoff_delays
-from inspector.verdict import FrameVerdict
+from inspector.payloads.verdict import FrameVerdict
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 - ``export.onnx_export``: ``export_checkpoint`` / ``export_model`` write the graphs + manifest;
 - ``export.vision_graph`` / ``export.text_graph``: the export-only wrappers;
-- ``export.manifest``: ``manifest.json`` (``read_manifest``);
-- ``export.identity``: which model a set of graphs came from;
 - ``export.parity``: ``check_parity``, the torch-vs-onnxruntime comparison.
+
+The manifest and the model identity live in ``inspector.artifacts``: the backends read them too,
+and keeping them there means ``inspector`` never imports ``export``.
 """

@@ -10,7 +10,7 @@ The split follows NVIDIA's TensorRT-Edge-LLM for this model:
 - ``verdict.onnx``: the same decoder returning only the answer options' logits;
 - ``embed_tokens.npy``: the token embedding table, looked up on the host;
 - ``weights.onnx.data``: every graph's weights, each tensor once (``export.external_data``);
-- ``manifest.json`` (``export.manifest``).
+- ``manifest.json`` (``inspector.artifacts.manifest``).
 
 Exported with the TorchScript exporter (``dynamo=False``): with explicit tensors in and
 out it traces these wrappers into standard ONNX ops; the dynamo exporter trips on the
@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from export.external_data import DATA_FILE, SharedWeights, relocate_weights
-from export.identity import ModelIdentity, identify_checkpoint
-from export.manifest import MANIFEST, Manifest, describe_graph, write_manifest
+from inspector.artifacts.identity import ModelIdentity, identify_checkpoint
+from inspector.artifacts.manifest import MANIFEST, Manifest, describe_graph, write_manifest
 from export.text_graph import DECODER, VERDICT, TextGraph, text_io_names
 from export.vision_graph import VisionGraph, tile_grid
 from inspector.backends.base import PATCH_BYTES_DIM, PATCH_DIM

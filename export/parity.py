@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.manifest import read_manifest
+from inspector.artifacts.manifest import read_manifest
 from inspector.config import InspectionConfig
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from inspector.config import InspectionConfig
-from inspector.verdict import BBox, Defect, TileVerdict, Verdict
+from inspector.payloads.verdict import BBox, Defect, TileVerdict, Verdict
 
 
 @dataclass(frozen=True, slots=True)

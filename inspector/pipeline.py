@@ -16,7 +16,7 @@ from inspector.classify import StageTimes, TileClassifier
 from inspector.config import ModelConfig, StationFile
 from inspector.frames import Frame
 from inspector.tiling import TilePlanner
-from inspector.verdict import FrameVerdict, ModelRef, SourceRef, StationRef, TileVerdict, Timings
+from inspector.payloads.verdict import FrameVerdict, ModelRef, SourceRef, StationRef, TileVerdict, Timings
 from inspector.vision import patch_bytes, patch_shape
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import numpy as np
 
 from inspector.frames import Frame
 from inspector.sinks.base import Sink
-from inspector.verdict import FrameVerdict
+from inspector.payloads.verdict import FrameVerdict
 
 if TYPE_CHECKING:
     from inspector.pipeline import Inspector

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from inspector.aggregate import aggregate, boxes_touch
 from inspector.config import InspectionConfig
-from inspector.verdict import TileVerdict
+from inspector.payloads.verdict import TileVerdict
 
 RULES = InspectionConfig(
     product="p",

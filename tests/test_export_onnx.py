@@ -20,8 +20,8 @@ import onnx
 import pytest
 import torch
 
-from export.identity import identify_checkpoint
-from export.manifest import MANIFEST, read_manifest
+from inspector.artifacts.identity import identify_checkpoint
+from inspector.artifacts.manifest import MANIFEST, read_manifest
 from export.onnx_export import ExportError, export_checkpoint
 from export.parity import random_tiles, softmax
 from inspector.backends.onnxruntime import OnnxRuntimeBackend

@@ -35,7 +35,7 @@ from inspector.sinks.messages import reject_json_schema, status_json_schema
 from inspector.sinks.mqtt import Command, MqttSink
 from inspector.sinks.mqtt_client import MqttConnectError, check_connection, resolve_password
 from inspector.sinks.topics import Topics, split_topic, watch_filters
-from inspector.verdict import Defect, FrameVerdict, ModelRef, SourceRef, StationRef, json_schema
+from inspector.payloads.verdict import Defect, FrameVerdict, ModelRef, SourceRef, StationRef, json_schema
 
 from mosquitto import Mosquitto, free_port, make_tls_files, mosquitto_binary
 

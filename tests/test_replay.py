@@ -11,7 +11,7 @@ import yaml
 
 from inspector.cli import main
 from inspector.demo_data import write_demo_clip
-from inspector.verdict import json_schema
+from inspector.payloads.verdict import json_schema
 
 FRAMES = 4
 

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from inspector.verdict import SCHEMA_VERSION, Defect, FrameVerdict, ModelRef, SourceRef, StationRef, json_schema
+from inspector.payloads.verdict import SCHEMA_VERSION, Defect, FrameVerdict, ModelRef, SourceRef, StationRef, json_schema
 
 COMMITTED = Path(__file__).resolve().parents[1] / "inspector" / "schemas" / "frame-verdict.schema.json"
 

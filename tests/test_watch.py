@@ -23,7 +23,7 @@ from inspector.errors import InspectorError
 from inspector.sinks.mqtt import MqttSink
 from inspector.sinks.mqtt_client import MqttConnectError
 from inspector.sinks.topics import Topics
-from inspector.verdict import Defect, FrameVerdict, ModelRef, SourceRef, StationRef
+from inspector.payloads.verdict import Defect, FrameVerdict, ModelRef, SourceRef, StationRef
 
 from mosquitto import Mosquitto, free_port
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from export.identity import identify_checkpoint
-from export.manifest import Manifest, read_manifest
+from inspector.artifacts.identity import identify_checkpoint
+from inspector.artifacts.manifest import Manifest, read_manifest
 from inspector.backends.base import PATCH_BYTES_DIM, PATCH_DIM, BackendInfo, VisualFeatures, greedy_decode
 from inspector.config import ModelConfig
 from inspector.errors import ConfigError, ModelError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from inspector.verdict import json_schema
+from inspector.payloads.verdict import json_schema
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

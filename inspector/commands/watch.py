@@ -31,7 +31,7 @@ from inspector.sinks.mqtt_client import (
     no_connack,
 )
 from inspector.sinks.topics import split_topic, watch_filters
-from inspector.verdict import SCHEMA_VERSION, FrameVerdict
+from inspector.payloads.verdict import SCHEMA_VERSION, FrameVerdict
 
 DESCRIPTION = """\
 Subscribe to the verdict, reject and status topics of one or many stations and show

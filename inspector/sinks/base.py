@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from inspector.verdict import FrameVerdict
+from inspector.payloads.verdict import FrameVerdict
 
 
 @runtime_checkable

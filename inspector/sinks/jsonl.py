@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from inspector.verdict import FrameVerdict
+from inspector.payloads.verdict import FrameVerdict
 
 
 class JsonlSink:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, Field
 
 from inspector import __version__
-from inspector.verdict import FrameVerdict, StationRef, _Payload
+from inspector.payloads.verdict import FrameVerdict, StationRef, _Payload
 
 REJECT_SCHEMA_ID = "line-inspector/reject"
 REJECT_SCHEMA_VERSION = "1.0"

@@ -65,7 +65,7 @@ from inspector.sinks.mqtt_client import (
 )
 from inspector.sinks.outbox import Outbox, OutboxMessage, OutboxRow
 from inspector.sinks.topics import Topics
-from inspector.verdict import SCHEMA_ID, SCHEMA_VERSION, FrameVerdict, StationRef
+from inspector.payloads.verdict import SCHEMA_ID, SCHEMA_VERSION, FrameVerdict, StationRef
 
 __all__ = ["Command", "MqttSink", "check_connection", "default_client_id", "mqtt_config_from_url"]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import onnx
 
-from export.identity import ModelIdentity
+from inspector.artifacts.identity import ModelIdentity
 from inspector.errors import ModelError
 
 MANIFEST = "manifest.json"
