@@ -35,7 +35,7 @@ from inspector.sinks.messages import reject_json_schema, status_json_schema
 from inspector.sinks.mqtt import Command, MqttSink
 from inspector.sinks.mqtt_client import MqttConnectError, check_connection, resolve_password
 from inspector.sinks.topics import Topics, split_topic, watch_filters
-from inspector.payloads.verdict import Defect, FrameVerdict, ModelRef, SourceRef, StationRef, json_schema
+from inspector.payloads.verdict import SCHEMA_VERSION, Defect, FrameVerdict, ModelRef, SourceRef, StationRef, json_schema
 
 from mosquitto import Mosquitto, free_port, make_tls_files, mosquitto_binary
 
@@ -281,7 +281,7 @@ def test_verdicts_rejects_and_birth_reach_a_v5_subscriber(broker: Mosquitto, tmp
         assert "tiles" not in message.json()
         assert message.properties["ContentType"] == "application/json"
         user = dict(message.properties["UserProperty"])
-        assert user == {"schema": "line-inspector/frame-verdict", "schema-version": "1.0",
+        assert user == {"schema": "line-inspector/frame-verdict", "schema-version": SCHEMA_VERSION,
                         "message-id": message.json()["message_id"]}  # fmt: skip
 
     (reject,) = sub.received("reject")

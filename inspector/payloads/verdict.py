@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 SCHEMA_ID = "line-inspector/frame-verdict"
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: optional `evidence`
 
 Verdict = Literal["OK", "NG", "UNCERTAIN"]
 BBox = tuple[int, int, int, int]
@@ -94,6 +94,9 @@ class FrameVerdict(_Payload):
     model: ModelRef
     timings: Timings = Timings()
     error: str | None = Field(None, description="set when the frame could not be judged (verdict UNCERTAIN)")
+    evidence: str | None = Field(
+        None, description="path, on the edge box, of the JPEG with the defects drawn (NG and UNCERTAIN verdicts)"
+    )
     tiles: list[TileVerdict] | None = Field(None, description="per-tile probabilities (JSONL only, omitted on MQTT)")
 
     def to_json(self, *, include_tiles: bool = True) -> str:
