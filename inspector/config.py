@@ -75,6 +75,20 @@ class SourceConfig(_Strict):
     pace: bool = Field(False, description="files: yield frames at their recorded fps instead of as fast as possible")
     loop: bool = Field(False, description="files: start again at the end (soak tests, demos)")
     reconnect: ReconnectConfig = ReconnectConfig()
+    # Triggered inspection (edge/triggers.py): one verdict per part instead of one per frame.
+    trigger: Literal["none", "mqtt"] = Field(
+        "none", description="none: judge every frame (free-running); mqtt: judge one part per message on .../trigger"
+    )
+    trigger_frames: int = Field(1, ge=1, le=16, description="frames judged per trigger; the worst verdict wins")
+    trigger_timeout_s: float = Field(
+        2.0, gt=0, le=600, description="a trigger not served within this time gets an UNCERTAIN verdict saying why"
+    )
+    trigger_duplicate_window_s: float = Field(
+        60.0, ge=0, le=86400, description="a part id triggered again within this window is ignored (0: never)"
+    )
+    trigger_backlog: int = Field(
+        8, ge=1, le=1024, description="triggers waiting at most; one more gets an UNCERTAIN verdict at once"
+    )
 
 
 class RectROI(_Strict):
@@ -257,6 +271,18 @@ class SinksConfig(_Strict):
     mqtt: MqttConfig | None = None
 
 
+class EvidenceConfig(_Strict):
+    """Evidence pictures (edge/evidence.py): a JPEG with boxes for every NG or UNCERTAIN verdict."""
+
+    enabled: bool = True
+    dir: Path = Field(Path("evidence"), description="where the JPEGs go")
+    max_files: int = Field(1000, ge=1, description="keep at most this many pictures (oldest removed first)")
+    max_age_s: float = Field(7 * 86400.0, gt=0, description="remove pictures older than this")
+    heatmap: bool = Field(False, description="also draw the per-class probability heatmap beside the frame")
+    jpeg_quality: int = Field(85, ge=10, le=100)
+    mqtt_snapshot: bool = Field(False, description="publish the last NG picture, retained, on .../snapshot")
+
+
 class EdgeConfig(_Strict):
     """The edge service's own settings (`inspector-edge`); its command-line flags override them."""
 
@@ -267,6 +293,20 @@ class EdgeConfig(_Strict):
     queue_size: int = Field(4, ge=1, le=1024, description="frames buffered between capture and inference (files)")
     drain_timeout_s: float = Field(10.0, ge=0, description="longest wait for the MQTT outbox to empty at shutdown")
     stall_timeout_s: float = Field(60.0, gt=0, description="one frame in inference longer than this is a hang")
+    # Who may steer the station (edge/commands.py, edge/reload.py, edge/web/).
+    mqtt_commands: list[Literal["pause", "resume", "reload-config", "snapshot"]] = Field(
+        ["pause", "resume", "reload-config", "snapshot"], description="commands accepted on .../cmd; others are refused"
+    )
+    reload_paths: list[Path] = Field(
+        default_factory=list, description="folders reload-config may read, besides the config file's own folder"
+    )
+    evidence: EvidenceConfig = EvidenceConfig()
+    live_host: str = Field("127.0.0.1", min_length=1, description="address of the live page (edge/web)")
+    live_port: int = Field(9109, ge=0, le=65535, description="port of the live page (0: off)")
+    live_token_env: str | None = Field(
+        "INSPECTOR_LIVE_TOKEN", description="environment variable holding the live page's token"
+    )
+    live_token_file: Path | None = Field(None, description="file holding the live page's token (wins over the env)")
 
 
 class StationFile(_Strict):
