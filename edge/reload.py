@@ -25,7 +25,7 @@ from inspector.pipeline import Inspector, build_inspector, model_config_with
 log = logging.getLogger(__name__)
 
 # Model fields that need the weights loaded again; the others only change how they are used.
-MODEL_LOAD_FIELDS = ("path", "backend", "onnx_dir", "dtype", "device")
+MODEL_LOAD_FIELDS = ("path", "backend", "onnx_dir", "engine_dir", "dtype", "device")
 # Sections bound to resources opened at start (the MQTT session, the outbox, the JSONL file,
 # the metrics server, the worker queues).
 RESTART_ONLY_SECTIONS = ("station", "sinks", "edge")
@@ -95,7 +95,8 @@ def trial_frame_size(inspector: Inspector, default: tuple[int, int] = (640, 480)
 
 
 def needs_model_load(current: StationFile, candidate: StationFile) -> bool:
-    return any(getattr(current.model, f) != getattr(candidate.model, f) for f in MODEL_LOAD_FIELDS)
+    # Backend-specific fields (onnx_dir, engine_dir) exist only on their backend's config.
+    return any(getattr(current.model, f, None) != getattr(candidate.model, f, None) for f in MODEL_LOAD_FIELDS)
 
 
 def build_candidate(running: Inspector, candidate: StationFile) -> Inspector:

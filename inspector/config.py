@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -17,11 +17,14 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from inspector.backends.base import BackendConfig
+from inspector.backends.registry import DEFAULT_BACKEND, PLUGINS
 from inspector.errors import ConfigError
 
 # Qwen3-VL: 16-px patches merged 2x2, so one visual token covers 32x32 px.
@@ -138,17 +141,28 @@ class TilingConfig(_Strict):
         return tile
 
 
-class ModelConfig(_Strict):
-    """Which Qwen3-VL checkpoint, and how to run it."""
+def _backend_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("backend", DEFAULT_BACKEND)
+    return getattr(value, "backend", None)  # None: not a mapping at all
 
-    path: str = Field(description="checkpoint directory, or a hub id such as Qwen/Qwen3-VL-4B-Instruct")
-    backend: Literal["torch", "onnxruntime", "tensorrt"] = "torch"
-    onnx_dir: Path | None = Field(None, description="exported graphs, for backend onnxruntime")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
-    batch_size: int = Field(4, ge=1, le=256, description="tiles per model call")
-    reasoning: bool = Field(False, description="Thinking models: reason before answering (slower)")
-    max_reasoning_tokens: int = Field(256, ge=1, le=8192)
+
+# Which Qwen3-VL checkpoint, and how to run it: one config model per registered backend
+# (inspector/backends/registry.py), picked by `backend:` (default torch), so an option that
+# belongs to another backend (onnx_dir under torch) is an unknown key.
+ModelConfig = Annotated[
+    Union[tuple(Annotated[plugin.config, Tag(name)] for name, plugin in PLUGINS.items())],  # noqa: UP007
+    Discriminator(_backend_tag),
+]
+_MODEL_ADAPTER: TypeAdapter[BackendConfig] = TypeAdapter(ModelConfig)
+
+
+def parse_model_config(data: dict[str, Any], source: str = "model") -> BackendConfig:
+    """Validate a ``model`` section alone (command-line overrides); errors as for a whole file."""
+    try:
+        return _MODEL_ADAPTER.validate_python(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(source, error, prefix=("model",))) from None
 
 
 class DefectClass(_Strict):
@@ -326,24 +340,43 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for previous, item in zip((None, *loc), loc):
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif previous == "roi" and item in ("rect", "mask"):
-            continue  # the ROI branch tag pydantic inserts, not a key the user wrote
+        elif previous == "roi" and item in ("rect", "mask") or previous == "model" and item in PLUGINS:
+            continue  # the union branch tag pydantic inserts, not a key the user wrote
         else:
             parts.append(("." if parts else "") + str(item))
     return "".join(parts) or "(top level)"
 
 
-def format_validation_error(source: str, error: ValidationError) -> str:
-    """One line per problem: ``file: field.path: message (got value)``."""
+def format_validation_error(source: str, error: ValidationError, prefix: tuple[Any, ...] = ()) -> str:
+    """One line per problem: ``file: field.path: message (got value)``.
+
+    ``prefix``: where the validated mapping sits in the file (``("model",)`` for the model section alone).
+    """
     lines = [f"{source}: invalid configuration ({error.error_count()} problem(s))"]
     for item in error.errors():
         got = item.get("input")
+        loc = (*prefix, *item["loc"])
         shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key; check its spelling against `inspector config check --help`"
-        lines.append(f"  {_field_path(item['loc'])}: {message}{shown}")
+            if loc[:1] == ("model",) and len(loc) == 3 and loc[1] in PLUGINS:
+                message = _misplaced_model_key(str(loc[1]), str(loc[2]))
+        elif item["type"] == "union_tag_invalid":
+            tag = item.get("ctx", {}).get("tag")
+            loc, shown = (*loc, "backend"), f" (got {tag!r})"
+            message = f"unknown backend; use one of: {', '.join(PLUGINS)}"
+        elif item["type"] == "union_tag_not_found":
+            message = "must be a mapping with path: and backend: (one of " + ", ".join(PLUGINS) + ")"
+        lines.append(f"  {_field_path(loc)}: {message}{shown}")
     return "\n".join(lines)
+
+
+def _misplaced_model_key(backend: str, key: str) -> str:
+    owners = [name for name, plugin in PLUGINS.items() if key in plugin.config.model_fields]
+    if owners:
+        return f"not an option of backend {backend}; it belongs to backend {' / '.join(owners)}"
+    return f"unknown key for backend {backend}; check its spelling against `inspector config check --help`"
 
 
 def parse_config(data: object, source: str = "<config>") -> StationFile:

@@ -10,16 +10,28 @@ from typing import Any
 import numpy as np
 
 from inspector.aggregate import aggregate
-from inspector.backends import create_backend
-from inspector.backends.base import Backend
-from inspector.classify import StageTimes, TileClassifier
-from inspector.config import ModelConfig, StationFile
+from inspector.backends.base import Backend, BackendConfig
+from inspector.backends.registry import create_backend, plugin_for
+from inspector.classify import StageTimes, TileClassifier, TileResult
+from inspector.config import StationFile, parse_model_config
 from inspector.frames import Frame
-from inspector.tiling import TilePlanner
+from inspector.tiling import Tile, TilePlanner
 from inspector.payloads.verdict import FrameVerdict, ModelRef, SourceRef, StationRef, TileVerdict, Timings
 from inspector.vision import patch_bytes, patch_shape
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedFrame:
+    """A frame tiled and preprocessed, waiting for the classifier (alone or batched with other frames)."""
+
+    frame: Frame
+    tiles: list[Tile]
+    pixel_values: np.ndarray
+    grid: tuple[int, int, int]
+    began: float  # perf_counter at the start of preprocessing
+    preprocess_ms: float
 
 
 @dataclass
@@ -42,6 +54,13 @@ class Inspector:
         self.station_ref = StationRef(**self.config.station.model_dump())
 
     def inspect(self, frame: Frame) -> FrameVerdict:
+        prepared = self.prepare(frame)
+        times = StageTimes()
+        results = self.classifier.classify(prepared.pixel_values, prepared.grid, times)
+        return self.conclude(prepared, results, times)
+
+    def prepare(self, frame: Frame) -> PreparedFrame:
+        """Tile and preprocess one frame. The patches live in a buffer reused by the next call."""
         began = time.perf_counter()
         tiles = self.planner.plan(*frame.size)
         self._crops = _buffer(self._crops, (len(tiles), self.planner.tile, self.planner.tile, 3), np.uint8)
@@ -50,9 +69,10 @@ class Inspector:
         # Tiles are never resized, so sizes under the released processor's 256-px minimum are allowed.
         # Patch bytes: the backend normalises on its device (see inspector/vision.py).
         pixel_values, grid = patch_bytes(pixels, out=self._patches, min_pixels=0)
-        preprocess_ms = (time.perf_counter() - began) * 1000
-        times = StageTimes()
-        results = self.classifier.classify(pixel_values, grid, times)
+        return PreparedFrame(frame, list(tiles), pixel_values, grid, began, (time.perf_counter() - began) * 1000)
+
+    def conclude(self, prepared: PreparedFrame, results: list[TileResult], times: StageTimes) -> FrameVerdict:
+        """Tile results (from ``classifier.classify``, perhaps batched with other frames) -> the verdict."""
         tile_verdicts = [
             TileVerdict(
                 index=tile.index,
@@ -61,19 +81,19 @@ class Inspector:
                 probabilities={k: round(v, 6) for k, v in result.probabilities.items()},
                 explanation=result.explanation,
             )
-            for tile, result in zip(tiles, results)
+            for tile, result in zip(prepared.tiles, results)
         ]
         decision = aggregate(tile_verdicts, self.config.inspection)
         timings = Timings(
-            preprocess_ms=round(preprocess_ms, 3),
+            preprocess_ms=round(prepared.preprocess_ms, 3),
             vision_ms=round(times.vision_ms, 3),
             prefill_ms=round(times.prefill_ms, 3),
             explain_ms=round(times.explain_ms, 3),
-            total_ms=round((time.perf_counter() - began) * 1000, 3),
+            total_ms=round((time.perf_counter() - prepared.began) * 1000, 3),
         )
         return FrameVerdict(
             station=self.station_ref,
-            source=self._source_ref(frame),
+            source=self._source_ref(prepared.frame),
             verdict=decision.verdict,
             confidence=decision.confidence,
             defects=decision.defects,
@@ -107,11 +127,23 @@ def _buffer(current: np.ndarray | None, shape: tuple[int, ...], dtype: type) -> 
 
 
 def model_config_with(config: StationFile, **overrides: Any) -> StationFile:
-    """The config with model fields replaced (CLI --model / --backend), re-validated."""
+    """The config with model fields replaced (CLI --model / --backend / --onnx), re-validated.
+
+    Switching backend keeps the shared fields and drops the old backend's own (``onnx_dir``
+    means nothing to torch); ``onnx_dir`` alone switches a backend that has no such option
+    to onnxruntime.
+    """
     changes = {k: v for k, v in overrides.items() if v is not None}
     if not changes:
         return config
-    model = ModelConfig.model_validate({**config.model.model_dump(), **changes})
+    current = config.model.model_dump()
+    backend = changes.get("backend", current["backend"])
+    if "backend" not in changes and "onnx_dir" in changes and "onnx_dir" not in plugin_for(backend).config.model_fields:
+        backend = "onnxruntime"
+    if backend != current["backend"]:
+        own = plugin_for(backend).config.model_fields
+        current = {k: v for k, v in current.items() if k in BackendConfig.model_fields or k in own}
+    model = parse_model_config({**current, **changes, "backend": backend}, "command line (model overrides)")
     return config.model_copy(update={"model": model})
 
 

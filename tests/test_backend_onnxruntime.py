@@ -15,9 +15,9 @@ import pytest
 from export.onnx_export import export_checkpoint
 from export.parity import random_tiles, softmax
 from inspector.backends.base import Backend
-from inspector.backends.onnxruntime import OnnxRuntimeBackend, create_onnxruntime_backend
+from inspector.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeConfig, create_onnxruntime_backend
 from inspector.backends.torch import TorchBackend
-from inspector.config import ModelConfig, parse_config
+from inspector.config import parse_config
 from inspector.errors import ConfigError, ModelError
 from inspector.models import TinySpec, load_model, write_tiny_model
 from inspector.prompting import build_prompt
@@ -107,8 +107,8 @@ def test_encode_refuses_tiles_of_another_size(backend) -> None:
 # -- the factory checks the export against the config -------------------------------------
 
 
-def config_for(model_dir: Path, onnx_dir: Path | None, **extra) -> ModelConfig:
-    return ModelConfig(path=str(model_dir), backend="onnxruntime", onnx_dir=onnx_dir, **extra)
+def config_for(model_dir: Path, onnx_dir: Path | None, **extra) -> OnnxRuntimeConfig:
+    return OnnxRuntimeConfig(path=str(model_dir), onnx_dir=onnx_dir, **extra)
 
 
 def test_factory_builds_the_backend_for_a_matching_config(model_dir, onnx_dir) -> None:
@@ -193,7 +193,9 @@ def test_replay_of_the_demo_clip_gives_the_same_verdicts(model_dir, onnx_dir, tm
     }
     verdicts = {}
     for name in ("torch", "onnxruntime"):
-        model = {"path": str(model_dir), "backend": name, "onnx_dir": str(onnx_dir), "batch_size": 4}
+        model = {"path": str(model_dir), "backend": name, "batch_size": 4}
+        if name == "onnxruntime":
+            model["onnx_dir"] = str(onnx_dir)
         inspector = build_inspector(parse_config({**station, "model": model}))
         collected = []
         with open_source(str(clip.video)) as source:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 # Rows of Qwen3-VL pixel_values: channels (3) x temporal patch (2) x 16 x 16, float32.
 PATCH_DIM = 3 * 2 * 16 * 16
@@ -27,6 +28,43 @@ PATCH_DIM = 3 * 2 * 16 * 16
 PATCH_BYTES_DIM = 3 * 16 * 16
 # Patches per visual token (spatial merge 2x2).
 PATCHES_PER_TOKEN = 4
+
+
+# Weight / compute precision a config may ask for; fp8 needs compute capability >= 8.9.
+Precision = Literal["float32", "bfloat16", "float16", "fp8"]
+# "auto": cuda when available, else cpu, resolved once when the model loads.
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
+
+
+class BackendConfig(BaseModel):
+    """The ``model`` section fields every backend shares; each backend subclasses it with its own.
+
+    ``backend`` (a Literal in each subclass) is the tag of the discriminated union in
+    ``inspector.config``, so an option of another backend is an unknown key.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: str
+    path: str = Field(description="checkpoint directory, or a hub id such as Qwen/Qwen3-VL-4B-Instruct")
+    dtype: Precision = "float32"
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto (cuda when available), cpu, cuda, cuda:N")
+    batch_size: int = Field(4, ge=1, le=256, description="tiles per model call")
+    reasoning: bool = Field(False, description="Thinking models: reason before answering (slower)")
+    max_reasoning_tokens: int = Field(256, ge=1, le=8192)
+
+
+@dataclass(frozen=True)
+class BackendPlugin:
+    """What the registry (``inspector.backends.registry``) needs to know about one backend."""
+
+    name: str  # the ``model.backend`` value
+    config: type[BackendConfig]
+    # (validated model section, tiling.tile or None) -> (backend, the checkpoint's tokenizer)
+    load: Callable[[Any, int | None], tuple[Backend, Any]]
+    requires: tuple[str, ...]  # modules that must be importable for this backend to run
+    install: str  # how to get them (and the hardware it needs), shown when they are missing
+    summary: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,18 +18,33 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from inspector.artifacts.identity import identify_checkpoint
-from inspector.artifacts.manifest import Manifest, read_manifest
-from inspector.backends.base import PATCH_BYTES_DIM, PATCH_DIM, BackendInfo, VisualFeatures, greedy_decode
-from inspector.config import ModelConfig
+from inspector.backends.base import (
+    PATCH_BYTES_DIM,
+    PATCH_DIM,
+    BackendConfig,
+    BackendInfo,
+    BackendPlugin,
+    VisualFeatures,
+    greedy_decode,
+)
 from inspector.errors import ConfigError, ModelError
-from inspector.prompting import mrope_positions
+
+if TYPE_CHECKING:  # onnx, the checkpoint identity and prompting load with the model, not with the config
+    from inspector.artifacts.manifest import Manifest
 
 log = logging.getLogger(__name__)
+
+
+class OnnxRuntimeConfig(BackendConfig):
+    """``model.backend: onnxruntime``: the graphs `inspector export onnx` wrote, on CPU or CUDA."""
+
+    backend: Literal["onnxruntime"] = "onnxruntime"
+    onnx_dir: Path | None = Field(None, description="exported graphs (`inspector export onnx --out DIR`)")
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -61,6 +76,8 @@ def _default_providers() -> list[Any]:
 
 def check_model_matches(manifest: Manifest, model_dir: Path) -> None:
     """Graphs must come from the checkpoint the config names (architecture and weight files)."""
+    from inspector.artifacts.identity import identify_checkpoint
+
     identity = identify_checkpoint(model_dir, hash_weights=False)
     exported = manifest.model
     hint = (
@@ -93,6 +110,8 @@ class OnnxRuntimeBackend:
         threads: int | None = None,
     ) -> None:
         import onnxruntime as ort
+
+        from inspector.artifacts.manifest import read_manifest
 
         self.onnx_dir = Path(onnx_dir)
         self.manifest = read_manifest(self.onnx_dir)
@@ -195,6 +214,8 @@ class OnnxRuntimeBackend:
     def prefill(
         self, input_ids: np.ndarray, visual: VisualFeatures, option_ids: Sequence[int]
     ) -> tuple[np.ndarray, OnnxState]:
+        from inspector.prompting import mrope_positions
+
         ids = np.asarray(input_ids, dtype=np.int64)
         if ids.ndim != 2 or ids.shape[0] != visual.batch:
             raise ValueError(f"input_ids must be (B, L) with B = {visual.batch} tiles, got {ids.shape}")
@@ -269,9 +290,12 @@ class OnnxRuntimeBackend:
 
 
 def providers_for(device: str) -> list[Any]:
-    """ONNX Runtime providers for a config ``model.device`` (``cpu``, ``cuda``, ``cuda:N``)."""
+    """ONNX Runtime providers for a config ``model.device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
     import onnxruntime as ort
 
+    if device == "auto":
+        device = "cuda" if CUDA in ort.get_available_providers() else "cpu"
+        log.info("model.device auto -> %s", device)
     if device == "cpu":
         return [CPU]
     if CUDA not in ort.get_available_providers():
@@ -283,13 +307,15 @@ def providers_for(device: str) -> list[Any]:
     return [(CUDA, {"device_id": device_id}), CPU]
 
 
-def create_onnxruntime_backend(model_config: ModelConfig, *, tile: int | None = None) -> OnnxRuntimeBackend:
+def create_onnxruntime_backend(model_config: OnnxRuntimeConfig, *, tile: int | None = None) -> OnnxRuntimeBackend:
     """The backend for ``model.backend: onnxruntime``; checks the export against the config.
 
     ``tile`` (the station's ``tiling.tile``) must be the size the vision graph is baked for,
     and ``model.path``, when it is a local directory, must be the checkpoint the graphs were
     exported from.
     """
+    from inspector.artifacts.manifest import read_manifest
+
     if model_config.onnx_dir is None:
         raise ConfigError(
             "model.backend is onnxruntime but model.onnx_dir is not set",
@@ -317,3 +343,19 @@ def create_onnxruntime_backend(model_config: ModelConfig, *, tile: int | None = 
         log.info("model.dtype %s is ignored by onnxruntime: the graphs were exported in %s",
                  model_config.dtype, manifest.dtype)  # fmt: skip
     return OnnxRuntimeBackend(onnx_dir, providers=providers_for(model_config.device), model_dir=model_dir)
+
+
+def load_onnxruntime_backend(config: OnnxRuntimeConfig, tile: int | None = None) -> tuple[OnnxRuntimeBackend, Any]:
+    from inspector.models import load_tokenizer
+
+    return create_onnxruntime_backend(config, tile=tile), load_tokenizer(config.path)
+
+
+PLUGIN = BackendPlugin(
+    name="onnxruntime",
+    config=OnnxRuntimeConfig,
+    load=load_onnxruntime_backend,
+    requires=("onnxruntime",),
+    install="pip install 'onnxruntime>=1.20' (CPU), or onnxruntime-gpu in its place for device cuda",
+    summary="the exported ONNX graphs on ONNX Runtime (CPU or CUDA)",
+)

@@ -7,15 +7,60 @@ behaviour the exported graphs must reproduce.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from inspector.backends.base import BackendInfo, VisualFeatures, greedy_decode
-from inspector.models import LoadedModel
-from inspector.vision import normalisation_table
+from inspector.backends.base import BackendConfig, BackendInfo, BackendPlugin, VisualFeatures, greedy_decode
+from inspector.errors import ModelError
+
+if TYPE_CHECKING:  # torch, transformers and OpenCV load only with the model
+    from inspector.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+class TorchConfig(BackendConfig):
+    """``model.backend: torch``: the checkpoint itself, run by transformers (the reference)."""
+
+    backend: Literal["torch"] = "torch"
+
+
+def resolve_torch_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; other values unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    resolved = "cuda" if torch.cuda.is_available() else "cpu"
+    log.info("model.device auto -> %s", resolved)
+    return resolved
+
+
+def quantise_fp8(loaded: LoadedModel) -> LoadedModel:
+    """``dtype: fp8`` on the torch backend (torchao, compute capability >= 8.9).
+
+    Hook: the FP8 work replaces this body; until then fp8 is refused with the alternatives.
+    """
+    raise ModelError(
+        "model.dtype fp8 is not implemented yet for backend torch",
+        "use dtype bfloat16 or float16 with backend torch, or backend tensorrt with FP8 engines",
+    )
+
+
+def load_torch_backend(config: TorchConfig, tile: int | None = None) -> tuple[TorchBackend, Any]:
+    from inspector.models import load_model
+
+    device = resolve_torch_device(config.device)
+    # FP8 starts from the bfloat16 weights: torchao quantises a loaded model.
+    weights = "bfloat16" if config.dtype == "fp8" else config.dtype
+    loaded = load_model(config.path, dtype=weights, device=device)
+    if config.dtype == "fp8":
+        loaded = quantise_fp8(loaded)
+    return TorchBackend(loaded), loaded.tokenizer
 
 
 @dataclass
@@ -48,6 +93,8 @@ class TorchBackend:
         source = torch.from_numpy(np.ascontiguousarray(patches)).to(self.device)
         if patches.dtype == np.uint8:
             if self._table is None:
+                from inspector.vision import normalisation_table
+
                 self._table = torch.from_numpy(normalisation_table()).to(self.device)
             values = self._table[source.long()].reshape(batch * count, 3, 1, dim // 3)
             return values.expand(-1, -1, 2, -1).reshape(batch * count, -1)
@@ -141,3 +188,14 @@ class TorchBackend:
             return state.last_logits[index].argmax(-1).cpu().numpy()
 
         return greedy_decode(feed, first_choice, len(rows), forced_ids, max_new_tokens, stop_ids)
+
+
+PLUGIN = BackendPlugin(
+    name="torch",
+    config=TorchConfig,
+    load=load_torch_backend,
+    requires=("torch", "transformers"),
+    install="pip install 'torch>=2.6' 'transformers>=5.2,<6' (line-inspector's own dependencies: `pip install -e .`); "
+    "a CUDA build of torch for device cuda",
+    summary="transformers Qwen3-VL in eager PyTorch (the reference)",
+)
