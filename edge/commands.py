@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -119,6 +120,16 @@ def parse_command(payload: bytes | bytearray | str, *, max_bytes: int = MAX_COMM
         return _COMMAND.validate_python(data)
     except ValidationError as error:
         raise CommandRejected(_describe(error), name) from None
+
+
+def check_accepted(command: Command, accepted: Collection[str]) -> None:
+    """Refuse a valid command this station does not take over MQTT (``edge.mqtt_commands``)."""
+    if command.command not in accepted:
+        allowed = ", ".join(name for name in COMMAND_NAMES if name in accepted) or "none"
+        raise CommandRejected(
+            f"command {command.command!r} is not accepted over MQTT by this station (edge.mqtt_commands: {allowed})",
+            command.command,
+        )
 
 
 def _describe(error: ValidationError) -> str:

@@ -12,13 +12,17 @@ inspect (say, a tile size the vision preprocessing refuses) is rejected too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+from pydantic import ValidationError
+
 from edge.commands import CommandRejected, ReloadConfigCommand
 from inspector.classify import TileClassifier
-from inspector.config import RectROI, StationFile, load_config, parse_config
+from inspector.config import RectROI, StationFile
 from inspector.errors import InspectorError
 from inspector.pipeline import Inspector, build_inspector, model_config_with
 
@@ -55,18 +59,94 @@ class Overrides:
         return config
 
 
-def requested_config(command: ReloadConfigCommand, overrides: Overrides) -> StationFile:
-    """The validated config the command asks for, with the command-line overrides applied."""
+def confine_reload_path(requested: str, allowed_dirs: Sequence[Path]) -> Path:
+    """The file a remote reload-config may read: inside one of ``allowed_dirs``, symlinks resolved.
+
+    Relative paths are taken from the first allowed folder (the config's own). The check runs
+    on the fully resolved path before anything is opened, so ``..``, absolute paths and symlinks
+    pointing out of the folders are all refused alike, and the answer never says whether a file
+    outside exists. The refusal names the field and the rule, not the path.
+    """
+    rule = "path: must name a .yaml/.yml file inside the config file's folder or an edge.reload_paths folder"
+    if not allowed_dirs or "\x00" in requested:
+        raise CommandRejected(f"reload-config refused: {rule}", "reload-config")
+    roots = [folder.resolve() for folder in allowed_dirs]
+    candidate = Path(requested)
+    if not candidate.is_absolute():
+        candidate = roots[0] / candidate
     try:
-        if command.path is not None:
-            config = load_config(Path(command.path))
-        else:
-            config = parse_config(command.config, "reload-config")
+        resolved = candidate.resolve(strict=False)
+    except (OSError, RuntimeError):  # a symlink loop
+        raise CommandRejected(f"reload-config refused: {rule}", "reload-config") from None
+    inside = any(resolved.is_relative_to(root) for root in roots)
+    if not inside or resolved.suffix.lower() not in (".yaml", ".yml"):
+        raise CommandRejected(f"reload-config refused: {rule}", "reload-config")
+    if not resolved.is_file():
+        raise CommandRejected("reload-config: path: no such config file in the allowed folders", "reload-config")
+    return resolved
+
+
+def requested_config(
+    command: ReloadConfigCommand, overrides: Overrides, *, allowed_dirs: Sequence[Path] = ()
+) -> StationFile:
+    """The validated config the command asks for, with the command-line overrides applied.
+
+    Every rejection is a remote answer: it names the field and the rule, never a value read
+    from the file (a YAML next door may hold secrets), nor its text.
+    """
+    if command.path is not None:
+        path = confine_reload_path(command.path, allowed_dirs)
+        data, source = _read_yaml(path), "reload-config: " + path.name
+    else:
+        data, source = command.config, "reload-config"
+    if not isinstance(data, dict):
+        raise CommandRejected(f"{source}: the top level must be a mapping of sections", command.command)
+    try:
+        config = StationFile.model_validate(data)
+    except ValidationError as error:
+        raise CommandRejected(redacted_validation_error(source, error), command.command) from None
+    try:
         return overrides.apply(config)
-    except InspectorError as error:
-        raise CommandRejected(str(error), command.command) from None
-    except ValueError as error:  # a CLI override that the new config makes invalid
-        raise CommandRejected(f"reload-config: {error}", command.command) from None
+    except (InspectorError, ValueError):  # a CLI override that the new config makes invalid
+        log.warning("reload-config: a command-line override does not fit the requested config", exc_info=True)
+        raise CommandRejected(
+            "reload-config: the command-line overrides (--model, --backend, --source) do not fit the requested "
+            "config; see the service log",
+            command.command,
+        ) from None
+
+
+def redacted_validation_error(source: str, error: ValidationError) -> str:
+    """``field.path: rule`` per problem, with no input value (a remote requester must not read the file)."""
+    problems = []
+    for item in error.errors():
+        parts = [str(part) for part in item["loc"]]
+        if parts[:1] == ["model"] and len(parts) > 2:
+            del parts[1]  # the backend tag pydantic inserts, not a key the user wrote
+        loc = ".".join(p for i, p in enumerate(parts) if not (i > 0 and parts[i - 1] == "roi" and p in ("rect", "mask")))
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            message = "unknown key"
+        elif kind.startswith("union_tag"):
+            message = "unknown or missing backend"
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            got = item.get("input")
+            if isinstance(got, (str, int, float)) and not isinstance(got, bool) and str(got) and str(got) in message:
+                message = message.replace(str(got), "<value>")  # pydantic sometimes quotes the input
+        problems.append(f"{loc or '(top level)'}: {message}")
+    return f"{source}: invalid configuration: " + "; ".join(problems)
+
+
+def _read_yaml(path: Path) -> object:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise CommandRejected(f"reload-config: {path.name}: not valid YAML{where}", "reload-config") from None
+    except (OSError, UnicodeDecodeError):
+        raise CommandRejected(f"reload-config: {path.name}: not a readable UTF-8 file", "reload-config") from None
 
 
 def check_swappable(current: StationFile, candidate: StationFile) -> None:
@@ -115,7 +195,10 @@ def build_candidate(running: Inspector, candidate: StationFile) -> Inspector:
             max_reasoning_tokens=model.max_reasoning_tokens,
         )
         return Inspector(candidate, running.backend, classifier)
-    except InspectorError as error:
-        raise CommandRejected(f"reload-config: {error}", "reload-config") from None
     except Exception as error:  # noqa: BLE001 - a model that fails to load must not take the service down
-        raise CommandRejected(f"reload-config: {type(error).__name__}: {error}", "reload-config") from None
+        # The details (paths, values) go to the local log only; the remote answer names the section.
+        log.error("reload-config: building the new pipeline failed: %s", error, exc_info=True)
+        raise CommandRejected(
+            f"reload-config: the model section could not be loaded ({type(error).__name__}); see the service log",
+            "reload-config",
+        ) from None

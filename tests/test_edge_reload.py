@@ -30,7 +30,9 @@ def test_command_line_overrides_win_over_the_reloaded_file(tmp_path: Path) -> No
     path = tmp_path / "new.yaml"
     path.write_text(yaml.safe_dump({**BASE, "model": {"path": "elsewhere", "batch_size": 2}}))
     overrides = Overrides(source="rtsp://cam/1", model="/models/real", loop=True)
-    got = requested_config(ReloadConfigCommand(command="reload-config", path=str(path)), overrides)
+    got = requested_config(
+        ReloadConfigCommand(command="reload-config", path=str(path)), overrides, allowed_dirs=[tmp_path]
+    )
     assert got.source.uri == "rtsp://cam/1" and got.source.loop is True
     assert got.model.path == "/models/real" and got.model.batch_size == 2
 

@@ -1,0 +1,105 @@
+"""Who may steer a station, tested as an attacker would: reload-config paths, value leaks, refused commands."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge.commands import CommandRejected, ReloadConfigCommand, check_accepted, parse_command
+from edge.reload import Overrides, requested_config
+
+SECRET = "hunter2"
+GOOD = {
+    "station": {"site": "s", "area": "a", "line": "l", "station": "st"},
+    "source": {"uri": "clip.mp4"},
+    "model": {"path": "models/tiny"},
+    "inspection": {"product": "a surface", "defects": {"scratch": {"description": "a line"}}},
+}
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> dict[str, Path]:
+    """A config folder with a good station file, and secrets elsewhere on the box."""
+    configs = tmp_path / "etc" / "line-inspector"
+    configs.mkdir(parents=True)
+    (configs / "station.yaml").write_text(yaml.safe_dump(GOOD))
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "db.yaml").write_text(f"db_password: {SECRET}\n")
+    (configs / "leaky.yaml").write_text(yaml.safe_dump({**GOOD, "db_password": SECRET}))
+    bad_value = {**GOOD, "model": {"path": "m", "backend": SECRET}}
+    (configs / "bad-value.yaml").write_text(yaml.safe_dump(bad_value))
+    (configs / "broken.yaml").write_text(f"station: [{SECRET}\n")
+    return {"configs": configs, "secrets": secrets}
+
+
+def reload(path: str, allowed: list[Path]) -> str:
+    """The rejection message a remote requester would read."""
+    with pytest.raises(CommandRejected) as caught:
+        requested_config(ReloadConfigCommand(command="reload-config", path=path), Overrides(), allowed_dirs=allowed)
+    return caught.value.message
+
+
+def test_a_path_inside_the_config_folder_loads(box: dict[str, Path]) -> None:
+    command = ReloadConfigCommand(command="reload-config", path="station.yaml")  # relative: the config's folder
+    config = requested_config(command, Overrides(), allowed_dirs=[box["configs"]])
+    assert config.station.station == "st"
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "../../secrets/db.yaml",  # traversal
+        "{secrets}/db.yaml",  # absolute, outside
+        "{configs}/../../secrets/db.yaml",  # absolute with traversal
+        "link.yaml",  # a symlink inside pointing outside
+        "/etc/passwd",  # not YAML, outside
+        "station.yaml\x00.png",  # NUL trick
+        "{configs}",  # a folder
+    ],
+)
+def test_paths_out_of_the_allowed_folders_are_refused_without_echo(box: dict[str, Path], attack: str) -> None:
+    os.symlink(box["secrets"] / "db.yaml", box["configs"] / "link.yaml")
+    path = attack.format(**{k: str(v) for k, v in box.items()})
+    message = reload(path, [box["configs"]])
+    assert "reload-config" in message and ("refused" in message or "no such config file" in message)
+    assert SECRET not in message and "secrets" not in message and "db.yaml" not in message
+
+
+def test_an_allow_listed_folder_may_be_read(box: dict[str, Path]) -> None:
+    extra = box["secrets"].parent / "stations"
+    extra.mkdir()
+    (extra / "b.yaml").write_text(yaml.safe_dump(GOOD))
+    assert reload(str(extra / "b.yaml"), [box["configs"]]).startswith("reload-config refused")
+    command = ReloadConfigCommand(command="reload-config", path=str(extra / "b.yaml"))
+    assert requested_config(command, Overrides(), allowed_dirs=[box["configs"], extra]).source.uri == "clip.mp4"
+
+
+def test_no_allowed_folder_means_no_path_at_all(box: dict[str, Path]) -> None:
+    assert "refused" in reload(str(box["configs"] / "station.yaml"), [])
+
+
+@pytest.mark.parametrize("name", ["leaky.yaml", "bad-value.yaml", "broken.yaml"])
+def test_errors_about_a_file_name_the_field_and_the_rule_never_the_value(box: dict[str, Path], name: str) -> None:
+    message = reload(name, [box["configs"]])
+    assert SECRET not in message
+    expected = {"leaky.yaml": "db_password: unknown key", "bad-value.yaml": "model", "broken.yaml": "not valid YAML"}
+    assert expected[name] in message
+
+
+def test_inline_configs_do_not_echo_values_either() -> None:
+    inline = {**GOOD, "tiling": {"tile": SECRET}, "extra": {"token": SECRET}}
+    with pytest.raises(CommandRejected) as caught:
+        requested_config(ReloadConfigCommand(command="reload-config", config=inline), Overrides())
+    assert SECRET not in caught.value.message
+    assert "tiling.tile" in caught.value.message and "extra: unknown key" in caught.value.message
+
+
+def test_commands_not_in_the_allow_list_are_refused_by_name() -> None:
+    command = parse_command(b'{"command": "reload-config", "path": "x.yaml"}')
+    with pytest.raises(CommandRejected, match=r"'reload-config' is not accepted over MQTT .*pause, resume"):
+        check_accepted(command, ["pause", "resume"])
+    check_accepted(parse_command(b'{"command": "pause"}'), ["pause", "resume"])
