@@ -9,7 +9,7 @@ import yaml
 
 from inspector.cli import main
 from inspector.config import StationFile, load_config, parse_config
-from inspector.errors import ConfigError
+from inspector.errors import ConfigError, ModelError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -107,3 +107,170 @@ def test_password_never_printed(tmp_path: Path, capsys: pytest.CaptureFixture[st
     path.write_text(yaml.safe_dump(_set(_demo(), "sinks.mqtt", {"password": "hunter2"})))
     assert main(["config", "check", str(path)]) == 0
     assert "hunter2" not in capsys.readouterr().out
+
+
+# -- the model section: a discriminated union on backend, one config model per plugin ----------
+
+
+def _with_model(**model) -> dict:
+    data = _demo()
+    data["model"] = model
+    return data
+
+
+def test_backend_defaults_to_torch_and_shared_fields_apply() -> None:
+    config = parse_config(_with_model(path="models/tiny", batch_size=2, dtype="bfloat16", device="auto"))
+    assert type(config.model).__name__ == "TorchConfig"
+    assert (config.model.backend, config.model.batch_size, config.model.device) == ("torch", 2, "auto")
+
+
+def test_each_backend_gets_its_own_config_model() -> None:
+    onnx = parse_config(_with_model(path="m", backend="onnxruntime", onnx_dir="graphs")).model
+    trt = parse_config(_with_model(path="m", backend="tensorrt", engine_dir="engines")).model
+    assert type(onnx).__name__ == "OnnxRuntimeConfig" and onnx.onnx_dir == Path("graphs")
+    assert type(trt).__name__ == "TensorRTConfig" and trt.engine_dir == Path("engines")
+    assert (trt.dtype, trt.device) == ("fp8", "cuda")  # the edge box's defaults
+
+
+def _foreign_keys() -> list[tuple[str, str, str]]:
+    """(backend, key, owner) for every option that belongs to another backend only, from the registry."""
+    from inspector.backends.base import BackendConfig
+    from inspector.backends.registry import PLUGINS
+
+    cases = []
+    for name, plugin in PLUGINS.items():
+        for owner, other in PLUGINS.items():
+            for key in other.config.model_fields:
+                if key not in BackendConfig.model_fields and key not in plugin.config.model_fields:
+                    cases.append((name, key, owner))
+    return cases
+
+
+@pytest.mark.parametrize(("backend", "key", "owner"), _foreign_keys())
+def test_an_option_of_another_backend_is_refused_naming_its_owner(backend: str, key: str, owner: str) -> None:
+    model = {"path": "m", "backend": backend, "engine_dir": "e", key: "x"}
+    if backend != "tensorrt":
+        model.pop("engine_dir") if key != "engine_dir" else None
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_with_model(**model), "station.yaml")
+    message = str(caught.value)
+    assert f"model.{key}: not an option of backend {backend}" in message
+    assert owner in message.split(f"model.{key}:")[1].splitlines()[0]
+
+
+def test_foreign_keys_cover_onnx_dir_under_torch() -> None:
+    assert ("torch", "onnx_dir", "onnxruntime") in _foreign_keys()
+    assert ("onnxruntime", "engine_dir", "tensorrt") in _foreign_keys()
+
+
+def test_unknown_backend_lists_the_registered_ones() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_with_model(path="m", backend="tflite"), "station.yaml")
+    assert "model.backend: unknown backend; use one of: torch, onnxruntime, tensorrt (got 'tflite')" in str(
+        caught.value
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ({"path": "m", "backend": "tensorrt"}, "model.engine_dir: Field required"),
+        ({"path": "m", "backend": "tensorrt", "engine_dir": "e", "device": "cpu"}, "model.device"),
+        ({"path": "m", "dtype": "int4"}, "model.dtype"),
+        ({"path": "m", "backend": "onnxruntime", "dtype": "fp8", "batch_size": 0}, "model.batch_size"),
+        ({"backend": "torch"}, "model.path: Field required"),
+    ],
+)
+def test_bad_model_fields_are_named_without_the_union_tag(model: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_with_model(**model), "station.yaml")
+    message = str(caught.value)
+    assert expected in message
+    assert "model.torch" not in message and "model.tensorrt" not in message and "model.onnxruntime" not in message
+
+
+def test_model_not_a_mapping_is_explained() -> None:
+    data = _demo()
+    data["model"] = "models/tiny"
+    with pytest.raises(ConfigError, match=r"model: must be a mapping with path: and backend:"):
+        parse_config(data, "station.yaml")
+
+
+def test_fp8_is_accepted_on_torch_and_refused_when_loading(tiny_model_dir: Path) -> None:
+    from inspector.backends.registry import create_backend
+
+    model = parse_config(_with_model(path=str(tiny_model_dir), dtype="fp8", device="cpu")).model
+    assert model.dtype == "fp8"
+    with pytest.raises(ModelError, match="fp8"):
+        create_backend(model)
+
+
+# -- command-line overrides of the model section ------------------------------------------------
+
+
+def test_onnx_override_switches_torch_to_onnxruntime() -> None:
+    from inspector.pipeline import model_config_with
+
+    config = model_config_with(parse_config(_demo()), onnx_dir="graphs")
+    assert (config.model.backend, config.model.onnx_dir, config.model.path) == ("onnxruntime", Path("graphs"), "models/tiny")
+
+
+def test_backend_override_drops_the_other_backends_options() -> None:
+    from inspector.pipeline import model_config_with
+
+    onnx = parse_config(_with_model(path="m", backend="onnxruntime", onnx_dir="graphs", batch_size=3))
+    config = model_config_with(onnx, backend="torch")
+    assert config.model.backend == "torch" and config.model.batch_size == 3
+    assert not hasattr(config.model, "onnx_dir")
+
+
+def test_an_override_the_backend_refuses_names_the_command_line() -> None:
+    from inspector.pipeline import model_config_with
+
+    with pytest.raises(ConfigError) as caught:
+        model_config_with(parse_config(_demo()), backend="tensorrt")
+    message = str(caught.value)
+    assert message.startswith("command line (model overrides): invalid configuration (2 problem(s))")
+    assert "model.engine_dir: Field required" in message
+    assert "model.device: must be cuda or cuda:N (TensorRT runs on NVIDIA GPUs only) (got 'cpu')" in message
+
+
+# -- config check: the backend's runtime must import ---------------------------------------------
+
+
+def test_cli_check_refuses_a_backend_whose_runtime_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from inspector.backends import registry
+
+    # A runtime that no environment has: the check must not depend on what this machine installed.
+    missing = dataclasses.replace(registry.PLUGINS["onnxruntime"], requires=("no_such_runtime_xyz",))
+    monkeypatch.setitem(registry.PLUGINS, "onnxruntime", missing)
+    path = tmp_path / "ort.yaml"
+    path.write_text(yaml.safe_dump(_with_model(path="m", backend="onnxruntime", onnx_dir="g")))
+    assert main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "model.backend: backend 'onnxruntime' needs no_such_runtime_xyz" in err
+    assert "pip install 'onnxruntime>=1.20'" in err and "Traceback" not in err
+    assert main(["config", "check", "--skip-runtime", str(path)]) == 0
+
+
+@pytest.mark.skipif(__import__("importlib.util").util.find_spec("tensorrt") is not None, reason="tensorrt installed")
+def test_cli_check_gives_the_tensorrt_install_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "trt.yaml"
+    path.write_text(yaml.safe_dump(_with_model(path="m", backend="tensorrt", engine_dir="engines")))
+    assert main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "pip install tensorrt" in err and "compute capability" in err
+
+
+@pytest.mark.skipif(__import__("importlib.util").util.find_spec("tensorrt") is not None, reason="tensorrt installed")
+def test_loading_tensorrt_without_its_runtime_names_the_install() -> None:
+    from inspector.backends.registry import create_backend
+
+    model = parse_config(_with_model(path="m", backend="tensorrt", engine_dir="engines")).model
+    with pytest.raises(ModelError, match="needs tensorrt") as caught:
+        create_backend(model)
+    assert "pip install tensorrt" in str(caught.value.hint)

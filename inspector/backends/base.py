@@ -14,12 +14,13 @@ Numpy at the seam keeps the pipeline free of any one framework's tensors.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Rows of Qwen3-VL pixel_values: channels (3) x temporal patch (2) x 16 x 16, float32.
 PATCH_DIM = 3 * 2 * 16 * 16
@@ -33,7 +34,7 @@ PATCHES_PER_TOKEN = 4
 # Weight / compute precision a config may ask for; fp8 needs compute capability >= 8.9.
 Precision = Literal["float32", "bfloat16", "float16", "fp8"]
 # "auto": cuda when available, else cpu, resolved once when the model loads.
-DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 class BackendConfig(BaseModel):
@@ -48,10 +49,21 @@ class BackendConfig(BaseModel):
     backend: str
     path: str = Field(description="checkpoint directory, or a hub id such as Qwen/Qwen3-VL-4B-Instruct")
     dtype: Precision = "float32"
-    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto (cuda when available), cpu, cuda, cuda:N")
+    device: str = Field("auto", description="auto (cuda when available, else cpu), cpu, cuda, cuda:N")
     batch_size: int = Field(4, ge=1, le=256, description="tiles per model call")
     reasoning: bool = Field(False, description="Thinking models: reason before answering (slower)")
     max_reasoning_tokens: int = Field(256, ge=1, le=8192)
+
+    # Which devices this backend runs on; subclasses narrow it (TensorRT: GPUs only).
+    devices: ClassVar[re.Pattern[str]] = DEVICE_PATTERN
+    devices_help: ClassVar[str] = "auto, cpu, cuda or cuda:N"
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not cls.devices.match(device):
+            raise ValueError(f"must be {cls.devices_help}")
+        return device
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ loading and running come with the FP8 / TensorRT work.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -37,7 +38,10 @@ class TensorRTConfig(BackendConfig):
     engine_dir: Path = Field(description="TensorRT engines built by `inspector export` for this GPU")
     onnx_dir: Path | None = Field(None, description="the exported ONNX graphs the engines were built from")
     dtype: Precision = "fp8"
-    device: str = Field("cuda", pattern=r"^(auto|cuda(:\d+)?)$", description="cuda or cuda:N (TensorRT needs a GPU)")
+    device: str = Field("cuda", description="cuda or cuda:N (TensorRT runs on NVIDIA GPUs only)")
+
+    devices: ClassVar[re.Pattern[str]] = re.compile(r"^(auto|cuda(:\d+)?)$")
+    devices_help: ClassVar[str] = "cuda or cuda:N (TensorRT runs on NVIDIA GPUs only)"
 
 
 def _require_runtime() -> Any:
