@@ -5,15 +5,23 @@ grouped KV heads, interleaved M-RoPE) at toy widths, with a real byte-level BPE
 ``Qwen2Tokenizer`` carrying Qwen's special tokens at their real ids, saved with
 ``save_pretrained``. It loads through exactly the path a real checkpoint does. Its
 weights are random: a marker file says so, and every verdict it produces is labelled.
+
+The tokenizer is Qwen's own vocabulary where its BPE ranks are installed (they ship as
+``dashscope/resources/qwen.tiktoken`` in the ``dashscope`` wheel: ``pip install --no-deps
+dashscope``), so prompts get the very token ids a real checkpoint sees; without them, a
+small byte-level BPE trained offline in well under a second stands in. The marker file
+says which one a model got.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from inspector.errors import ModelError
 
@@ -34,6 +42,18 @@ FIRST_ADDED_ID = 151643
 QWEN_VOCAB_SIZE = 151936
 # <think> / </think> are ordinary added tokens in Qwen3 (decoded as text), the rest are special.
 _NON_SPECIAL = {"<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"}
+
+# Qwen's BPE ranks (tiktoken format: one "base64(token) rank" per line, ranks 0..151642),
+# as the dashscope wheel installs them.
+QWEN_RANKS_RESOURCE = "dashscope/resources/qwen.tiktoken"
+QWEN_RANKS_INSTALL = "pip install --no-deps dashscope"
+# "auto": Qwen's vocabulary where its ranks are installed, else the offline-trained stand-in.
+Vocabulary = Literal["auto", "qwen", "trained"]
+# What the marker file says about the tokenizer a tiny model got.
+_TOKENIZER_SOURCES = {
+    "qwen": f"Qwen's BPE ranks ({QWEN_RANKS_RESOURCE}): the real ids",
+    "trained": "a small byte-level BPE trained offline: Qwen's special-token ids, other ids are not Qwen's",
+}
 
 # Qwen3-VL's image processor settings (preprocessor_config.json of the real checkpoints).
 PREPROCESSOR_CONFIG: dict[str, Any] = {
@@ -150,7 +170,6 @@ def build_tiny_tokenizer(merges: int = 600, *, thinking: bool = False):
     land on their real ids (151643...).
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import AddedToken, Qwen2Tokenizer
 
     trainer_tok = Tokenizer(models.BPE())
     trainer_tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -163,21 +182,106 @@ def build_tiny_tokenizer(merges: int = 600, *, thinking: bool = False):
     learned_merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
     for filler in range(len(vocab), FIRST_ADDED_ID):
         vocab[f"<|reserved_{filler}|>"] = filler
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=learned_merges)
+    return _qwen_tokenizer(vocab, learned_merges, thinking=thinking)
+
+
+def qwen_ranks_file() -> Path | None:
+    """Qwen's BPE ranks file if the ``dashscope`` wheel is installed, else None.
+
+    Found through the wheel's metadata, without importing dashscope: its many dependencies
+    are not needed to read one file.
+    """
+    try:
+        distribution = metadata.distribution("dashscope")
+    except metadata.PackageNotFoundError:
+        return None
+    path = Path(str(distribution.locate_file(QWEN_RANKS_RESOURCE)))
+    return path if path.is_file() else None
+
+
+def build_qwen_tokenizer(ranks_file: Path | None = None, *, thinking: bool = False):
+    """Qwen's real tokenizer from its BPE ranks: every id below 151643 is Qwen's, then its added tokens.
+
+    transformers' own tiktoken converter derives the merges (every split of a token into two
+    ranked pieces, in rank order: tiktoken's merge priority), so it tokenizes as tiktoken does.
+    Takes about 2 s. Raises ``ModelError`` when the ranks are absent or are not Qwen's.
+    """
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    path = ranks_file or qwen_ranks_file()
+    if path is None or not Path(path).is_file():
+        where = f"{ranks_file} does not exist" if ranks_file else f"{QWEN_RANKS_RESOURCE} is not installed"
+        raise ModelError(
+            f"Qwen's BPE ranks are missing: {where}",
+            f"run `{QWEN_RANKS_INSTALL}`, or use the offline-trained vocabulary",
+        )
+    ranks = _read_tiktoken_ranks(Path(path))
+    if sorted(ranks.values()) != list(range(FIRST_ADDED_ID)):
+        raise ModelError(
+            f"{path} does not hold Qwen's BPE ranks (expected ranks 0..{FIRST_ADDED_ID - 1}, each once)",
+            f"reinstall the wheel: `{QWEN_RANKS_INSTALL}`",
+        )
+
+    class _Converter(TikTokenConverter):
+        @staticmethod
+        def load_tiktoken_bpe(tiktoken_url: str) -> dict[bytes, int]:
+            return ranks
+
+    vocab, merges = _Converter(str(path)).extract_vocab_merges_from_model(str(path))
+    return _qwen_tokenizer(vocab, merges, thinking=thinking)
+
+
+def _read_tiktoken_ranks(path: Path) -> dict[bytes, int]:
+    """The tiktoken BPE file format ("base64 rank" lines), read without tiktoken: it is the whole format."""
+    ranks: dict[bytes, int] = {}
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            if line.strip():
+                token, rank = line.split()
+                ranks[base64.b64decode(token, validate=True)] = int(rank)
+        except ValueError as error:
+            raise ModelError(
+                f"{path} is not a tiktoken BPE ranks file (line {number}: {error})",
+                f"reinstall the wheel: `{QWEN_RANKS_INSTALL}`",
+            ) from None
+    return ranks
+
+
+def resolve_vocabulary(vocabulary: Vocabulary) -> Literal["qwen", "trained"]:
+    """Resolve "auto": "qwen" where Qwen's ranks are installed, else "trained"."""
+    if vocabulary == "auto":
+        return "qwen" if qwen_ranks_file() is not None else "trained"
+    return vocabulary
+
+
+def _qwen_tokenizer(vocab: dict[str, int], merges: list, *, thinking: bool):
+    """A ``Qwen2Tokenizer`` over ``vocab`` (ids < 151643) with Qwen's added tokens, chat template and eos/pad."""
+    from transformers import AddedToken, Qwen2Tokenizer
+
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges)
     tokenizer.add_tokens([AddedToken(t, special=t not in _NON_SPECIAL, normalized=False) for t in QWEN_ADDED_TOKENS])
     tokenizer.chat_template = THINKING_CHAT_TEMPLATE if thinking else CHAT_TEMPLATE
     tokenizer.eos_token = "<|im_end|>"
     tokenizer.pad_token = "<|endoftext|>"
     ids = tokenizer.convert_tokens_to_ids(list(QWEN_ADDED_TOKENS))
     if ids != list(range(FIRST_ADDED_ID, FIRST_ADDED_ID + len(QWEN_ADDED_TOKENS))):
-        raise RuntimeError(f"tiny tokenizer put Qwen's special tokens at the wrong ids: {ids[:3]}...")
+        raise RuntimeError(f"tokenizer put Qwen's special tokens at the wrong ids: {ids[:3]}...")
     return tokenizer
 
 
-def write_tiny_model(out_dir: Path, *, seed: int = 0, spec: TinySpec = TinySpec(), thinking: bool = False) -> Path:
+def write_tiny_model(
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    spec: TinySpec = TinySpec(),
+    thinking: bool = False,
+    vocabulary: Vocabulary = "auto",
+) -> Path:
     """Write a seeded, randomly initialised Qwen3-VL checkpoint directory (config, safetensors, tokenizer).
 
     ``thinking`` gives it the Thinking variant's chat template (the assistant turn opens ``<think>``).
+    ``vocabulary``: "qwen" (Qwen's real BPE, needs the dashscope wheel), "trained" (a small BPE
+    trained offline; fast to build and load, for tests), or "auto" (Qwen's where installed).
     """
     import torch
     from transformers import Qwen3VLForConditionalGeneration
@@ -193,12 +297,19 @@ def write_tiny_model(out_dir: Path, *, seed: int = 0, spec: TinySpec = TinySpec(
     torch.manual_seed(seed)
     model = Qwen3VLForConditionalGeneration(tiny_config(spec)).eval()
     model.save_pretrained(out_dir)
-    build_tiny_tokenizer(spec.tokenizer_merges, thinking=thinking).save_pretrained(out_dir)
+    chosen = resolve_vocabulary(vocabulary)
+    if chosen == "qwen":
+        tokenizer = build_qwen_tokenizer(thinking=thinking)
+    else:
+        tokenizer = build_tiny_tokenizer(spec.tokenizer_merges, thinking=thinking)
+    tokenizer.save_pretrained(out_dir)
     (out_dir / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2) + "\n")
     marker = {
         "random_weights": True,
         "seed": seed,
         "variant": "thinking" if thinking else "instruct",
+        "tokenizer": chosen,
+        "tokenizer_source": _TOKENIZER_SOURCES[chosen],
         "warning": "randomly initialised test model: its verdicts mean nothing about any part",
     }
     (out_dir / RANDOM_MARKER).write_text(json.dumps(marker, indent=2) + "\n")

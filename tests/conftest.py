@@ -18,7 +18,8 @@ from inspector.config import InspectionConfig  # noqa: E402
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from inspector.models import write_tiny_model
 
-    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)
+    # The offline-trained vocabulary: Qwen's real one (tests/test_qwen_vocab.py) costs ~1.5 s per load.
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0, vocabulary="trained")
 
 
 @pytest.fixture(scope="session")

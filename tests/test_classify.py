@@ -142,7 +142,9 @@ def test_clean_explanation_strips_think_blocks() -> None:
 
 @pytest.fixture(scope="module")
 def thinking_model(tmp_path_factory: pytest.TempPathFactory):
-    return load_model(str(write_tiny_model(tmp_path_factory.mktemp("thinking") / "m", thinking=True)))
+    return load_model(
+        str(write_tiny_model(tmp_path_factory.mktemp("thinking") / "m", thinking=True, vocabulary="trained"))
+    )
 
 
 def test_thinking_model_answers_after_an_empty_think_block(thinking_model, inspection) -> None:

@@ -46,9 +46,9 @@ def test_real_architecture_features(tiny_loaded) -> None:
 
 def test_seed_determines_weights(tmp_path: Path) -> None:
     small = TinySpec(text_layers=3, vision_depth=3, deepstack_indexes=(0, 1, 2))
-    a = load_model(str(write_tiny_model(tmp_path / "a", seed=1, spec=small))).model.state_dict()
-    b = load_model(str(write_tiny_model(tmp_path / "b", seed=1, spec=small))).model.state_dict()
-    c = load_model(str(write_tiny_model(tmp_path / "c", seed=2, spec=small))).model.state_dict()
+    a = load_model(str(write_tiny_model(tmp_path / "a", seed=1, spec=small, vocabulary="trained"))).model.state_dict()
+    b = load_model(str(write_tiny_model(tmp_path / "b", seed=1, spec=small, vocabulary="trained"))).model.state_dict()
+    c = load_model(str(write_tiny_model(tmp_path / "c", seed=2, spec=small, vocabulary="trained"))).model.state_dict()
     key = "model.visual.patch_embed.proj.weight"
     assert torch.equal(a[key], b[key]) and not torch.equal(a[key], c[key])
 
@@ -93,3 +93,15 @@ def test_missing_relative_directory_reads_as_hub_id_yet_names_the_offline_fix(tm
     with pytest.raises(ModelError, match="not a local directory") as caught:
         load_model("models/tiny")
     assert "inspector model tiny models/tiny" in caught.value.hint
+
+
+def test_without_qwen_ranks_auto_falls_back_to_the_trained_vocabulary(tmp_path: Path, monkeypatch) -> None:
+    """Where dashscope is absent, `inspector model tiny` still works offline, and the marker says which tokenizer."""
+    monkeypatch.setattr("inspector.models.qwen_ranks_file", lambda: None)
+    small = TinySpec(text_layers=3, vision_depth=3, deepstack_indexes=(0, 1, 2))
+    out = write_tiny_model(tmp_path / "m", spec=small)  # vocabulary="auto"
+    marker = json.loads((out / RANDOM_MARKER).read_text())
+    assert marker["tokenizer"] == "trained" and "trained offline" in marker["tokenizer_source"]
+    tokenizer = load_model(str(out)).tokenizer
+    assert tokenizer.convert_tokens_to_ids("<|image_pad|>") == 151655
+    assert len(tokenizer) == FIRST_ADDED_ID + len(QWEN_ADDED_TOKENS)
