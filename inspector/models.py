@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 # Written next to config.json by `inspector model tiny`; its presence labels verdicts as random.
 RANDOM_MARKER = "line_inspector_random_model.json"
+# Written by `inspector train` when the base was a tiny random model: trained, but a DEMO model
+# (toy widths, synthetic data); its presence labels verdicts demo_model: true.
+DEMO_MARKER = "line_inspector_demo_model.json"
 
 # Qwen's added tokens from <|endoftext|> (151643) to </think> (151668), in id order.
 QWEN_ADDED_TOKENS = (
@@ -327,6 +330,7 @@ class LoadedModel:
     random_weights: bool
     dtype: str
     device: str
+    demo_model: bool = False
 
     @property
     def config(self):
@@ -338,6 +342,10 @@ _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 def is_random_model(path: str | Path) -> bool:
     return (Path(path) / RANDOM_MARKER).is_file()
+
+
+def is_demo_model(path: str | Path) -> bool:
+    return (Path(path) / DEMO_MARKER).is_file()
 
 
 def check_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -391,7 +399,8 @@ def load_model(path: str, *, dtype: str = "float32", device: str = "cpu") -> Loa
     random_weights = is_random_model(local) if not looks_like_hub_id else False
     if random_weights:
         log.info("%s is a RANDOM test model: its verdicts mean nothing", path)
-    return LoadedModel(model, tokenizer, _model_id(path), random_weights, dtype, device)
+    demo_model = is_demo_model(local) if not looks_like_hub_id else False
+    return LoadedModel(model, tokenizer, _model_id(path), random_weights, dtype, device, demo_model)
 
 
 def load_tokenizer(path: str):

@@ -15,8 +15,8 @@ from inspector.backends.registry import create_backend, plugin_for
 from inspector.classify import StageTimes, TileClassifier, TileResult
 from inspector.config import StationFile, parse_model_config
 from inspector.frames import Frame
-from inspector.tiling import Tile, TilePlanner
 from inspector.payloads.verdict import FrameVerdict, ModelRef, SourceRef, StationRef, TileVerdict, Timings
+from inspector.tiling import Tile, TilePlanner
 from inspector.vision import patch_bytes, patch_shape
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,11 @@ class Inspector:
         self._patches: np.ndarray | None = None
         info = self.backend.info
         self.model_ref = ModelRef(
-            id=info.model_id, backend=info.name, precision=info.precision, random_weights=info.random_weights
+            id=info.model_id,
+            backend=info.name,
+            precision=info.precision,
+            random_weights=info.random_weights,
+            demo_model=info.demo_model,
         )
         self.station_ref = StationRef(**self.config.station.model_dump())
 
@@ -184,6 +188,7 @@ def describe(inspector: Inspector) -> dict[str, Any]:
         "backend": info.name,
         "precision": info.precision,
         "random_weights": info.random_weights,
+        "demo_model": info.demo_model,
         "device": info.device,
         "tiling": inspector.config.tiling.model_dump(mode="json"),
         "versions": versions,

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from inspector.models import check_checkpoint, is_random_model
+from inspector.models import check_checkpoint, is_demo_model, is_random_model
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class ModelIdentity:
     weights_fingerprint: str  # cheap: sizes + sampled bytes, for checks at every start
     weight_files: tuple[tuple[str, int], ...]  # (file name, size in bytes), sorted by name
     random_weights: bool
+    demo_model: bool = False  # trained by `inspector train` from a tiny random model
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -45,7 +46,7 @@ class ModelIdentity:
         return cls(
             str(data["model_type"]), str(data["name"]), str(data["config_sha256"]),
             str(data["weights_sha256"]), str(data.get("weights_fingerprint", "")), files,
-            bool(data.get("random_weights", False)),
+            bool(data.get("random_weights", False)), bool(data.get("demo_model", False)),
         )  # fmt: skip
 
     def same_model(self, other: ModelIdentity) -> bool:
@@ -114,6 +115,7 @@ def identify_checkpoint(model_dir: str | Path, *, hash_weights: bool = True) -> 
         weights_fingerprint=weights_fingerprint(files),
         weight_files=tuple((f.name, f.stat().st_size) for f in files),
         random_weights=is_random_model(directory),
+        demo_model=is_demo_model(directory),
     )
 
 

@@ -86,6 +86,7 @@ class BackendInfo:
     model_id: str
     random_weights: bool
     device: str = "cpu"
+    demo_model: bool = False  # trained from a tiny random model on synthetic data (inspector train)
 
 
 @dataclass(frozen=True, slots=True)

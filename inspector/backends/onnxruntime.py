@@ -145,7 +145,12 @@ class OnnxRuntimeBackend:
         self.image_token_id = manifest.token_ids["image"]
         device = "cuda" if CUDA in names else "cpu"
         self.info = BackendInfo(
-            "onnxruntime", manifest.dtype, manifest.model.name, manifest.model.random_weights, device
+            "onnxruntime",
+            manifest.dtype,
+            manifest.model.name,
+            manifest.model.random_weights,
+            device,
+            manifest.model.demo_model,
         )
         if manifest.model.random_weights:
             log.info("%s was exported from a RANDOM test model: its verdicts mean nothing", self.onnx_dir)

@@ -83,7 +83,9 @@ class TorchBackend:
         self.loaded = loaded
         self.model = loaded.model
         self.device = torch.device(loaded.device)
-        self.info = BackendInfo("torch", loaded.dtype, loaded.model_id, loaded.random_weights, loaded.device)
+        self.info = BackendInfo(
+            "torch", loaded.dtype, loaded.model_id, loaded.random_weights, loaded.device, loaded.demo_model
+        )
         self._table: Any = None  # byte -> normalised value, on the device
 
     def _pixel_values(self, patches: np.ndarray) -> Any:

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 SCHEMA_ID = "line-inspector/frame-verdict"
-SCHEMA_VERSION = "1.1"  # 1.1: optional `evidence`
+SCHEMA_VERSION = "1.1"  # 1.1: optional `evidence`, `model.demo_model`
 
 Verdict = Literal["OK", "NG", "UNCERTAIN"]
 BBox = tuple[int, int, int, int]
@@ -45,6 +45,11 @@ class ModelRef(_Payload):
     precision: str = Field(description="float32, bfloat16, float16, fp8 ...")
     random_weights: bool = Field(
         description="true for the tiny random test model: its verdicts carry no meaning about the parts"
+    )
+    demo_model: bool = Field(
+        False,
+        description="true for a DEMO model (`inspector train` on a tiny random model and synthetic footage): "
+        "it was trained, but on toy data at toy size, never a real checkpoint (since 1.1)",
     )
 
 
