@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "replay",
     "compare_cmd",
     "report_cmd",
+    "evaluate_cmd",
+    "calibrate_cmd",
     "watch",
     "demo_data",
     "tiles",

@@ -1,0 +1,192 @@
+"""Per-class thresholds and the uncertain band for a maximum escape rate, at the lowest overkill.
+
+The verdict rules (``inspector.aggregate``) make a frame NG when some tile has p(c) >=
+threshold(c), and UNCERTAIN (not OK) when some tile has p(c) >= threshold(c) - band. So a
+frame *escapes* (defective, judged OK) exactly when every class stays below its floor
+``threshold - band``, and is *overkill* (good, judged NG) when some class reaches its
+threshold. The search, on the per-frame maximum probability of each class:
+
+1. floors: start with every class off, then repeatedly lower the floor of the class that
+   catches the most escaping defective frames per good frame it flags (greedy), until at
+   most ``max_escape`` of the defective frames escape; then raise each floor back as far as
+   the bound allows (fewer flagged good frames).
+2. band: thresholds = floors + band, one band for all classes; the band that minimises
+   overkill while at most ``max_uncertain`` of all frames are UNCERTAIN (smallest such band).
+
+The chosen thresholds are then checked with the real aggregator on the same verdicts, so the
+operating point printed is exactly what the station will do.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from inspector.aggregate import aggregate
+from inspector.config import InspectionConfig, StationFile, parse_config
+from inspector.errors import InspectorError
+from inspector.evaluation.metrics import Evaluation, evaluate
+from inspector.evaluation.predictions import Prediction
+from inspector.payloads.verdict import TileVerdict
+
+_MIN_THRESHOLD = 1e-6  # the config requires threshold > 0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    thresholds: dict[str, float]
+    uncertain_band: float
+    max_escape: float
+    max_uncertain: float
+    calibrated: Evaluation  # on the data it was chosen on
+    inspection: InspectionConfig
+
+
+def _class_scores(predictions: Sequence[Prediction], defects: Sequence[str]) -> np.ndarray:
+    """(frames, classes): the highest probability of each defect class over a frame's tiles."""
+    return np.array(
+        [[max(float(t["probabilities"].get(c, 0.0)) for t in p.tiles) for c in defects] for p in predictions],
+        float,
+    ).reshape(len(predictions), len(defects))
+
+
+def _flagged(scores: np.ndarray, limits: np.ndarray) -> np.ndarray:
+    return (scores >= limits[None, :]).any(axis=1)
+
+
+def choose_floors(scores: np.ndarray, defective: np.ndarray, max_escape: float) -> np.ndarray:
+    """Per-class floors (inf = class never flags) so that at most ``max_escape`` of defective frames escape."""
+    n_classes = scores.shape[1]
+    allowed = math.floor(max_escape * defective.sum() + 1e-9)
+    floors = np.full(n_classes, np.inf)
+    good = ~defective
+    while True:
+        caught = _flagged(scores, floors)
+        escaping = defective & ~caught
+        if escaping.sum() <= allowed:
+            break
+        best: tuple[float, int, int, float] | None = None  # (cost per catch, -catches, class, floor)
+        for c in range(n_classes):
+            value = scores[escaping, c].max()
+            newly = scores[:, c] >= value
+            gain = int((newly & escaping).sum())
+            cost = int((newly & good & ~caught).sum())
+            key = (cost / gain, -gain, c, value)
+            if best is None or key < best:
+                best = key
+        assert best is not None
+        floors[best[2]] = best[3]
+    # Raise each floor as far as the bound allows: it can only unflag good frames.
+    for c in range(n_classes):
+        if not np.isfinite(floors[c]):
+            continue
+        for value in sorted({float(v) for v in scores[:, c] if v > floors[c]} | {np.inf}, reverse=True):
+            trial = floors.copy()
+            trial[c] = value
+            if (defective & ~_flagged(scores, trial)).sum() <= allowed:
+                floors = trial
+                break
+    return floors
+
+
+def _thresholds(floors: np.ndarray, band: float) -> np.ndarray:
+    return np.minimum(np.where(np.isfinite(floors), np.maximum(floors, _MIN_THRESHOLD) + band, 1.0), 1.0)
+
+
+def choose_band(scores: np.ndarray, defective: np.ndarray, floors: np.ndarray, max_uncertain: float) -> float:
+    """The band (thresholds = floors + band) with the lowest overkill at most ``max_uncertain`` UNCERTAIN."""
+    finite = floors[np.isfinite(floors)]
+    candidates = {0.0}
+    for f in finite:  # a band only matters where a threshold crosses some frame's score
+        candidates |= {round(float(s - f), 6) for s in scores.ravel() if 0 < s - f < 1}
+    best: tuple[int, float] | None = None
+    good = ~defective
+    for band in sorted(candidates):
+        thresholds = _thresholds(floors, band)
+        floors_used = np.maximum(thresholds - band, 0.0)
+        ng = _flagged(scores, thresholds)
+        uncertain = _flagged(scores, floors_used) & ~ng
+        if uncertain.mean() > max_uncertain + 1e-12:
+            continue
+        overkill = int((ng & good).sum())
+        if best is None or overkill < best[0]:
+            best = (overkill, band)
+    return 0.0 if best is None else best[1]
+
+
+def reaggregate(predictions: Sequence[Prediction], inspection: InspectionConfig) -> list[Prediction]:
+    """The same tile probabilities judged again under other thresholds, by the real aggregator."""
+    out = []
+    for p in predictions:
+        if not p.tiles:
+            out.append(p)  # a failed frame stays UNCERTAIN
+            continue
+        tiles = [TileVerdict.model_validate(t) for t in p.tiles]
+        decision = aggregate(tiles, inspection)
+        verdict = dict(p.verdict)
+        verdict.update(
+            verdict=decision.verdict,
+            confidence=decision.confidence,
+            defects=[d.model_dump(mode="json", by_alias=True) for d in decision.defects],
+        )
+        out.append(Prediction(p.item, verdict))
+    return out
+
+
+def calibrate(
+    predictions: Sequence[Prediction],
+    inspection: InspectionConfig,
+    classes: Sequence[str],
+    *,
+    max_escape: float,
+    max_uncertain: float = 0.1,
+) -> Calibration:
+    if not 0 <= max_escape < 1:
+        raise InspectorError(f"--max-escape {max_escape} is not in [0, 1)", "e.g. 0.01 for at most 1 % escapes")
+    if not 0 <= max_uncertain <= 1:
+        raise InspectorError(f"--max-uncertain {max_uncertain} is not in [0, 1]", "e.g. 0.1")
+    scored = [p for p in predictions if p.tiles]
+    defective = np.array([p.item.is_defective for p in scored], bool)
+    if not defective.any():
+        raise InspectorError("the calibration data has no defective frame", "calibrate on data with labelled defects")
+    defects = list(inspection.defects)
+    scores = _class_scores(scored, defects)
+    floors = choose_floors(scores, defective, max_escape)
+    band = choose_band(scores, defective, floors, max_uncertain)
+    thresholds = {c: round(float(t), 6) for c, t in zip(defects, _thresholds(floors, band))}
+    new = InspectionConfig.model_validate(
+        {
+            **inspection.model_dump(),
+            "uncertain_band": round(band, 6),
+            "defects": {c: {**rule.model_dump(), "threshold": thresholds[c]} for c, rule in inspection.defects.items()},
+        }
+    )
+    checked = evaluate(reaggregate(predictions, new), classes)
+    return Calibration(thresholds, round(band, 6), max_escape, max_uncertain, checked, new)
+
+
+def write_station_yaml(config_path: Path, calibration: Calibration, out: Path) -> StationFile:
+    """The station YAML with new thresholds and band (YAML comments are not kept), validated, written atomically."""
+    data: dict[str, Any] = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+    inspection = data.setdefault("inspection", {})
+    inspection["uncertain_band"] = calibration.uncertain_band
+    for name, threshold in calibration.thresholds.items():
+        rule = inspection["defects"][name]
+        rule["threshold"] = threshold
+    station = parse_config(data, str(out))
+    header = (
+        f"# Calibrated by `inspector calibrate` from {config_path}: max escape rate {calibration.max_escape}, "
+        f"max UNCERTAIN rate {calibration.max_uncertain}.\n# The original file's comments are not kept.\n"
+    )
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    os.replace(partial, out)
+    return station
