@@ -32,9 +32,8 @@ import paho.mqtt.client as mqtt
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from inspector.config import MqttConfig, StationConfig  # noqa: E402
-from inspector.sinks.mqtt import MqttSink  # noqa: E402
-from inspector.sinks.mqtt_client import message_properties  # noqa: E402
-from inspector.sinks.topics import Topics  # noqa: E402
+from inspector.mqtt import MqttSink, Topics  # noqa: E402
+from inspector.mqtt.connection import message_properties  # noqa: E402
 from inspector.payloads.verdict import SCHEMA_ID, SCHEMA_VERSION, FrameVerdict, ModelRef, SourceRef, StationRef  # noqa: E402
 
 from mosquitto import Mosquitto  # noqa: E402  (tests/mosquitto.py, the broker helper the tests use)

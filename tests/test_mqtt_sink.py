@@ -29,13 +29,22 @@ from paho.mqtt.properties import Properties
 
 from inspector.config import MqttConfig, MqttTLSConfig, ReconnectConfig, StationConfig
 from inspector.errors import ConfigError, InspectorError
-from inspector.mqtt_url import mqtt_config_from_url, redact_url
+from inspector.mqtt import Command, MqttSink
+from inspector.mqtt.connection import MqttConnectError, check_connection, resolve_password
+from inspector.mqtt.topics import Topics, split_topic, watch_filters
+from inspector.mqtt.url import mqtt_config_from_url, redact_url
+from inspector.payloads.reject import reject_json_schema
+from inspector.payloads.status import status_json_schema
+from inspector.payloads.verdict import (
+    SCHEMA_VERSION,
+    Defect,
+    FrameVerdict,
+    ModelRef,
+    SourceRef,
+    StationRef,
+    json_schema,
+)
 from inspector.sinks.base import Sink
-from inspector.sinks.messages import reject_json_schema, status_json_schema
-from inspector.sinks.mqtt import Command, MqttSink
-from inspector.sinks.mqtt_client import MqttConnectError, check_connection, resolve_password
-from inspector.sinks.topics import Topics, split_topic, watch_filters
-from inspector.payloads.verdict import SCHEMA_VERSION, Defect, FrameVerdict, ModelRef, SourceRef, StationRef, json_schema
 
 from mosquitto import Mosquitto, free_port, make_tls_files, mosquitto_binary
 

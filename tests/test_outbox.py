@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inspector.errors import InspectorError
-from inspector.sinks.outbox import Outbox, OutboxMessage
+from inspector.mqtt.outbox import Outbox, OutboxMessage
 
 
 def msg(i: int, kind: str = "ok", *, size: int = 100, expires_at: float | None = None) -> OutboxMessage:
@@ -158,7 +158,7 @@ def test_appended_rows_survive_sigkill(tmp_path: Path) -> None:
     child = textwrap.dedent(
         f"""
         import sys
-        from inspector.sinks.outbox import Outbox, OutboxMessage
+        from inspector.mqtt.outbox import Outbox, OutboxMessage
         box = Outbox({str(path)!r})
         i = 0
         while True:

@@ -20,9 +20,7 @@ import yaml
 from inspector.commands import watch
 from inspector.config import MqttConfig, ReconnectConfig, StationConfig
 from inspector.errors import InspectorError
-from inspector.sinks.mqtt import MqttSink
-from inspector.sinks.mqtt_client import MqttConnectError
-from inspector.sinks.topics import Topics
+from inspector.mqtt import MqttConnectError, MqttSink, Topics
 from inspector.payloads.verdict import Defect, FrameVerdict, ModelRef, SourceRef, StationRef
 
 from mosquitto import Mosquitto, free_port

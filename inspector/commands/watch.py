@@ -20,17 +20,11 @@ from rich.text import Text
 
 from inspector.config import MqttConfig, load_config
 from inspector.errors import InspectorError
-from inspector.mqtt_url import mqtt_config_from_url
-from inspector.sinks.messages import REJECT_SCHEMA_VERSION, STATUS_SCHEMA_VERSION, RejectMessage, StatusMessage
-from inspector.sinks.mqtt_client import (
-    PahoLog,
-    build_client,
-    closed_before_connack,
-    connect,
-    explain_connack,
-    no_connack,
-)
-from inspector.sinks.topics import split_topic, watch_filters
+from inspector.mqtt.connection import Backoff, Link, MqttConnectError, open_link
+from inspector.mqtt.topics import split_topic, watch_filters
+from inspector.mqtt.url import mqtt_config_from_url
+from inspector.payloads.reject import REJECT_SCHEMA_VERSION, RejectMessage
+from inspector.payloads.status import STATUS_SCHEMA_VERSION, StatusMessage
 from inspector.payloads.verdict import SCHEMA_VERSION, FrameVerdict
 
 DESCRIPTION = """\
@@ -131,59 +125,57 @@ def _broker_config(args: argparse.Namespace) -> MqttConfig:
 
 
 class _Subscriber:
-    """A read-only client: connects, subscribes, turns each message into a WatchEvent on a queue."""
+    """A read-only client: connects, subscribes, turns each message into a WatchEvent on a queue.
+
+    Its links are opened by the same connection code as the MQTT sink's (TLS, auth, errors).
+    """
 
     def __init__(self, config: MqttConfig, filters: list[str]) -> None:
         self.config = config
         self.filters = filters
         self.events: queue.Queue[WatchEvent] = queue.Queue()
-        self.lost = threading.Event()
-        self.client: mqtt.Client | None = None
+        self.link: Link | None = None
+
+    @property
+    def lost(self) -> bool:
+        return self.link is None or self.link.lost
 
     def connect(self) -> None:
         """Connect and subscribe; raises MqttConnectError (or InspectorError) naming the cause."""
-        paho_log = PahoLog()
-        client = build_client(self.config, f"inspector-watch-{uuid.uuid4().hex[:8]}", paho_log=paho_log)
-        ready, subscribed = threading.Event(), threading.Event()
-        outcome: dict[str, object] = {}
+        link = open_link(self.config, f"inspector-watch-{uuid.uuid4().hex[:8]}", on_message=self._on_message)
+        self.link = link
+        subscribed = threading.Event()
+        reasons: list = []
 
-        def on_connect(c: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
-            outcome["connack"] = reason
-            ready.set()
-            if not getattr(reason, "is_failure", True):
-                c.subscribe([(f, 1) for f in self.filters])
-
-        def on_subscribe(_c: mqtt.Client, _u: object, _mid: int, reasons: list, _p: object) -> None:
-            outcome["suback"] = reasons
+        def on_subscribe(_c: mqtt.Client, _u: object, _mid: int, codes: list, _p: object) -> None:
+            reasons.extend(codes)
             subscribed.set()
 
-        def on_disconnect(*_: object) -> None:
-            self.lost.set()
-            ready.set()
-            subscribed.set()
-
-        client.on_connect, client.on_subscribe, client.on_disconnect = on_connect, on_subscribe, on_disconnect
-        client.on_message = self._on_message
-        self.lost.clear()
-        connect(client, self.config)
-        client.loop_start()
-        self.client = client
-        timeout = self.config.connect_timeout_s
-        if not ready.wait(timeout) or "connack" not in outcome:
-            self.close()
-            if self.lost.is_set():
-                raise closed_before_connack(self.config, paho_log)
-            raise no_connack(self.config, timeout)
-        if outcome["connack"].is_failure:  # type: ignore[attr-defined]
-            self.close()
-            raise explain_connack(outcome["connack"], self.config)  # type: ignore[arg-type]
-        subscribed.wait(timeout)
-        refused = [str(r) for r in outcome.get("suback", []) if r.is_failure]  # type: ignore[attr-defined]
+        link.client.on_subscribe = on_subscribe
+        link.client.subscribe([(f, 1) for f in self.filters])
+        deadline = time.monotonic() + self.config.connect_timeout_s
+        while not subscribed.wait(0.1) and not link.lost and time.monotonic() < deadline:
+            pass
+        refused = [str(r) for r in reasons if r.is_failure]
         if refused:
             self.close()
             raise InspectorError(
                 f"the broker refused the subscription ({', '.join(refused)})", "check the broker's ACL for this user"
             )
+
+    def reconnect(self, backoff: Backoff, stop_at: float | None) -> bool:
+        """Reconnect after a loss, waiting with back-off between attempts; False once ``stop_at`` has passed."""
+        self.close()
+        while stop_at is None or time.monotonic() < stop_at:
+            time.sleep(backoff.next_delay())
+            try:
+                self.connect()
+                backoff.reset()
+                return True
+            except MqttConnectError as error:
+                if not error.transient:
+                    raise
+        return False
 
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         parts = split_topic(self.config.topic_root, message.topic)
@@ -195,10 +187,9 @@ class _Subscriber:
         self.events.put(WatchEvent(message.topic, leaf, f"{line}/{station}", payload, parsed, error))
 
     def close(self) -> None:
-        if self.client is not None:
-            self.client.disconnect()
-            self.client.loop_stop()
-            self.client = None
+        if self.link is not None:
+            self.link.close()
+            self.link = None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -213,17 +204,18 @@ def run(args: argparse.Namespace) -> int:
     seen: OrderedDict[tuple[str, str], None] = OrderedDict()
     shown = malformed = duplicates = 0
     deadline = time.monotonic() + args.timeout if args.timeout else None
+    backoff = Backoff(config.reconnect)
     try:
         with view.live() if view else _nothing():
             while args.count is None or shown < args.count:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
-                if subscriber.lost.is_set():
+                if subscriber.lost:
                     notices.print("[yellow]connection lost; reconnecting ...[/]")
-                    subscriber.close()
-                    time.sleep(1.0)
-                    subscriber.connect()
+                    if not subscriber.reconnect(backoff, deadline):
+                        break
+                    notices.print("[green]reconnected[/]")
                 try:
                     event = subscriber.events.get(timeout=min(0.5, remaining) if remaining is not None else 0.5)
                 except queue.Empty:

@@ -1,8 +1,10 @@
-"""paho-mqtt plumbing: build a client from MqttConfig, and turn connection failures into clear errors.
+"""The broker connection: a paho client from MqttConfig (TLS, auth), one link per connection, reconnect back-off.
 
-Every client here is single-use (``reconnect_on_failure=False``): the MQTT sink makes a new
-one per connection so that paho never re-sends its in-memory queue behind the outbox's back.
-Passwords go to paho and nowhere else: never into a log line, an error or a repr.
+Every client here is single-use (``reconnect_on_failure=False``): the MQTT sink opens a new
+``Link`` per connection so that paho never re-sends its in-memory queue behind the outbox's
+back; ``inspector watch`` opens its links the same way. Connection failures become
+``MqttConnectError`` sentences naming the cause and the fix. Passwords go to paho and
+nowhere else: never into a log line, an error or a repr.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,11 +27,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from inspector.config import MqttConfig, MqttTLSConfig
+from inspector.config import MqttConfig, MqttTLSConfig, ReconnectConfig
 from inspector.errors import InspectorError
 
 log = logging.getLogger(__name__)
-_paho_log = logging.getLogger("inspector.sinks.paho")
+_paho_log = logging.getLogger("inspector.mqtt.paho")
 
 ConnectCause = Literal["refused", "unreachable", "timeout", "dns", "tls", "auth", "not_authorized", "closed", "broker"]
 # Causes that a retry may cure by itself; the others need a configuration change.
@@ -338,3 +341,120 @@ def check_connection(config: MqttConfig, timeout_s: float | None = None, *, clie
         sock = client.socket()
         if sock is not None:
             sock.close()
+
+
+MessageHandler = Callable[[mqtt.Client, object, mqtt.MQTTMessage], None]
+
+
+class Link:
+    """One network connection: a fresh paho client and what its callbacks report.
+
+    ``wake`` is notified on every event (CONNACK, loss, PUBACK) so one owner thread can wait
+    for all of them at once; PUBACKs collect in ``acked`` (guarded by ``wake``).
+    """
+
+    def __init__(self, client: mqtt.Client, wake: threading.Condition, paho_log: PahoLog) -> None:
+        self.client = client
+        self.wake = wake
+        self.paho_log = paho_log
+        self.ready = threading.Event()  # CONNACK received, or the connection is gone
+        self.connack: ReasonCode | None = None
+        self.lost = False
+        self.lost_reason: ReasonCode | None = None
+        self.acked: list[tuple[int, ReasonCode]] = []  # guarded by wake
+        client.on_connect, client.on_disconnect, client.on_publish = (
+            self._on_connect, self._on_disconnect, self._on_publish,
+        )  # fmt: skip
+
+    @property
+    def connected(self) -> bool:
+        return self.connack is not None and not self.connack.is_failure and not self.lost
+
+    @property
+    def established(self) -> bool:
+        """The broker accepted the connection at some point (it may be lost since)."""
+        return self.connack is not None and not self.connack.is_failure
+
+    def take_acks(self) -> tuple[list[tuple[int, ReasonCode]], bool]:
+        """The PUBACKs received since the last call, and whether the connection is lost."""
+        with self.wake:
+            acks, self.acked = self.acked, []
+            return acks, self.lost
+
+    def close(self) -> None:
+        """Disconnect (no Will) and stop the network thread; safe on a link that is already gone."""
+        try:
+            self.client.disconnect()
+        except Exception:  # noqa: BLE001 - the connection may already be gone
+            pass
+        self.client.loop_stop()
+
+    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+        self.connack = reason
+        self.ready.set()
+        with self.wake:
+            self.wake.notify_all()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+        with self.wake:
+            self.lost = True
+            self.lost_reason = reason
+            self.wake.notify_all()
+        self.ready.set()
+
+    def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, reason: ReasonCode, _p: object) -> None:
+        with self.wake:
+            self.acked.append((mid, reason))
+            self.wake.notify_all()
+
+
+def open_link(
+    config: MqttConfig,
+    client_id: str,
+    *,
+    wake: threading.Condition | None = None,
+    will: Will | None = None,
+    on_message: MessageHandler | None = None,
+    stop: threading.Event | None = None,
+) -> Link:
+    """Connect a fresh single-use client and wait for the CONNACK (at most ``config.connect_timeout_s``).
+
+    Raises MqttConnectError naming the cause (or InspectorError for a password file gone
+    missing); on success the link's network thread runs until ``Link.close()``. A set
+    ``stop`` event cuts the wait short.
+    """
+    paho_log = PahoLog()
+    client = build_client(config, client_id, will=will, paho_log=paho_log)
+    link = Link(client, wake or threading.Condition(), paho_log)
+    if on_message is not None:
+        client.on_message = on_message
+    connect(client, config)
+    client.loop_start()
+    deadline = time.monotonic() + config.connect_timeout_s
+    while not link.ready.wait(0.1):
+        if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+            break
+    if link.connected:
+        return link
+    link.close()
+    if link.connack is not None and link.connack.is_failure:
+        raise explain_connack(link.connack, config)
+    if link.lost:
+        raise closed_before_connack(config, paho_log)
+    raise no_connack(config, config.connect_timeout_s)
+
+
+class Backoff:
+    """Reconnect delays: ``initial_s``, doubling up to ``max_s``; ``reset()`` after a connection that held."""
+
+    def __init__(self, policy: ReconnectConfig) -> None:
+        self.policy = policy
+        self._delay = policy.initial_s
+
+    def next_delay(self) -> float:
+        delay = self._delay
+        self._delay = min(delay * 2, self.policy.max_s)
+        return delay
+
+    def reset(self) -> None:
+        self._delay = self.policy.initial_s

