@@ -25,17 +25,17 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from export.external_data import DATA_FILE, SharedWeights, relocate_weights
-from inspector.artifacts.identity import ModelIdentity, identify_checkpoint
-from inspector.artifacts.manifest import MANIFEST, Manifest, describe_graph, write_manifest
 from export.text_graph import DECODER, VERDICT, TextGraph, text_io_names
 from export.vision_graph import VisionGraph, tile_grid
+from inspector.artifacts.identity import ModelIdentity, identify_checkpoint
+from inspector.artifacts.manifest import MANIFEST, Manifest, describe_graph, write_manifest
 from inspector.backends.base import PATCH_BYTES_DIM, PATCH_DIM
 from inspector.config import TILE_MULTIPLE
 from inspector.errors import InspectorError, ModelError
@@ -57,6 +57,16 @@ _TEMP_DIR = ".export-tmp"
 
 class ExportError(InspectorError):
     """An export cannot run with the given arguments or output directory."""
+
+
+class Quantization(Protocol):
+    """Hooks of a quantised export (``export.quantize.fp8.Fp8Export``): text graph, graph pass, manifest."""
+
+    def text_graph(self, model: Any, form: str, io_dtype: Any) -> TextGraph: ...
+
+    def process_graph(self, name: str, path: Path) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 def check_tile(tile: int) -> int:
@@ -195,8 +205,11 @@ def _versions() -> dict[str, str]:
 
 
 def export_model(model: Any, identity: ModelIdentity, tile: int, out_dir: str | Path, *,
-                 opset: int = DEFAULT_OPSET) -> Manifest:  # fmt: skip
+                 opset: int = DEFAULT_OPSET, quantization: Quantization | None = None) -> Manifest:  # fmt: skip
     """Export an already-loaded ``Qwen3VLForConditionalGeneration`` (its dtype is the export dtype).
+
+    ``quantization`` (FP8): its text graph replaces ``TextGraph``, each traced graph goes
+    through its ``process_graph`` before the weights move, the manifest records it.
 
     The text layers' linear weights are re-laid out in place (same values, transposed
     storage; see ``export.text_graph.transposed_in_place``) so that no transposed copy of the
@@ -233,6 +246,8 @@ def export_model(model: Any, identity: ModelIdentity, tile: int, out_dir: str | 
                     axes = {source: {0: "batch"}, "embeds": {0: "batch"}, "deepstack": {1: "batch"}}
                     names = ([source], ["embeds", "deepstack"])
                     _torch_export(vision, (example,), temp / GRAPH_FILES[name], names, axes, opset)
+                    if quantization is not None:
+                        quantization.process_graph(name, temp / GRAPH_FILES[name])
                     relocate_weights(temp / GRAPH_FILES[name], out_dir / GRAPH_FILES[name], shared)
                     shutil.rmtree(temp)
                     temp.mkdir()
@@ -240,8 +255,10 @@ def export_model(model: Any, identity: ModelIdentity, tile: int, out_dir: str | 
                 with _stage(f"exporting the {form} graph ({text_config.num_hidden_layers} layers)"):
                     args, axes = _text_example(model, form, io_dtype)
                     names = text_io_names(text_config.num_hidden_layers, form)
-                    graph = TextGraph(model, form, io_dtype)
+                    graph = (TextGraph if quantization is None else quantization.text_graph)(model, form, io_dtype)
                     _torch_export(graph, args, temp / GRAPH_FILES[form], names, axes, opset)
+                    if quantization is not None:
+                        quantization.process_graph(form, temp / GRAPH_FILES[form])
                     relocate_weights(temp / GRAPH_FILES[form], out_dir / GRAPH_FILES[form], shared)
                     shutil.rmtree(temp)
                     temp.mkdir()
@@ -280,6 +297,8 @@ def export_model(model: Any, identity: ModelIdentity, tile: int, out_dir: str | 
         spatial_merge=config.vision_config.spatial_merge_size,
         external_data=DATA_FILE,
         exporter=_versions(),
+        precision=None if quantization is None else quantization.describe()["precision"],
+        quantization=None if quantization is None else quantization.describe(),
     )
     write_manifest(out_dir, manifest)
     log.info("export of %s for %d px tiles written to %s", identity.name, tile, out_dir)
@@ -287,8 +306,13 @@ def export_model(model: Any, identity: ModelIdentity, tile: int, out_dir: str | 
 
 
 def export_checkpoint(model_dir: str | Path, tile: int, out_dir: str | Path, *, dtype: str = "float32",
-                      opset: int = DEFAULT_OPSET, force: bool = False) -> Manifest:  # fmt: skip
-    """Export any local Qwen3-VL checkpoint directory (4B/8B, Instruct/Thinking, or a tiny test model)."""
+                      opset: int = DEFAULT_OPSET, force: bool = False,
+                      quantize: Callable[[Any], Quantization] | None = None) -> Manifest:  # fmt: skip
+    """Export any local Qwen3-VL checkpoint directory (4B/8B, Instruct/Thinking, or a tiny test model).
+
+    ``quantize`` (e.g. ``export.quantize.fp8``'s calibration) gets the loaded model and
+    returns the hooks of a quantised export.
+    """
     import torch
     from transformers import Qwen3VLForConditionalGeneration
 
@@ -304,4 +328,5 @@ def export_checkpoint(model_dir: str | Path, tile: int, out_dir: str | Path, *, 
         except (OSError, ValueError) as error:
             raise ModelError(f"cannot load {model_dir}: {str(error).splitlines()[0]}",
                              "the checkpoint directory looks incomplete") from None  # fmt: skip
-    return export_model(model.eval(), identity, tile, out_dir, opset=opset)
+    quantization = None if quantize is None else quantize(model.eval())
+    return export_model(model.eval(), identity, tile, out_dir, opset=opset, quantization=quantization)

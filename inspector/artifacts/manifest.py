@@ -95,6 +95,12 @@ class Manifest:
     spatial_merge: int
     external_data: str | None
     exporter: dict[str, str] = field(default_factory=dict)
+    precision: str | None = None  # "fp8" for Q/DQ graphs; None: the dtype is the precision
+    quantization: dict[str, Any] | None = None  # fp8: calibration fingerprint, tiles, quantised layers
+
+    @property
+    def effective_precision(self) -> str:
+        return self.precision or self.dtype
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +120,8 @@ class Manifest:
             "spatial_merge": self.spatial_merge,
             "external_data": self.external_data,
             "exporter": self.exporter,
+            "precision": self.effective_precision,
+            "quantization": self.quantization,
         }
 
     @classmethod
@@ -133,6 +141,8 @@ class Manifest:
             spatial_merge=int(data["spatial_merge"]),
             external_data=data.get("external_data"),
             exporter=dict(data.get("exporter", {})),
+            precision=data.get("precision") if data.get("precision") != data["dtype"] else None,
+            quantization=data.get("quantization"),
         )
 
 

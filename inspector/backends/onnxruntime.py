@@ -146,7 +146,7 @@ class OnnxRuntimeBackend:
         device = "cuda" if CUDA in names else "cpu"
         self.info = BackendInfo(
             "onnxruntime",
-            manifest.dtype,
+            manifest.effective_precision,
             manifest.model.name,
             manifest.model.random_weights,
             device,

@@ -13,12 +13,25 @@ ONNX_EPILOG = """\
 examples:
   inspector export onnx --model models/tiny --tile 512 --out models/tiny-onnx-512
   inspector export onnx --model Qwen3-VL-4B-Instruct --tile 512 --dtype float16 --out engines/4b-512
+  inspector export onnx --model models/demo --tile 256 --out models/demo-fp8 \\
+      --precision fp8 --calib demo/clip.mp4 --calib-tiles 256 --config configs/demo.yaml
 
 The vision graph is baked for one tile size: use the station config's tiling.tile.
 Writes vision.onnx and vision_bytes.onnx (float pixel values / the pipeline's uint8 patch
 bytes), verdict.onnx (answer-option logits), decoder.onnx (KV-cache decoding),
 weights.onnx.data (all their weights, each stored once), embed_tokens.npy and manifest.json.
 Set model.backend: onnxruntime and model.onnx_dir: OUT to run on them.
+
+--precision fp8 (needs the fp8 extra: pip install 'line-inspector[fp8]'): NVIDIA ModelOpt
+calibrates FP8 E4M3 scales for the language model's linear layers (weights and input
+activations) on tiles that the station's tiler and preprocessing cut from --calib (the
+line's footage: a video, an image folder or glob; or a labelled data set), with the prompt
+of --config's inspection section. The vision tower stays in --dtype unless
+--quantize-vision; patch embedding, mergers, norms and lm_head always do. The graphs hold
+standard QuantizeLinear/DequantizeLinear in float8e4m3fn (opset 19): ONNX Runtime (CPU
+too) and TensorRT load the same files. The manifest records the calibration fingerprint,
+the tile count and the quantised layers. Measure what FP8 costs before shipping it:
+replay the same footage on both exports and run `inspector compare`.
 """
 
 CHECK_EPILOG = """\
@@ -54,6 +67,18 @@ def register(subparsers: Any) -> None:
                       help="weights and compute dtype of the graphs (default: float32)")  # fmt: skip
     onnx.add_argument("--opset", type=int, default=19, help="ONNX opset, 19 or 20 (default: 19)")
     onnx.add_argument("--force", action="store_true", help="replace graphs of another model in --out")
+    fp8 = onnx.add_argument_group("FP8 (--precision fp8)")
+    fp8.add_argument("--precision", default="float", choices=("float", "fp8"),
+                     help="float: all weights in --dtype (default); fp8: language-model linears in FP8")  # fmt: skip
+    fp8.add_argument("--calib", metavar="SOURCE_OR_DATASET",
+                     help="the line's footage (video, image folder, glob) or a labelled data set")  # fmt: skip
+    fp8.add_argument("--calib-tiles", type=int, default=256, metavar="N",
+                     help="calibration tiles drawn uniformly over --calib (default: 256)")  # fmt: skip
+    fp8.add_argument("--calib-seed", type=int, default=0, help="seed of the tile draw (default: 0)")
+    fp8.add_argument("--quantize-vision", action="store_true",
+                     help="quantise the vision blocks' linears too (default: vision stays in --dtype)")  # fmt: skip
+    fp8.add_argument("--config", type=Path,
+                     help="station YAML whose inspection (prompt) and tiling cut the calibration tiles")  # fmt: skip
     onnx.set_defaults(func=run)
 
     check = actions.add_parser(
@@ -81,14 +106,58 @@ def _show_progress() -> None:
             logger.setLevel(logging.INFO)
 
 
+def _fp8_calibration(args: argparse.Namespace) -> Any:
+    """The ``quantize`` hook of ``export_checkpoint``: cut the calibration tiles now (bad footage fails
+    before the model loads), calibrate once the model is loaded."""
+    from export.onnx_export import check_tile
+    from export.parity import DEFAULT_INSPECTION
+    from export.quantize.calibration import calibration_tiles
+    from export.quantize.fp8 import Fp8Export, calibrate, quant_config
+    from inspector.config import TilingConfig, load_config
+    from inspector.errors import ConfigError
+    from inspector.models import load_tokenizer
+
+    if not args.calib:
+        raise ConfigError(
+            "--precision fp8 needs calibration data",
+            "pass --calib with the line's footage (a video or image folder) or a labelled data set",
+        )
+    check_tile(args.tile)
+    quant_config(quantize_vision=args.quantize_vision)  # ModelOpt missing: say so before any work
+    inspection, tiling = DEFAULT_INSPECTION, TilingConfig(tile=args.tile)
+    if args.config is not None:
+        station = load_config(args.config)
+        inspection, tiling = station.inspection, station.tiling
+        if tiling.tile != args.tile:
+            raise ConfigError(
+                f"--tile {args.tile} differs from tiling.tile {tiling.tile} in {args.config}",
+                f"export with --tile {tiling.tile}: calibration must see the station's tiles",
+            )
+    calibration = calibration_tiles(args.calib, tiling, args.calib_tiles, seed=args.calib_seed,
+                                    classes=inspection.classes)  # fmt: skip
+    tokenizer = load_tokenizer(str(args.model))
+
+    def quantize(model: Any) -> Fp8Export:
+        layers = calibrate(model, tokenizer, inspection, calibration, quantize_vision=args.quantize_vision)
+        return Fp8Export(calibration, layers, quantize_vision=args.quantize_vision)
+
+    return quantize
+
+
 def run(args: argparse.Namespace) -> int:
     command = getattr(args, "export_command", None)
     if command == "onnx":
         from export.onnx_export import export_checkpoint
 
         _show_progress()
+        quantize = _fp8_calibration(args) if args.precision == "fp8" else None
+        if quantize is None and (args.calib or args.quantize_vision):
+            from inspector.errors import ConfigError
+
+            raise ConfigError("--calib and --quantize-vision only apply to --precision fp8",
+                              "add --precision fp8, or drop them")  # fmt: skip
         manifest = export_checkpoint(
-            args.model, args.tile, args.out, dtype=args.dtype, opset=args.opset, force=args.force
+            args.model, args.tile, args.out, dtype=args.dtype, opset=args.opset, force=args.force, quantize=quantize
         )
         print(f"wrote {', '.join(spec.file for spec in manifest.graphs.values())} and manifest.json to {args.out}")
         return 0
