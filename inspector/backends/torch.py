@@ -40,15 +40,61 @@ def resolve_torch_device(device: str) -> str:
     return resolved
 
 
-def quantise_fp8(loaded: LoadedModel) -> LoadedModel:
-    """``dtype: fp8`` on the torch backend (torchao, compute capability >= 8.9).
+TORCHAO_INSTALL = "pip install 'line-inspector[torchao]' (torchao, with a CUDA build of torch)"
+FP8_ALTERNATIVES = (
+    "use model.dtype bfloat16 (or float16) here; to measure FP8 accuracy without such a GPU, export FP8 graphs "
+    "(`inspector export onnx --precision fp8`) and run them with backend onnxruntime"
+)
 
-    Hook: the FP8 work replaces this body; until then fp8 is refused with the alternatives.
+
+def torch_fp8_problem(
+    device: str, gpu: str | None, capability: tuple[int, int] | None, torchao: bool
+) -> ModelError | None:
+    """Why ``dtype: fp8`` cannot run on ``device`` (pure: the caller reads the GPU), or None."""
+    from inspector.backends.fp8 import fp8_capability_problem
+
+    if not device.startswith("cuda") or gpu is None or capability is None:
+        return ModelError(
+            f"model.dtype fp8 on backend torch needs a CUDA GPU with FP8 tensor cores, but the device is {device}",
+            FP8_ALTERNATIVES,
+        )
+    problem = fp8_capability_problem(gpu, capability)
+    if problem is not None:
+        return ModelError(f"model.dtype fp8: {problem}", FP8_ALTERNATIVES)
+    if not torchao:
+        return ModelError("model.dtype fp8 on backend torch needs torchao, which is not installed", TORCHAO_INSTALL)
+    return None
+
+
+def check_torch_fp8(device: str) -> None:
+    """Refuse ``dtype: fp8`` before any weights load, naming the reason and the alternatives."""
+    import importlib.util
+
+    import torch
+
+    gpu = capability = None
+    if device.startswith("cuda") and torch.cuda.is_available():
+        gpu, capability = torch.cuda.get_device_name(device), tuple(torch.cuda.get_device_capability(device))
+    problem = torch_fp8_problem(device, gpu, capability, importlib.util.find_spec("torchao") is not None)
+    if problem is not None:
+        raise problem
+
+
+def quantise_fp8(loaded: LoadedModel) -> LoadedModel:
+    """``dtype: fp8``: torchao float8 on the language model's linears (bfloat16 weights in).
+
+    ``Float8DynamicActivationFloat8WeightConfig`` with per-row scales: E4M3 weights scaled per
+    output row, activations quantised per token at run time, float8 matmuls (``torch._scaled_mm``).
+    lm_head and the vision tower stay bfloat16, as in the FP8 export.
     """
-    raise ModelError(
-        "model.dtype fp8 is not implemented yet for backend torch",
-        "use dtype bfloat16 or float16 with backend torch, or backend tensorrt with FP8 engines",
-    )
+    import dataclasses
+
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    check_torch_fp8(loaded.device)
+    quantize_(loaded.model.model.language_model, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
+    log.info("torch backend: language model linears in FP8 (torchao, per-row scales)")
+    return dataclasses.replace(loaded, dtype="fp8")
 
 
 def load_torch_backend(config: TorchConfig, tile: int | None = None) -> tuple[TorchBackend, Any]:
@@ -57,6 +103,8 @@ def load_torch_backend(config: TorchConfig, tile: int | None = None) -> tuple[To
     device = resolve_torch_device(config.device)
     # FP8 starts from the bfloat16 weights: torchao quantises a loaded model.
     weights = "bfloat16" if config.dtype == "fp8" else config.dtype
+    if config.dtype == "fp8":
+        check_torch_fp8(device)  # before the weights load: a 4B model takes a while to refuse
     loaded = load_model(config.path, dtype=weights, device=device)
     if config.dtype == "fp8":
         loaded = quantise_fp8(loaded)
