@@ -81,10 +81,10 @@ def run(args: argparse.Namespace) -> int:
     table.add_row("uncertain band", f"{config.inspection.uncertain_band:g}", f"{result.uncertain_band:g}")
     console.print(table)
     demo = is_demo(predictions)
-    print_evaluation(console, result.calibrated, f"on the {len(chosen_on)} frames calibrated on", random_weights=demo)
+    print_evaluation(console, result.calibrated, f"on the {len(chosen_on)} frames calibrated on", demo=demo)
     if held:
         held_eval = evaluate(reaggregate(held, result.inspection), classes)
-        print_evaluation(console, held_eval, f"on the {len(held)} held-out frames", random_weights=demo)
+        print_evaluation(console, held_eval, f"on the {len(held)} held-out frames", demo=demo)
     c = result.calibrated.counts
     print(
         f"escape rate {_fmt(c.escape_rate)} (bound {args.max_escape}), overkill rate {_fmt(c.overkill_rate)}, "

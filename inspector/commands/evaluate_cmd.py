@@ -29,7 +29,9 @@ JSON (CVAT, Label Studio, Roboflow; or a folder holding one) or a folder of clas
 Tiles are labelled by one rule (README "Labelled data"); ambiguous tiles are left out.
 
 --verdicts reads verdicts written before (by --save-verdicts or `inspector replay`)
-instead of running the model: they carry every tile's probabilities.
+instead of running the model: they carry every tile's probabilities, which are judged
+again under --config's thresholds and uncertain band (so a calibrated config can be
+measured without the model). Tiling and model are those of the run that wrote them.
 """
 
 EXAMPLES = """\
@@ -98,14 +100,18 @@ def predictions_for(
     from inspector.pipeline import build_inspector
 
     if args.verdicts:
+        from inspector.evaluation.calibrate import reaggregate
+
         predictions = match_verdicts(dataset, read_verdicts(args.verdicts), where=str(args.verdicts))
         if len(predictions) < len(dataset):
             console.print(f"[yellow]note:[/] {len(dataset) - len(predictions)} labelled frame(s) have no verdict")
-        return predictions
+        return reaggregate(predictions, config.inspection)
     console.print(f"loading model [bold]{config.model.path}[/] ({config.model.backend}) ...")
     inspector = build_inspector(config)
     if inspector.backend.info.random_weights:
         console.print("[bold yellow]warning:[/] this is a RANDOM test model: its verdicts mean nothing about parts")
+    elif getattr(inspector.backend.info, "demo_model", False):
+        console.print("[bold yellow]warning:[/] this is a DEMO model trained on synthetic data, not a real checkpoint")
     with Progress(
         TextColumn("[bold]judging"),
         BarColumn(),
@@ -126,7 +132,7 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def print_evaluation(console: Console, evaluation: Evaluation, title: str, *, random_weights: bool) -> None:
+def print_evaluation(console: Console, evaluation: Evaluation, title: str, *, demo: bool) -> None:
     from rich.table import Table
 
     from inspector.evaluation import SUMMARY_KEYS
@@ -141,7 +147,7 @@ def print_evaluation(console: Console, evaluation: Evaluation, title: str, *, ra
                   f"{_fmt(evaluation.tile_average_precision)} / {_fmt(evaluation.frame_average_precision)}")
     table.add_row("TP / FP / TN / FN / UNCERTAIN",
                   f"{c.true_positive} / {c.false_positive} / {c.true_negative} / {c.false_negative} / {c.uncertain}")
-    if random_weights:
+    if demo:
         table.add_row("[yellow]note", "[yellow]random or demo model: these figures say nothing about real parts")
     console.print(table)
     per_class = Table(title="per class, tile level")
@@ -153,8 +159,9 @@ def print_evaluation(console: Console, evaluation: Evaluation, title: str, *, ra
 
 
 def is_demo(predictions: list[Prediction]) -> bool:
-    return any(p.verdict.get("model", {}).get("random_weights") or p.verdict.get("model", {}).get("demo")
-               for p in predictions)
+    from inspector.evaluation.report import demo_warning
+
+    return demo_warning([p.verdict for p in predictions]) is not None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -180,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(evaluation.summary()))
     else:
-        print_evaluation(console, evaluation, f"evaluation on {dataset.source}", random_weights=is_demo(predictions))
+        print_evaluation(console, evaluation, f"evaluation on {dataset.source}", demo=is_demo(predictions))
     return 0
 
 

@@ -104,6 +104,7 @@ def load_coco(path: Path, mapper: ClassMapper, *, verify: bool = True) -> Datase
         failed.discard(image["id"])
         records[image["id"]] = {"file": file, "name": image["file_name"], "size": (width, height), "boxes": []}
     annotations = data["annotations"] if isinstance(data["annotations"], list) else []
+    unmapped: dict[str, int] = {}  # category name -> annotations using it
     for n, ann in enumerate(annotations):
         where = f"annotations[{n}]" + (f" (id {ann['id']})" if isinstance(ann, dict) and "id" in ann else "")
         if not isinstance(ann, dict):
@@ -122,13 +123,19 @@ def load_coco(path: Path, mapper: ClassMapper, *, verify: bool = True) -> Datase
         if problem:
             problems.append(f"{where}: {problem}")
             continue
+        name = categories[ann["category_id"]]
         try:
-            target = mapper(categories[ann["category_id"]], f"{path}: {where}")
-        except DatasetError as error:
-            problems.append(error.problem.removeprefix(f"{path}: "))
+            target = mapper(name, "")
+        except DatasetError:
+            unmapped[name] = unmapped.get(name, 0) + 1
             continue
         if target != "ok":
             record["boxes"].append(LabelledBox(target, box))
+    problems.extend(
+        f"category {name!r} ({count} annotation(s)) is not one of the station's classes {list(mapper.classes)}: "
+        f"map it with --map {name}=CLASS"
+        for name, count in unmapped.items()
+    )
     if problems:
         shown = "\n  ".join(problems[:_MAX_SHOWN])
         more = f"\n  ... and {len(problems) - _MAX_SHOWN} more" if len(problems) > _MAX_SHOWN else ""

@@ -100,8 +100,8 @@ def _resolved(source_id: str) -> str:
 def match_verdicts(dataset: Dataset, verdicts: Sequence[dict[str, Any]], *, where: str = "verdicts") -> list[Prediction]:
     """Pair each labelled item with its verdict by (source file, frame index).
 
-    Paths are compared resolved, then by file name when that is unambiguous (a replay run
-    from another directory). Verdicts of unlabelled frames are ignored; a labelled item
+    Paths are compared resolved; a verdict whose source no longer exists there (footage
+    moved, or a replay run from another directory) matches by file name when unambiguous. Verdicts of unlabelled frames are ignored; a labelled item
     without a verdict is left out. No pair at all is an error.
     """
     by_path: dict[tuple[str, int], dict[str, Any]] = {}
@@ -109,8 +109,10 @@ def match_verdicts(dataset: Dataset, verdicts: Sequence[dict[str, Any]], *, wher
     for verdict in verdicts:
         source = verdict["source"]
         index = int(source["frame_index"])
-        by_path[(_resolved(str(source["id"])), index)] = verdict
-        by_name.setdefault((Path(str(source["id"])).name, index), []).append(verdict)
+        resolved = _resolved(str(source["id"]))
+        by_path[(resolved, index)] = verdict
+        if not Path(resolved).exists():  # moved footage: fall back to its file name
+            by_name.setdefault((Path(str(source["id"])).name, index), []).append(verdict)
     pairs = []
     for item in dataset.images:
         verdict = by_path.get((item.source, item.frame_index))

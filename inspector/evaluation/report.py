@@ -98,8 +98,14 @@ def _row(*cells: object, header: bool = False) -> str:
     return "<tr>" + "".join(f"<{tag}>{cell}</{tag}>" for cell in cells) + "</tr>"
 
 
-def _is_demo(verdicts: Sequence[dict[str, Any]]) -> bool:
-    return any(v.get("model", {}).get("random_weights") or v.get("model", {}).get("demo") for v in verdicts)
+def demo_warning(verdicts: Sequence[dict[str, Any]]) -> str | None:
+    """The banner for verdicts of a random or demo model (None for a real one)."""
+    models = [v.get("model") or {} for v in verdicts]
+    if any(m.get("random_weights") for m in models):
+        return "a <b>randomly initialised test model</b>"
+    if any(m.get("demo_model") for m in models):
+        return "a <b>demo model</b> (trained from the tiny random one on synthetic demo data)"
+    return None
 
 
 def _frame_size(verdict: dict[str, Any], image: np.ndarray) -> tuple[int, int]:
@@ -288,11 +294,9 @@ def render_report(
         f"<title>Inspection report — {esc(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>Inspection report</h1><p>{esc(title)} · generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>",
     ]
-    if _is_demo(verdicts):
-        parts.append(
-            "<div class='warn'>⚠ These verdicts come from a <b>randomly initialised test model or a demo model "
-            "trained on synthetic data</b>: they say nothing about real parts.</div>"
-        )
+    warning = demo_warning(verdicts)
+    if warning:
+        parts.append(f"<div class='warn'>⚠ These verdicts come from {warning}: they say nothing about real parts.</div>")
     parts.append("<h2>Summary</h2><table>")
     parts.append(_row("frames", len(verdicts)))
     for verdict in ("OK", "NG", "UNCERTAIN"):
