@@ -13,8 +13,10 @@ import torch
 from inspector.models import TinySpec, load_model, write_tiny_model
 
 
-def write_varied_tiny_model(out_dir: Path, spec: TinySpec = TinySpec(), seed: int = 0) -> Path:
-    write_tiny_model(out_dir, seed=seed, spec=spec, vocabulary="trained")
+def write_varied_tiny_model(
+    out_dir: Path, spec: TinySpec = TinySpec(), seed: int = 0, *, thinking: bool = False
+) -> Path:
+    write_tiny_model(out_dir, seed=seed, spec=spec, thinking=thinking, vocabulary="trained")
     loaded = load_model(str(out_dir))
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
