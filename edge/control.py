@@ -12,20 +12,22 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from edge.commands import (
+    COMMAND_NAMES,
     MAX_COMMAND_BYTES,
     CommandRejected,
     PauseCommand,
     ReloadConfigCommand,
     ResumeCommand,
     SnapshotCommand,
+    check_accepted,
     parse_command,
     response_payload,
 )
-from inspector.sinks.mqtt import Command, MqttSink
+from inspector.mqtt import Command, MqttSink
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +54,14 @@ class CommandProcessor(threading.Thread):
         *,
         on_result: Callable[[str | None, bool], None] = lambda command, ok: None,
         max_bytes: int = MAX_COMMAND_BYTES,
+        accepted: Collection[str] = COMMAND_NAMES,
     ) -> None:
         super().__init__(name="commands", daemon=True)
         self._sink = sink
         self._target = target
         self._on_result = on_result
         self._max_bytes = max_bytes
+        self._accepted = frozenset(accepted)
         self._requests: queue.Queue[Command | None] = queue.Queue(_QUEUE_SIZE)
         self.handled = 0
         self.rejected = 0
@@ -92,12 +96,14 @@ class CommandProcessor(threading.Thread):
         try:
             command = parse_command(request.payload, max_bytes=self._max_bytes)
             name = command.command
+            check_accepted(command, self._accepted)
             result = self._execute(command)
         except CommandRejected as rejected:
             self._answer(request, rejected.command or name, ok=False, error=rejected.message)
         except Exception as error:  # noqa: BLE001 - an unexpected failure is still an answer, not silence
             log.exception("command %s failed", name)
-            self._answer(request, name, ok=False, error=f"internal error: {type(error).__name__}: {error}")
+            # The details stay in the local log: an exception's text may quote what it read.
+            self._answer(request, name, ok=False, error=f"internal error ({type(error).__name__}); see the service log")
         else:
             self._answer(request, name, ok=True, result=result)
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -24,7 +22,8 @@ from edge.commands import CommandRejected, ReloadConfigCommand
 from inspector.classify import TileClassifier
 from inspector.config import RectROI, StationFile
 from inspector.errors import InspectorError
-from inspector.pipeline import Inspector, build_inspector, model_config_with
+from inspector.pipeline import Inspector, build_inspector
+from inspector.runtime import Overrides  # the command-line overrides replay has too
 
 log = logging.getLogger(__name__)
 
@@ -33,30 +32,6 @@ MODEL_LOAD_FIELDS = ("path", "backend", "onnx_dir", "engine_dir", "dtype", "devi
 # Sections bound to resources opened at start (the MQTT session, the outbox, the JSONL file,
 # the metrics server, the worker queues).
 RESTART_ONLY_SECTIONS = ("station", "sinks", "edge")
-
-
-@dataclass(frozen=True)
-class Overrides:
-    """Command-line values that win over any config file, at start and on every reload."""
-
-    source: str | None = None
-    model: str | None = None
-    backend: str | None = None
-    loop: bool = False
-    pace: bool = False
-
-    def apply(self, config: StationFile) -> StationFile:
-        config = model_config_with(config, path=self.model, backend=self.backend)
-        changes: dict[str, Any] = {}
-        if self.source is not None:
-            changes["uri"] = self.source
-        if self.loop:
-            changes["loop"] = True
-        if self.pace:
-            changes["pace"] = True
-        if changes:
-            config = config.model_copy(update={"source": config.source.model_copy(update=changes)})
-        return config
 
 
 def confine_reload_path(requested: str, allowed_dirs: Sequence[Path]) -> Path:
@@ -123,7 +98,9 @@ def redacted_validation_error(source: str, error: ValidationError) -> str:
         parts = [str(part) for part in item["loc"]]
         if parts[:1] == ["model"] and len(parts) > 2:
             del parts[1]  # the backend tag pydantic inserts, not a key the user wrote
-        loc = ".".join(p for i, p in enumerate(parts) if not (i > 0 and parts[i - 1] == "roi" and p in ("rect", "mask")))
+        loc = ".".join(
+            p for i, p in enumerate(parts) if not (i > 0 and parts[i - 1] == "roi" and p in ("rect", "mask"))
+        )
         kind = item["type"]
         if kind == "extra_forbidden":
             message = "unknown key"
@@ -150,6 +127,13 @@ def _read_yaml(path: Path) -> object:
 
 
 def check_swappable(current: StationFile, candidate: StationFile) -> None:
+    triggering = ("trigger", "trigger_frames", "trigger_timeout_s", "trigger_duplicate_window_s", "trigger_backlog")
+    if any(getattr(current.source, f) != getattr(candidate.source, f) for f in triggering):
+        raise CommandRejected(
+            "reload-config cannot change source.trigger settings while running (they are the trigger "
+            "subscription and its bookkeeping); restart the service for that",
+            "reload-config",
+        )
     for section in RESTART_ONLY_SECTIONS:
         if getattr(current, section) != getattr(candidate, section):
             raise CommandRejected(

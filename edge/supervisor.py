@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from edge.commands import CommandRejected, ReloadConfigCommand
+from edge.commands import COMMAND_NAMES, CommandRejected, ReloadConfigCommand
 from edge.control import CommandProcessor
+from edge.evidence import EvidenceStore
 from edge.health import (
     Condition,
     FrameCounts,
@@ -50,14 +51,18 @@ from edge.reload import (
 )
 from edge.sdnotify import SystemdNotifier
 from edge.snapshot import save_snapshot
-from edge.workers import BoundedQueue, CaptureWorker, InferenceWorker, PublishWorker, SourceOpener
-from inspector.config import SourceConfig, StationFile
+from edge.station_link import StationLink
+from edge.triggers import PendingTrigger, TriggerBook, TriggerSettings
+from edge.web import LivePage, LiveServer, LiveState, LiveStation
+from edge.web.access import load_token
+from edge.workers import BoundedQueue, CaptureWorker, InferenceWorker, Lane, Outgoing, PublishWorker, SourceOpener
+from inspector.config import EdgeConfig, EvidenceConfig, MqttConfig, SourceConfig, StationFile
 from inspector.frames import Frame
+from inspector.mqtt import MqttSink
+from inspector.payloads.verdict import FrameVerdict, SourceRef
 from inspector.pipeline import Inspector, describe
 from inspector.sinks.base import Sink
-from inspector.sinks.mqtt import MqttSink
 from inspector.sources import FrameSource, open_source
-from inspector.payloads.verdict import FrameVerdict
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,9 @@ class ServiceOptions:
     reload_timeout_s: float = 120.0
     # One frame in inference longer than this is a hang: degraded, and the watchdog is no longer petted.
     stall_timeout_s: float = 60.0
+    # Folders reload-config may read (the config file's own first); empty: no path is accepted.
+    reload_dirs: tuple[Path, ...] = ()
+    mqtt_commands: tuple[str, ...] = COMMAND_NAMES
 
 
 def source_opener(config: SourceConfig) -> SourceOpener:
@@ -89,6 +97,41 @@ def source_opener(config: SourceConfig) -> SourceOpener:
     return opener
 
 
+def service_options(settings: EdgeConfig, config_path: Path | None) -> ServiceOptions:
+    """The service's options from the (flag-overridden) ``edge:`` section."""
+    folders = ([config_path.resolve().parent] if config_path is not None else []) + list(settings.reload_paths)
+    return ServiceOptions(
+        heartbeat_s=settings.heartbeat_s,
+        snapshot_dir=settings.snapshot_dir.resolve(),
+        queue_size=settings.queue_size,
+        drain_timeout_s=settings.drain_timeout_s,
+        stall_timeout_s=settings.stall_timeout_s,
+        reload_dirs=tuple(folders),
+        mqtt_commands=tuple(settings.mqtt_commands),
+    )
+
+
+def start_live_page(settings: EdgeConfig, stations: dict[str, LiveStation]) -> LiveServer | None:
+    """Serve the live page (edge/web) unless ``live_port`` is 0. A port that is taken is logged, not fatal:
+    the page is a view, and the line must run without it. A token file that cannot be read is fatal."""
+    if not settings.live_port:
+        return None
+    token = load_token(settings.live_token_env, settings.live_token_file)
+    if token is None:
+        log.info("live page: no token set (%s): read-only, and only from this machine",
+                 f"${settings.live_token_env}" if settings.live_token_env else "edge.live_token_file")  # fmt: skip
+    elif settings.live_host in ("127.0.0.1", "localhost", "::1"):
+        log.info("live page: bound to %s; set edge.live_host to reach it from elsewhere", settings.live_host)
+    try:
+        return LiveServer(settings.live_host, settings.live_port, LivePage(stations, token))
+    except OSError as error:
+        log.error(
+            "live page not served: cannot bind %s:%d (%s); pick another edge.live_port (0: off)",
+            settings.live_host, settings.live_port, error.strerror or error,
+        )  # fmt: skip
+        return None
+
+
 @dataclass
 class _Published:
     state: State | None = None
@@ -102,7 +145,7 @@ class EdgeService:
         self,
         config: StationFile,
         inspector: Inspector,
-        source: FrameSource,
+        source: FrameSource | None,
         *,
         sinks: list[Sink],
         mqtt: MqttSink | None,
@@ -111,8 +154,12 @@ class EdgeService:
         options: ServiceOptions,
         overrides: Overrides,
         stop_event: threading.Event | None = None,
+        evidence: EvidenceConfig | None = None,
+        mqtt_config: MqttConfig | None = None,
+        shared_inference: bool = False,
     ) -> None:
         self.config = config
+        self.name = config.station.station
         self.options = options
         self.overrides = overrides
         self.sinks = sinks
@@ -120,18 +167,40 @@ class EdgeService:
         self.metrics = metrics
         self.notifier = notifier
         self.stop_event = stop_event or threading.Event()
+        triggered = config.source.trigger == "mqtt"
+        # The second connection (edge/station_link.py): triggers in, the last NG picture out.
+        self.link: StationLink | None = None
+        if mqtt_config is not None and (triggered or (evidence is not None and evidence.mqtt_snapshot)):
+            self.link = StationLink(mqtt_config, config.station, on_trigger=self._on_trigger if triggered else None)
+        self.evidence: EvidenceStore | None = None
+        if evidence is not None and evidence.enabled:
+            snapshot = self.link.publish_snapshot if self.link is not None else None
+            self.evidence = EvidenceStore(evidence, publish_snapshot=snapshot)
         self.latency = LatencyWindow()
         self.frames: BoundedQueue[Frame] = BoundedQueue(options.queue_size)
-        self.verdicts: BoundedQueue[FrameVerdict] = BoundedQueue(max(options.queue_size, 16))
+        self.verdicts: BoundedQueue[Outgoing] = BoundedQueue(max(options.queue_size, 16))
         self.capture = CaptureWorker(
             source, source_opener(config.source), self.frames, reconnect=config.source.reconnect
         )
-        self.publisher = PublishWorker(self.verdicts, sinks)
-        self.inference = InferenceWorker(
-            inspector, self.frames, self.verdicts,
-            publisher_alive=self.publisher.is_alive, observe_latency=self._observe_latency,
+        self.live = LiveState(self.name, random_weights=inspector.backend.info.random_weights)
+        self.publisher = PublishWorker(self.verdicts, sinks, observe=self.live.observe)
+        self.lane = Lane(
+            self.name, inspector, self.frames, self.verdicts, self.publisher.is_alive,
+            observe_latency=self._observe_latency, finish=self._finish,
         )  # fmt: skip
-        self.commands = CommandProcessor(mqtt, self, on_result=metrics.count_command) if mqtt is not None else None
+        if triggered:
+            self.lane.triggers = TriggerBook(
+                TriggerSettings.from_source(config.source),
+                unserved=self._unserved, emit=self.lane.emit, problem=self._trigger_problem,
+            )  # fmt: skip
+        # Several stations in one process share one inference worker (edge/stations.py), which owns it.
+        self._owns_inference = not shared_inference
+        self.inference: InferenceWorker | None = None if shared_inference else InferenceWorker(self.lane)
+        self.commands = (
+            CommandProcessor(mqtt, self, on_result=metrics.count_command, accepted=options.mqtt_commands)
+            if mqtt is not None
+            else None
+        )
         self._started = time.monotonic()
         self._rate = RateMeter()
         self._fps = 0.0
@@ -140,20 +209,41 @@ class EdgeService:
         self._published = _Published()
         self._reload_lock = threading.Lock()
         self._status_lock = threading.RLock()  # the supervisor and the command thread both refresh it
+        self._next_heartbeat = time.monotonic()
         metrics.attach(self.health, lambda: dict(self.publisher.by_verdict))
+
+    @property
+    def triggers(self) -> TriggerBook | None:
+        return self.lane.triggers
+
+    def live_station(self) -> LiveStation:
+        """This station on the live page: its state and buttons."""
+        return LiveStation(self.live, self.pause, self.resume, self.lane.paused.is_set)
 
     # -- running -------------------------------------------------------------------------------
 
     @property
     def workers(self) -> list[threading.Thread]:
+        """The threads this station depends on (the shared inference worker included)."""
         return [w for w in (self.capture, self.inference, self.publisher, self.commands) if w is not None]
 
     def start(self) -> None:
-        for worker in self.workers:
-            worker.start()
+        if self.inference is None:
+            raise RuntimeError("a station with shared inference needs attach_inference() before start()")
+        for worker in (self.capture, self.publisher, self.commands):
+            if worker is not None:
+                worker.start()
+        if self._owns_inference:
+            self.inference.start()
         if self.commands is not None:
             self.commands.attach()
+        if self.link is not None:
+            self.link.start()
         self._refresh_status(force=True)
+
+    def attach_inference(self, worker: InferenceWorker) -> None:
+        """The shared worker serving this station's lane (multi-station processes)."""
+        self.inference = worker
 
     def run(self) -> int:
         """Supervise until stopped; returns the process exit code (0 clean, 1 a worker died)."""
@@ -162,19 +252,15 @@ class EdgeService:
         log.info("inspecting; heartbeat every %g s", self.options.heartbeat_s)
         exit_code = 0
         drain_frames = False
-        next_heartbeat = time.monotonic()
         while not self.stop_event.wait(self.options.tick_s):
-            dead = [w.name for w in self.workers if not w.is_alive()]
-            if dead and not (dead == ["capture"] and self.capture.finished.is_set()):
+            dead = self.dead_workers()
+            if dead:
                 log.error("worker(s) %s stopped unexpectedly; shutting down for a restart", ", ".join(dead))
                 exit_code = 1
                 break
             if not self._stalled():
                 self.notifier.watchdog()  # only while every worker is alive and inference moves
-            self._refresh_status()
-            if time.monotonic() >= next_heartbeat:
-                next_heartbeat = time.monotonic() + self.options.heartbeat_s
-                self._heartbeat()
+            self.tick()
             if self.capture.finished.is_set():
                 log.info("the source has ended; finishing the queued frames")
                 drain_frames = True
@@ -182,21 +268,48 @@ class EdgeService:
         self.shutdown(drain_frames=drain_frames)
         return exit_code
 
+    def dead_workers(self) -> list[str]:
+        """Workers that stopped unexpectedly (a capture whose file ended is not one)."""
+        dead = [w.name for w in self.workers if not w.is_alive()]
+        return [] if dead == ["capture"] and self.capture.finished.is_set() else dead
+
+    def tick(self) -> None:
+        """One supervisor tick: answer overdue triggers, refresh the status, heartbeat when due."""
+        if self.lane.triggers is not None:
+            self.lane.triggers.expire()  # also while inference is busy or paused: never silence
+        self._refresh_status()
+        if time.monotonic() >= self._next_heartbeat:
+            self._next_heartbeat = time.monotonic() + self.options.heartbeat_s
+            self._heartbeat()
+
     def shutdown(self, *, drain_frames: bool = False) -> None:
+        self.stop_capture()
+        if self.inference is not None and self._owns_inference:
+            self.inference.stop(drain=drain_frames)
+            self.inference.join()  # the frame in flight; a wedged model is systemd's TimeoutStopSec to end
+        self.finish_shutdown()
+
+    def stop_capture(self) -> None:
+        """First step of a shutdown: say offline, stop taking frames."""
         self._stopping = True
         self.notifier.stopping("draining")
         if self.mqtt is not None:
             self._set_status("offline", {"reason": "shutting down"})
         self.capture.stop()
         self.capture.join(5.0)
-        self.inference.stop(drain=drain_frames)
-        self.inference.join()  # the frame in flight; a wedged model is systemd's TimeoutStopSec to end
+
+    def finish_shutdown(self) -> None:
+        """Last step, once inference has stopped: publish what is queued, close the sinks."""
         self._discarded += self.frames.clear()
+        if self.lane.triggers is not None:
+            self.lane.triggers.expire_all("the service is shutting down")
         self.publisher.stop()
         self.publisher.join()
         if self.commands is not None:
             self.commands.stop()
             self.commands.join(5.0)
+        if self.link is not None:
+            self.link.close()
         self._heartbeat()
         for sink in self.sinks:
             try:
@@ -205,12 +318,50 @@ class EdgeService:
                 log.exception("closing %s failed", type(sink).__name__)
         h = self.health()
         log.info(
-            "stopped: %d frames inspected, %d published, %d dropped, outbox %s",
+            "%s stopped: %d frames inspected, %d published, %d dropped, outbox %s",
+            self.name,
             h.frames.inspected,
             h.frames.published,
             h.frames.dropped,
             h.outbox.get("outbox_messages", "n/a"),
         )
+
+    # -- verdicts ------------------------------------------------------------------------------
+
+    def _on_trigger(self, payload: bytes, received_at: datetime) -> None:
+        if self.lane.triggers is not None and not self._stopping:
+            self.lane.triggers.submit(payload, received_at=received_at)
+
+    def _finish(self, frame: Frame, verdict: FrameVerdict) -> FrameVerdict:
+        return self.evidence.attach(frame, verdict) if self.evidence is not None else verdict
+
+    def _unserved(self, trigger: PendingTrigger, reason: str) -> FrameVerdict:
+        """The UNCERTAIN verdict of a part no frame was judged for."""
+        inspector = self.lane.inspector
+        last = self.lane.last
+        source = self.capture.source
+        return FrameVerdict(
+            station=inspector.station_ref,
+            source=SourceRef(
+                id=source.source_id if source else str(self.config.source.uri),
+                frame_index=last.frame.index if last else 0,
+                captured_at=trigger.received_at,
+                part_id=trigger.part_id,
+            ),
+            verdict="UNCERTAIN",
+            confidence=0.0,
+            model=inspector.model_ref,
+            error=reason,
+        )
+
+    def _trigger_problem(self) -> str | None:
+        if self.lane.paused.is_set():
+            return "the station is paused"
+        if not self.capture.healthy:
+            return self.capture.problem or "the camera delivers no frames"
+        if self._stalled():
+            return "inference is stalled"
+        return "no frame captured after the trigger was judged in time (inference behind)"
 
     # -- figures -------------------------------------------------------------------------------
 
@@ -219,14 +370,14 @@ class EdgeService:
         self.metrics.observe_latency_ms(ms)
 
     def _stalled(self) -> float | None:
-        stalled = self.inference.stalled_s()
+        stalled = self.inference.stalled_s() if self.inference is not None else 0.0
         return stalled if stalled > self.options.stall_timeout_s else None
 
     def condition(self) -> Condition:
         return Condition(
             workers_alive=all(w.is_alive() for w in self.workers) or self._stopping,
             source_healthy=self.capture.healthy,
-            paused=self.inference.paused.is_set(),
+            paused=self.lane.paused.is_set(),
             stopping=self._stopping,
             source_problem=self.capture.problem,
             stalled_s=self._stalled(),
@@ -246,18 +397,22 @@ class EdgeService:
             at=datetime.now(UTC),
             state=state,
             reason=reason,
-            paused=self.inference.paused.is_set(),
+            paused=self.lane.paused.is_set(),
             uptime_s=round(time.monotonic() - self._started, 3),
             fps=self._fps,
             latency=Latency(p50_ms=p50, p95_ms=p95),
             frames=FrameCounts(
                 captured=self.capture.captured,
-                inspected=self.inference.inspected,
-                errors=self.inference.errors,
+                inspected=self.lane.inspected,
+                errors=self.lane.errors,
                 dropped=stats.dropped_stale + self.frames.dropped + self._discarded,
                 published=self.publisher.published,
             ),
-            queues={"frames": len(self.frames), "verdicts": len(self.verdicts)},
+            queues={
+                "frames": len(self.frames),
+                "verdicts": len(self.verdicts),
+                **({"triggers": self.lane.triggers.waiting()} if self.lane.triggers is not None else {}),
+            },
             outbox=outbox,
             source=SourceHealth(
                 id=source.source_id if source else None,
@@ -265,7 +420,7 @@ class EdgeService:
                 healthy=self.capture.healthy,
                 reconnects=stats.reconnects,
             ),
-            gpu=gpu_memory(self.inference.inspector.config.model.device),
+            gpu=gpu_memory(self.lane.inspector.config.model.device),
             rss_bytes=rss_bytes(),
         )
 
@@ -276,7 +431,7 @@ class EdgeService:
         return serving, h.model_dump(mode="json", by_alias=True)
 
     def _heartbeat(self) -> None:
-        self._fps = self._rate.rate(self.inference.inspected)
+        self._fps = self._rate.rate(self.lane.inspected)
         h = self.health()
         log.debug("heartbeat: %s", h.to_json())
         if self.mqtt is not None:
@@ -285,10 +440,11 @@ class EdgeService:
     # -- status --------------------------------------------------------------------------------
 
     def _status_extra(self, reason: str | None) -> dict[str, Any]:
-        inspector = self.inference.inspector
+        inspector = self.lane.inspector
         return {
             "reason": reason,
-            "paused": self.inference.paused.is_set(),
+            "paused": self.lane.paused.is_set(),
+            "trigger": self.config.source.trigger,
             # The birth message is fixed at connect; these say what runs now (after reloads).
             "running_model": inspector.model_ref.model_dump(mode="json"),
             "tiling": inspector.config.tiling.model_dump(mode="json"),
@@ -308,26 +464,26 @@ class EdgeService:
             self._published = _Published(state, extra)
             self.notifier.status(f"{state}" + (f": {extra.get('reason')}" if extra.get("reason") else ""))
             if self.mqtt is not None:
-                self.mqtt.set_status(state, extra, reason=extra.get("reason"), birth=describe(self.inference.inspector))
+                self.mqtt.set_status(state, extra, reason=extra.get("reason"), birth=describe(self.lane.inspector))
 
     # -- commands (Controllable) ---------------------------------------------------------------
 
     def pause(self) -> dict[str, Any]:
-        self.inference.paused.set()
+        self.lane.paused.set()
         self._refresh_status()
         return {"paused": True}
 
     def resume(self) -> dict[str, Any]:
-        if self.inference.paused.is_set():
+        if self.lane.paused.is_set():
             source = self.capture.source
             if source is not None and source.is_live:
                 self._discarded += self.frames.clear()  # stale by now: inspect what the line shows next
-            self.inference.paused.clear()
+            self.lane.paused.clear()
         self._refresh_status()
         return {"paused": False}
 
     def snapshot(self, label: str | None) -> dict[str, Any]:
-        last = self.inference.last
+        last = self.lane.last
         if last is None:
             raise CommandRejected("no frame has been inspected yet; nothing to snapshot", "snapshot")
         try:
@@ -354,18 +510,18 @@ class EdgeService:
             self._reload_lock.release()
 
     def _reload(self, command: ReloadConfigCommand) -> dict[str, Any]:
-        candidate = requested_config(command, self.overrides)
+        candidate = requested_config(command, self.overrides, allowed_dirs=self.options.reload_dirs)
         check_swappable(self.config, candidate)
         if candidate == self.config:
             return {"changed": False}
-        running = self.inference.inspector
+        running = self.lane.inspector
         model_reloaded = needs_model_load(running.config, candidate)
         new = build_candidate(running, candidate)
 
         def trial_and_swap() -> None:
             # On the inference thread, between frames: the model is never used by two threads.
             # The current frame shows what the line looks like; a new source may not, so then a blank one.
-            last = self.inference.last
+            last = self.lane.last
             usable = last is not None and candidate.source == self.config.source
             frame = last.frame if last is not None and usable else _blank_frame(trial_frame_size(new))
             try:
@@ -377,9 +533,11 @@ class EdgeService:
                     f"{type(error).__name__}: {error}",
                     "reload-config",
                 ) from None
-            self.inference.inspector = new
+            self.lane.inspector = new
 
         try:
+            if self.inference is None:
+                raise RuntimeError("the inference worker is not running")
             self.inference.call_between_frames(trial_and_swap, self.options.reload_timeout_s)
         except TimeoutError:
             raise CommandRejected(

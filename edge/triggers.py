@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from inspector.config import SourceConfig
+from inspector.frames import Frame
 from inspector.payloads.trigger import TriggerMessage, TriggerRejected, parse_trigger
 from inspector.payloads.verdict import FrameVerdict
 
@@ -69,13 +70,17 @@ class PendingTrigger:
     received_at: datetime  # UTC; only frames captured after this instant are this part
     deadline: float  # monotonic
     frames: int
-    verdicts: list[FrameVerdict] = field(default_factory=list)
+    verdicts: list[tuple[FrameVerdict, Frame | None]] = field(default_factory=list)
     resolved: bool = False
 
 
 def worst(verdicts: list[FrameVerdict]) -> FrameVerdict:
     """NG over UNCERTAIN over OK; among equals the more confident one."""
-    return max(verdicts, key=lambda v: (_RANK[v.verdict], v.confidence))
+    return max(verdicts, key=_severity)
+
+
+def _severity(verdict: FrameVerdict) -> tuple[int, float]:
+    return _RANK[verdict.verdict], verdict.confidence
 
 
 UnservedVerdict = Callable[[PendingTrigger, str], FrameVerdict]
@@ -90,7 +95,7 @@ class TriggerBook:
         settings: TriggerSettings,
         *,
         unserved: UnservedVerdict,
-        emit: Callable[[FrameVerdict], None],
+        emit: Callable[[FrameVerdict, Frame | None], None],
         problem: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -103,6 +108,7 @@ class TriggerBook:
         self._pending: deque[PendingTrigger] = deque()
         self._seen: OrderedDict[str, float] = OrderedDict()  # part id -> monotonic time first seen
         self._highest_sequence: int | None = None
+        self.doorbell: threading.Event | None = None  # set when a part starts waiting (wakes inference)
         self.counts: dict[str, int] = {
             "accepted": 0, "served": 0, "timed_out": 0, "backlog_full": 0, "out_of_order": 0,
             "stale": 0, "duplicate": 0, "malformed": 0, "late_results_discarded": 0,
@@ -150,7 +156,9 @@ class TriggerBook:
             elif message.at is not None and (arrived - message.at).total_seconds() > self.settings.timeout_s:
                 self.counts["stale"] += 1
                 late = (arrived - message.at).total_seconds()
-                refusal = f"stale trigger: delivered {late:.1f} s after it was sent (limit {self.settings.timeout_s:g} s)"
+                refusal = (
+                    f"stale trigger: delivered {late:.1f} s after it was sent (limit {self.settings.timeout_s:g} s)"
+                )
             elif len(self._pending) >= self.settings.backlog:
                 self.counts["backlog_full"] += 1
                 refusal = f"trigger backlog full ({len(self._pending)} parts waiting for a frame)"
@@ -159,6 +167,8 @@ class TriggerBook:
                     self._highest_sequence = message.sequence
                 self._pending.append(pending)
                 self.counts["accepted"] += 1
+                if self.doorbell is not None:
+                    self.doorbell.set()
                 return "accepted"
             pending.resolved = True
         self._answer_unserved(pending, refusal)
@@ -176,20 +186,20 @@ class TriggerBook:
         with self._lock:
             return len(self._pending)
 
-    def record(self, trigger: PendingTrigger, verdict: FrameVerdict) -> bool:
+    def record(self, trigger: PendingTrigger, verdict: FrameVerdict, frame: Frame | None = None) -> bool:
         """One frame's verdict for ``trigger``; True once the part is decided (and its verdict emitted)."""
         with self._lock:
             if trigger.resolved:  # timed out meanwhile: it already has its UNCERTAIN verdict
                 self.counts["late_results_discarded"] += 1
                 return True
-            trigger.verdicts.append(verdict)
+            trigger.verdicts.append((verdict, frame))
             if len(trigger.verdicts) < trigger.frames:
                 return False
             trigger.resolved = True
             self._remove(trigger)
             self.counts["served"] += 1
-            final = worst(trigger.verdicts)
-        self._emit(final)
+            final, final_frame = max(trigger.verdicts, key=lambda pair: _severity(pair[0]))
+        self._emit(final, final_frame)
         return True
 
     def expire(self) -> int:
@@ -209,11 +219,22 @@ class TriggerBook:
             self._answer_unserved(trigger, reason + (f": {problem}" if problem else ""))
         return len(expired)
 
+    def expire_all(self, reason: str) -> int:
+        """Answer every waiting part with UNCERTAIN now (shutdown); returns how many."""
+        with self._lock:
+            left = list(self._pending)
+            self._pending.clear()
+            for trigger in left:
+                trigger.resolved = True
+        for trigger in left:
+            self._answer_unserved(trigger, reason)
+        return len(left)
+
     # -- internals -----------------------------------------------------------------------------
 
     def _answer_unserved(self, trigger: PendingTrigger, reason: str) -> None:
         log.warning("part %s: UNCERTAIN, %s", trigger.part_id, reason)
-        self._emit(self._unserved(trigger, reason))
+        self._emit(self._unserved(trigger, reason), None)
 
     def _remove(self, trigger: PendingTrigger) -> None:
         try:

@@ -6,15 +6,19 @@
   the frame queue keeps only the freshest frames (the oldest is dropped and counted), so
   inspection always looks at what the line shows *now*. File sources block instead: every
   frame is inspected.
-- Inference owns the model. Anything that must not race with it (a config reload, a trial
-  inspection) runs on its thread between two frames (``call_between_frames``). A frame
-  whose inspection raises gets an UNCERTAIN verdict carrying the error; the loop goes on.
+- Inference owns the model. It serves one ``Lane`` per station (one process may serve
+  several cameras with one model) and batches the tiles of all lanes' frames together.
+  Anything that must not race with it (a config reload, a trial inspection) runs on its
+  thread between two rounds (``call_between_frames``). A frame whose inspection raises
+  gets an UNCERTAIN verdict carrying the error; the loop goes on. In triggered mode a
+  lane judges only frames taken after a part's trigger (edge/triggers.py).
 - Publish hands verdicts to the sinks; it never drops one, so inference waits when it is
   full (and a live source drops frames instead). On stop it drains what is queued.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -22,16 +26,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+
+from edge.triggers import PendingTrigger, TriggerBook
+from inspector.classify import StageTimes
 from inspector.config import ReconnectConfig
 from inspector.errors import InspectorError
 from inspector.frames import Frame
-from inspector.pipeline import Inspector
+from inspector.payloads.verdict import FrameVerdict
+from inspector.pipeline import Inspector, PreparedFrame
 from inspector.sinks.base import Sink
 from inspector.sources import FrameSource, SourceStats, backoff_delays
-from inspector.payloads.verdict import FrameVerdict
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,7 @@ class BoundedQueue(Generic[T]):
         self._cond = threading.Condition()
         self.dropped = 0
         self.high_water = 0
+        self.doorbell: threading.Event | None = None  # set on every put (the inference worker waits on it)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -96,6 +105,8 @@ class BoundedQueue(Generic[T]):
         self._items.append(item)
         self.high_water = max(self.high_water, len(self._items))
         self._cond.notify_all()
+        if self.doorbell is not None:
+            self.doorbell.set()
 
 
 SourceOpener = Callable[[], FrameSource]
@@ -261,45 +272,116 @@ class Inspected:
     verdict: FrameVerdict
 
 
-class InferenceWorker(threading.Thread):
-    """Frame queue -> inspector -> verdict queue, one frame at a time; jobs run between frames."""
+@dataclass(frozen=True)
+class Outgoing:
+    """A verdict on its way to the sinks, with its frame when it has one (the live page draws it)."""
 
-    def __init__(
-        self,
-        inspector: Inspector,
-        frames: BoundedQueue[Frame],
-        verdicts: BoundedQueue[FrameVerdict],
-        *,
-        publisher_alive: Callable[[], bool],
-        observe_latency: Callable[[float], None] = lambda ms: None,
-    ) -> None:
+    verdict: FrameVerdict
+    frame: Frame | None = None
+
+
+def _same(frame: Frame, verdict: FrameVerdict) -> FrameVerdict:
+    return verdict
+
+
+@dataclass(eq=False)
+class Lane:
+    """One station's path through the inference worker: its frames in, its verdicts out.
+
+    Without ``triggers`` every frame is judged (free-running). With them, only frames captured
+    after the oldest waiting trigger are, carrying its part id; the others are passed over.
+    ``finish`` runs on each verdict before it is queued (evidence pictures).
+    """
+
+    name: str
+    inspector: Inspector
+    frames: BoundedQueue[Frame]
+    verdicts: BoundedQueue[Outgoing]
+    publisher_alive: Callable[[], bool]
+    observe_latency: Callable[[float], None] = lambda ms: None
+    triggers: TriggerBook | None = None
+    finish: Callable[[Frame, FrameVerdict], FrameVerdict] = _same
+    paused: threading.Event = field(default_factory=threading.Event)
+    last: Inspected | None = None
+    inspected: int = 0
+    errors: int = 0
+    lost: int = 0  # verdicts that could not be queued because the publisher was gone
+    passed_over: int = 0  # triggered mode: frames no part was waiting for
+
+    def emit(self, verdict: FrameVerdict, frame: Frame | None = None) -> None:
+        """Queue a verdict for the publisher; never drops one unless the publisher is gone for good."""
+        if not self.verdicts.put_wait(Outgoing(verdict, frame), self.publisher_alive):
+            self.lost += 1
+            log.error("%s: publisher stopped; verdict %s not published", self.name, verdict.message_id)
+
+    def next_frame(self) -> tuple[Frame, PendingTrigger | None] | None:
+        """The next frame to judge (and the part it is for), or None."""
+        if self.triggers is None:
+            frame = self.frames.get(0)
+            return None if frame is None else (frame, None)
+        trigger = self.triggers.current()
+        if trigger is None:
+            self.passed_over += self.frames.clear()
+            return None
+        while (frame := self.frames.get(0)) is not None:
+            if frame.captured_at > trigger.received_at:  # taken after the trigger: this part
+                return dataclasses.replace(frame, part_id=trigger.part_id), trigger
+            self.passed_over += 1
+        return None
+
+
+@dataclass
+class _Work:
+    lane: Lane
+    frame: Frame
+    trigger: PendingTrigger | None
+    prepared: PreparedFrame | None = None
+
+
+class InferenceWorker(threading.Thread):
+    """Frames of every lane -> the model -> verdicts; jobs run between rounds.
+
+    Each round takes at most one frame per lane (the freshest, for live sources), so a dead or
+    slow camera never holds the others up, and classifies the tiles of all of them together:
+    lanes whose inspectors share a backend, a prompt and a tile size go through the model as
+    one batch (``model.batch_size`` tiles per call). The timings of a batched frame are its
+    batch's.
+    """
+
+    def __init__(self, lanes: Lane | Sequence[Lane]) -> None:
         super().__init__(name="inference", daemon=True)
-        self.inspector = inspector
-        self._frames = frames
-        self._verdicts = verdicts
-        self._publisher_alive = publisher_alive
-        self._observe_latency = observe_latency
+        self.lanes: list[Lane] = [lanes] if isinstance(lanes, Lane) else list(lanes)
+        self.doorbell = threading.Event()  # rung by the lanes' queues and trigger books
+        for lane in self.lanes:
+            lane.frames.doorbell = self.doorbell
+            if lane.triggers is not None:
+                lane.triggers.doorbell = self.doorbell
         self._stop_event = threading.Event()
         self._jobs: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self._drain = False
-        self.paused = threading.Event()
-        self.busy_since: float | None = None  # monotonic start of the frame being inspected
-        self.last: Inspected | None = None
-        self.inspected = 0
-        self.errors = 0
-        self.lost = 0  # verdicts that could not be queued because the publisher was gone
+        self.busy_since: float | None = None  # monotonic start of the round being inspected
+        self.rounds = 0
+
+    @property
+    def lane(self) -> Lane:
+        """The only lane (single-station services)."""
+        if len(self.lanes) != 1:
+            raise ValueError(f"this worker has {len(self.lanes)} lanes")
+        return self.lanes[0]
 
     def stop(self, *, drain: bool = False) -> None:
-        """Finish the frame in flight (with ``drain``: every queued frame, even when paused), then exit."""
+        """Finish the round in flight (with ``drain``: every queued frame, even when paused), then exit."""
         self._drain = drain
         self._stop_event.set()
+        self.doorbell.set()
 
     def call_between_frames(self, job: Callable[[], T], timeout_s: float | None = None) -> T:
-        """Run ``job`` on the inference thread before the next frame; its result or its exception."""
+        """Run ``job`` on the inference thread before the next round; its result or its exception."""
         future: Future[T] = Future()
         if not self.is_alive():
             raise RuntimeError("the inference worker is not running")
         self._jobs.put((job, future))
+        self.doorbell.set()
         try:
             return future.result(timeout_s)
         except TimeoutError:
@@ -311,51 +393,96 @@ class InferenceWorker(threading.Thread):
         try:
             while not self._stop_event.is_set():
                 self._run_jobs()
-                if self.paused.is_set():
-                    self._stop_event.wait(_POLL_S)
-                    continue
-                frame = self._frames.get(_POLL_S)
-                if frame is not None:
-                    self._handle(frame)
-            while self._drain and (frame := self._frames.get(0)) is not None:
-                self._handle(frame)
+                self.doorbell.clear()  # before looking: a frame queued from now on rings again
+                work = self._collect()
+                if work:
+                    self._round(work)
+                else:
+                    self.doorbell.wait(_POLL_S)
+            while self._drain and (work := self._collect(include_paused=True, free_running_only=True)):
+                self._round(work)
         finally:
             self._fail_pending_jobs()
 
     def stalled_s(self) -> float:
-        """How long the frame in flight has been inspected so far (0 when idle)."""
+        """How long the round in flight has been inspected so far (0 when idle)."""
         since = self.busy_since
         return 0.0 if since is None else time.monotonic() - since
 
-    def _handle(self, frame: Frame) -> None:
+    # -- one round -----------------------------------------------------------------------------
+
+    def _collect(self, *, include_paused: bool = False, free_running_only: bool = False) -> list[_Work]:
+        work = []
+        for lane in self.lanes:
+            if (lane.paused.is_set() and not include_paused) or (free_running_only and lane.triggers is not None):
+                continue
+            item = lane.next_frame()
+            if item is not None:
+                work.append(_Work(lane, *item))
+        return work
+
+    def _round(self, work: list[_Work]) -> None:
         self.busy_since = time.monotonic()
         try:
-            self._inspect(frame)
+            groups: dict[tuple[Any, ...], list[_Work]] = {}
+            for item in work:
+                try:
+                    item.prepared = item.lane.inspector.prepare(item.frame)
+                except Exception as error:  # noqa: BLE001 - one bad frame must not stop the line
+                    self._failed(item, error)
+                    continue
+                groups.setdefault(_batch_key(item.lane.inspector, item.prepared), []).append(item)
+            for items in groups.values():
+                self._classify(items)
+            self.rounds += 1
         finally:
             self.busy_since = None
 
-    def _inspect(self, frame: Frame) -> None:
-        began = time.perf_counter()
+    def _classify(self, items: list[_Work]) -> None:
+        classifier = items[0].lane.inspector.classifier
+        prepared = [item.prepared for item in items if item.prepared is not None]
+        pixel_values = (
+            prepared[0].pixel_values if len(prepared) == 1 else np.concatenate([p.pixel_values for p in prepared])
+        )
+        times = StageTimes()
         try:
-            verdict = self.inspector.inspect(frame)
-        except Exception as error:  # noqa: BLE001 - one bad frame must not stop the line
-            self.errors += 1
-            log.error(
-                "frame %d of %s could not be inspected: %s: %s",
-                frame.index,
-                frame.source_id,
-                type(error).__name__,
-                error,
-                exc_info=log.isEnabledFor(logging.DEBUG),
-            )
-            verdict = self.inspector.error_verdict(frame, error)
-        self._observe_latency((time.perf_counter() - began) * 1000)
-        self.inspected += 1
-        self.last = Inspected(frame, verdict)
-        # Never drop a verdict: wait for the publisher, unless it is gone for good.
-        if not self._verdicts.put_wait(verdict, self._publisher_alive):
-            self.lost += 1
-            log.error("publisher stopped; verdict %s for frame %d not published", verdict.message_id, frame.index)
+            results = classifier.classify(pixel_values, prepared[0].grid, times)
+        except Exception as error:  # noqa: BLE001 - the batch's frames get UNCERTAIN, the line goes on
+            for item in items:
+                self._failed(item, error)
+            return
+        start = 0
+        for item, ready in zip(items, prepared):
+            count = len(ready.tiles)
+            try:
+                verdict = item.lane.inspector.conclude(ready, results[start : start + count], times)
+            except Exception as error:  # noqa: BLE001
+                self._failed(item, error)
+            else:
+                self._deliver(item, verdict)
+            start += count
+
+    def _failed(self, item: _Work, error: BaseException) -> None:
+        item.lane.errors += 1
+        log.error(
+            "%s: frame %d of %s could not be inspected: %s: %s", item.lane.name, item.frame.index,
+            item.frame.source_id, type(error).__name__, error, exc_info=log.isEnabledFor(logging.DEBUG),
+        )  # fmt: skip
+        self._deliver(item, item.lane.inspector.error_verdict(item.frame, error))
+
+    def _deliver(self, item: _Work, verdict: FrameVerdict) -> None:
+        lane = item.lane
+        began = item.prepared.began if item.prepared is not None else time.perf_counter()
+        verdict = lane.finish(item.frame, verdict)
+        lane.observe_latency((time.perf_counter() - began) * 1000)
+        lane.inspected += 1
+        lane.last = Inspected(item.frame, verdict)
+        if item.trigger is None or lane.triggers is None:
+            lane.emit(verdict, item.frame)
+        else:
+            lane.triggers.record(item.trigger, verdict, item.frame)
+
+    # -- jobs ----------------------------------------------------------------------------------
 
     def _run_jobs(self) -> None:
         while True:
@@ -380,13 +507,36 @@ class InferenceWorker(threading.Thread):
                 future.set_exception(RuntimeError("the service is shutting down"))
 
 
-class PublishWorker(threading.Thread):
-    """Verdict queue -> every sink. A failing sink is logged and counted; the others still get it."""
+def _batch_key(inspector: Inspector, prepared: PreparedFrame) -> tuple[Any, ...]:
+    """Frames whose tiles may share a model call: same backend, same prompt, same tile grid."""
+    classifier = inspector.classifier
+    return (
+        id(inspector.backend),
+        id(classifier.tokenizer),
+        classifier.inspection.model_dump_json(),
+        classifier.reasoning,
+        classifier.batch_size,
+        prepared.grid,
+    )
 
-    def __init__(self, verdicts: BoundedQueue[FrameVerdict], sinks: Sequence[Sink]) -> None:
+
+class PublishWorker(threading.Thread):
+    """Verdict queue -> every sink. A failing sink is logged and counted; the others still get it.
+
+    ``observe`` (the live page) sees each verdict, with its frame, after the sinks have it.
+    """
+
+    def __init__(
+        self,
+        verdicts: BoundedQueue[Outgoing],
+        sinks: Sequence[Sink],
+        *,
+        observe: Callable[[Frame | None, FrameVerdict], None] | None = None,
+    ) -> None:
         super().__init__(name="publish", daemon=True)
         self._verdicts = verdicts
         self._sinks = list(sinks)
+        self._observe = observe
         self._stop_event = threading.Event()
         self.published = 0
         self.failures = 0
@@ -398,11 +548,12 @@ class PublishWorker(threading.Thread):
 
     def run(self) -> None:
         while True:
-            verdict = self._verdicts.get(_POLL_S)
-            if verdict is None:
+            item = self._verdicts.get(_POLL_S)
+            if item is None:
                 if self._stop_event.is_set():
                     return
                 continue
+            verdict = item.verdict
             for sink in self._sinks:
                 try:
                     sink.publish(verdict)
@@ -411,3 +562,8 @@ class PublishWorker(threading.Thread):
                     log.error("%s could not take verdict %s: %s", type(sink).__name__, verdict.message_id, error)
             self.published += 1
             self.by_verdict[verdict.verdict] = self.by_verdict.get(verdict.verdict, 0) + 1
+            if self._observe is not None:
+                try:
+                    self._observe(item.frame, verdict)
+                except Exception:  # noqa: BLE001 - the page is a view, never a reason to stop publishing
+                    log.exception("the live page could not take verdict %s", verdict.message_id)

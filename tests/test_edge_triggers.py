@@ -43,7 +43,13 @@ def book(clock: Clock | None = None, problem: str | None = None, **changes) -> t
 
     settings_ = TriggerSettings(**{"frames": 1, "timeout_s": 2.0, "duplicate_window_s": 60.0, "backlog": 4, **changes})
     return (
-        TriggerBook(settings_, unserved=unserved, emit=emitted.append, problem=lambda: problem, clock=clock or Clock()),
+        TriggerBook(
+            settings_,
+            unserved=unserved,
+            emit=lambda v, _frame: emitted.append(v),
+            problem=lambda: problem,
+            clock=clock or Clock(),
+        ),
         emitted,
     )
 

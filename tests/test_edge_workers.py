@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.workers import BoundedQueue, CaptureWorker, InferenceWorker, PublishWorker
+from edge.workers import BoundedQueue, CaptureWorker, InferenceWorker, Lane, PublishWorker
 from inspector.config import ReconnectConfig, parse_config
 from inspector.frames import Frame
 from inspector.sinks.jsonl import JsonlSink
@@ -119,7 +119,8 @@ def test_a_frame_that_cannot_be_inspected_gets_an_uncertain_verdict_and_the_line
     verdicts = BoundedQueue(8)
     sink = JsonlSink(tmp_path / "verdicts.jsonl")
     publisher = PublishWorker(verdicts, [sink])
-    worker = InferenceWorker(inspector, frames, verdicts, publisher_alive=publisher.is_alive)
+    lane = Lane("st", inspector, frames, verdicts, publisher.is_alive)
+    worker = InferenceWorker(lane)
     good = np.random.default_rng(0).integers(0, 255, (SIZE[1], SIZE[0], 3), dtype=np.uint8)
     for index, image in enumerate([good, np.zeros((0, 0, 3), np.uint8), good]):
         frames.put_latest(_frame(index, image))
@@ -135,15 +136,15 @@ def test_a_frame_that_cannot_be_inspected_gets_an_uncertain_verdict_and_the_line
     assert [v["source"]["frame_index"] for v in lines] == [0, 1, 2]
     assert lines[1]["verdict"] == "UNCERTAIN" and "empty" in lines[1]["error"]
     assert lines[0]["error"] is None and lines[2]["error"] is None
-    assert worker.errors == 1 and worker.inspected == 3
-    assert worker.last is not None and worker.last.frame.index == 2
+    assert lane.errors == 1 and lane.inspected == 3
+    assert lane.last is not None and lane.last.frame.index == 2
 
 
 def test_jobs_run_between_frames_even_while_paused(inspector) -> None:
     frames: BoundedQueue[Frame] = BoundedQueue(2)
     verdicts = BoundedQueue(2)
-    worker = InferenceWorker(inspector, frames, verdicts, publisher_alive=lambda: True)
-    worker.paused.set()
+    worker = InferenceWorker(Lane("st", inspector, frames, verdicts, lambda: True))
+    worker.lane.paused.set()
     worker.start()
     try:
         assert worker.call_between_frames(threading.current_thread, 30).name == "inference"

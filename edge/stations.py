@@ -1,0 +1,318 @@
+"""Several cameras on one box: one ``inspector-edge`` process, one model, one station per camera.
+
+A multi-station file has a ``stations:`` mapping instead of one station's sections::
+
+    edge: {metrics_port: 9108, live_port: 9109}     # the process's settings, shared
+    common:                                          # merged under every station (deeply)
+      model: {path: /models/qwen3-vl-4b, batch_size: 8}
+      inspection: {...}
+      sinks: {mqtt: {host: broker.local}}
+    stations:
+      press-1: {source: {uri: rtsp://cam1/stream}, sinks: {mqtt: {outbox: /var/lib/li/press-1.sqlite}}}
+      press-2: {source: {uri: rtsp://cam2/stream}, sinks: {mqtt: {outbox: /var/lib/li/press-2.sqlite}}}
+
+Each station is a whole station config (validated as one, errors name ``stations.<name>``), with
+its own topics, status, outbox, commands, triggers, evidence and live-page panel; its
+``station.station`` defaults to its key. Every station must name the same ``model``: the
+process loads it once, and one inference worker (edge/workers.py) takes the freshest frame of
+each camera per round and sends their tiles through the model as one batch. A camera that is
+dead or slow only has no frame in a round; the others are judged without waiting for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge.sdnotify import SystemdNotifier
+from edge.supervisor import EdgeService
+from edge.workers import InferenceWorker
+from inspector.config import EdgeConfig, StationFile, format_validation_error, parse_config
+from inspector.errors import ConfigError, InspectorError
+
+log = logging.getLogger(__name__)
+
+MAX_STATIONS = 16
+
+
+class _StationsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    edge: EdgeConfig = EdgeConfig()
+    common: dict[str, Any] = Field(default_factory=dict, description="sections merged under every station")
+    stations: dict[str, dict[str, Any]] = Field(min_length=1, max_length=MAX_STATIONS)
+
+
+def is_multi_station(path: Path) -> bool:
+    """True for a file with a top-level ``stations:`` mapping (cheap: no validation)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False  # load_config reports it properly
+    return isinstance(data, dict) and "stations" in data
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))  # each station gets its own copy of the common sections
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_stations(path: Path) -> tuple[EdgeConfig, dict[str, StationFile]]:
+    """The process's edge settings and each station's validated config; ``ConfigError`` names the station."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    try:
+        top = _StationsFile.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(str(path), error), "see configs/multi-station.yaml") from None
+    stations: dict[str, StationFile] = {}
+    for name, section in top.stations.items():
+        where = f"{path}: stations.{name}"
+        if not isinstance(section, dict):
+            raise ConfigError(f"{where}: must be a mapping of station sections")
+        if "edge" in section or "edge" in top.common:
+            raise ConfigError(f"{where}: 'edge' belongs at the top level (one service serves every station)")
+        merged = _merge(top.common, section)
+        merged.setdefault("station", {}).setdefault("station", name)
+        stations[name] = parse_config(merged, where)
+    _check_together(path, stations)
+    return top.edge, stations
+
+
+def _check_together(path: Path, stations: Mapping[str, StationFile]) -> None:
+    first_name, first = next(iter(stations.items()))
+    seen_topics: dict[tuple[str, ...], str] = {}
+    seen_files: dict[Path, str] = {}
+    for name, config in stations.items():
+        if config.model != first.model:
+            raise ConfigError(
+                f"{path}: stations.{name}.model differs from stations.{first_name}.model",
+                "one process loads one model for every camera; run another inspector-edge for another model",
+            )
+        s = config.station
+        identity = (s.site, s.area, s.line, s.station)
+        if identity in seen_topics:
+            raise ConfigError(
+                f"{path}: stations.{name} and stations.{seen_topics[identity]} have the same site/area/line/station",
+                "each station needs its own topics: give them different station names",
+            )
+        seen_topics[identity] = name
+        files = [config.sinks.jsonl.path if config.sinks.jsonl else None,
+                 config.sinks.mqtt.outbox if config.sinks.mqtt else None]  # fmt: skip
+        for file in filter(None, files):
+            key = file.resolve()
+            if key in seen_files:
+                raise ConfigError(
+                    f"{path}: stations.{name} and stations.{seen_files[key]} write the same file {file}",
+                    "give each station its own sinks.jsonl.path and sinks.mqtt.outbox",
+                )
+            seen_files[key] = name
+
+
+class StationsCollector(Collector):
+    """Every station's metrics in one ``/metrics``, each sample labelled ``station``; process figures once."""
+
+    def __init__(self, registries: Mapping[str, CollectorRegistry]) -> None:
+        self._registries = dict(registries)
+
+    def collect(self) -> Iterable[Metric]:
+        merged: dict[str, Metric] = {}
+        for index, (station, registry) in enumerate(self._registries.items()):
+            for family in registry.collect():
+                per_process = family.name.startswith(("process_", "python_"))
+                if per_process and index > 0:
+                    continue
+                out = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                for sample in family.samples:
+                    labels = sample.labels if per_process else {**sample.labels, "station": station}
+                    out.add_sample(sample.name, labels, sample.value, sample.timestamp, sample.exemplar)
+        return list(merged.values())
+
+
+class MultiStationService:
+    """Several ``EdgeService`` stations around one shared inference worker, supervised as one process."""
+
+    def __init__(
+        self,
+        services: list[EdgeService],
+        *,
+        notifier: SystemdNotifier,
+        stop_event: threading.Event | None = None,
+        tick_s: float = 0.25,
+    ) -> None:
+        if not services:
+            raise ValueError("no station to serve")
+        self.services = services
+        self.notifier = notifier
+        self.stop_event = stop_event or threading.Event()
+        self.tick_s = tick_s
+        self.inference = InferenceWorker([service.lane for service in services])
+        for service in services:
+            service.attach_inference(self.inference)
+
+    def start(self) -> None:
+        self.inference.start()
+        for service in self.services:
+            service.start()
+
+    def healthz(self) -> tuple[bool, dict[str, Any]]:
+        bodies = {service.name: service.healthz() for service in self.services}
+        serving = all(ok for ok, _ in bodies.values())
+        return serving, {"stations": {name: body for name, (_, body) in bodies.items()}}
+
+    def run(self) -> int:
+        """Supervise every station until stopped; 0 after a clean stop, 1 when a worker died."""
+        self.start()
+        self.notifier.ready(f"inspecting {len(self.services)} stations")
+        log.info("inspecting %d stations with one model: %s", len(self.services),
+                 ", ".join(s.name for s in self.services))  # fmt: skip
+        exit_code = 0
+        drain = False
+        while not self.stop_event.wait(self.tick_s):
+            dead = [f"{s.name}/{w}" for s in self.services for w in s.dead_workers()]
+            if dead:
+                log.error("worker(s) %s stopped unexpectedly; shutting down for a restart", ", ".join(dead))
+                exit_code = 1
+                break
+            if not any(s._stalled() for s in self.services):  # noqa: SLF001 - one watchdog for all stations
+                self.notifier.watchdog()
+            for service in self.services:
+                service.tick()
+            if all(s.capture.finished.is_set() for s in self.services):
+                log.info("every source has ended; finishing the queued frames")
+                drain = True
+                break
+        self.shutdown(drain_frames=drain)
+        return exit_code
+
+    def shutdown(self, *, drain_frames: bool = False) -> None:
+        for service in self.services:
+            service.stop_capture()
+        self.inference.stop(drain=drain_frames)
+        self.inference.join()
+        for service in self.services:
+            service.finish_shutdown()
+
+
+def serve_stations(args: argparse.Namespace, stop: threading.Event, received: list[str]) -> int:
+    """``inspector-edge --config stations.yaml``: every station in the file, one model."""
+    from edge.metrics import EdgeMetrics, HealthServer
+    from edge.reload import build_candidate, trial_frame_size
+    from edge.service import edge_settings
+    from edge.supervisor import service_options, source_opener, start_live_page
+    from inspector.mqtt import check_connection
+    from inspector.pipeline import warm_up
+    from inspector.runtime import Overrides, build_sinks, load_inspector, mqtt_settings
+
+    if args.source is not None or args.publish is not None:
+        raise ConfigError(
+            "--source and --publish name one camera and one broker; a multi-station file sets them per station",
+            "set source.uri (and sinks.mqtt) in each station's section, or in common:",
+        )
+    edge, configs = load_stations(args.config)
+    overrides = Overrides(model=args.model, backend=args.backend, onnx_dir=getattr(args, "onnx_dir", None),
+                          device=getattr(args, "device", None), loop=args.loop, pace=args.pace)  # fmt: skip
+    configs = {name: overrides.apply(config) for name, config in configs.items()}
+    settings = edge_settings(next(iter(configs.values())).model_copy(update={"edge": edge}), args)
+    notifier = SystemdNotifier()
+    with ExitStack() as stack:
+        stack.callback(notifier.close)
+        sources = {}
+        for name, config in configs.items():
+            sources[name] = source_opener(config.source)()  # a missing file fails here, before the model loads
+            stack.callback(sources[name].close)
+        for config in configs.values():
+            mqtt_config = config.sinks.mqtt
+            if mqtt_config is not None:
+                try:
+                    check_connection(mqtt_config)
+                except InspectorError as error:
+                    if not getattr(error, "transient", False):
+                        raise
+                    log.warning("MQTT broker not reachable yet; verdicts wait in the outbox: %s", error.problem)
+        if stop.is_set():
+            return 0
+        notifier.status("loading model")
+        first = load_inspector(next(iter(configs.values())))
+        warm_up(first, trial_frame_size(first))
+        services: list[EdgeService] = []
+        metrics: dict[str, CollectorRegistry] = {}
+        for index, (name, config) in enumerate(configs.items()):
+            try:  # the one model, each station's own prompt, tiling and thresholds
+                inspector = first if index == 0 else build_candidate(first, config)
+            except Exception as error:  # noqa: BLE001 - CommandRejected from the shared builder
+                raise InspectorError(f"stations.{name}: {error}") from None
+            mqtt_config = mqtt_settings(config, None, from_config=True)
+            jsonl = config.sinks.jsonl.path if config.sinks.jsonl is not None else None
+            station_sinks = build_sinks(config, inspector, jsonl=jsonl, mqtt=mqtt_config)
+            station_metrics = EdgeMetrics()
+            metrics[name] = station_metrics.registry
+            services.append(
+                EdgeService(
+                    config,
+                    inspector,
+                    sources[name],
+                    sinks=station_sinks.sinks,
+                    mqtt=station_sinks.mqtt,
+                    metrics=station_metrics,
+                    notifier=SystemdNotifier(""),
+                    stop_event=stop,
+                    options=service_options(settings, args.config),
+                    overrides=overrides,
+                    evidence=_station_evidence(settings, name),
+                    mqtt_config=mqtt_config,
+                    shared_inference=True,
+                )  # fmt: skip
+            )
+        runner = MultiStationService(services, notifier=notifier, stop_event=stop)
+        if settings.metrics_port:
+            registry = CollectorRegistry()
+            registry.register(StationsCollector(metrics))
+            try:
+                server = HealthServer(settings.metrics_host, settings.metrics_port, registry, runner.healthz)
+            except OSError as error:
+                raise InspectorError(
+                    f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
+                    f"{error.strerror or error}",
+                    "pick a free port with --metrics-port (0 turns the HTTP server off)",
+                ) from None
+            stack.callback(server.close)
+        live = start_live_page(settings, {s.name: s.live_station() for s in services})
+        if live is not None:
+            stack.callback(live.close)
+        began = time.monotonic()
+        code = runner.run()
+        log.info("served %d stations for %.0f s", len(services), time.monotonic() - began)
+        if received:
+            log.info("stopped by %s", received[0])
+        return code
+
+
+def _station_evidence(settings: EdgeConfig, name: str) -> Any:
+    """Each station's pictures in its own folder under ``edge.evidence.dir`` (retention per station)."""
+    evidence = settings.evidence
+    return evidence.model_copy(update={"dir": evidence.dir / name})

@@ -1,0 +1,151 @@
+"""Several cameras on one box (edge/stations.py): the multi-station file, and 4 stations on one model in one process."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from edge_station import ROOT, Subscriber, build_service, config_for, station_data
+
+from edge.reload import build_candidate
+from edge.sdnotify import SystemdNotifier
+from edge.stations import MultiStationService, StationsCollector, is_multi_station, load_stations
+from inspector.errors import ConfigError
+
+from mosquitto import Mosquitto
+from streams import MjpegCamera, poll
+
+WAIT_S = 90.0
+COMMON = {
+    "model": {"path": "models/tiny", "batch_size": 4},
+    "tiling": {"tile": 256, "overlap": 0.0, "global_view": False},
+    "inspection": {"product": "a surface", "defects": {"scratch": {"description": "a line"}}},
+}
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "stations.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_each_station_gets_the_common_sections_and_its_own(tmp_path: Path) -> None:
+    path = write(tmp_path, {
+        "edge": {"metrics_port": 0},
+        "common": COMMON,
+        "stations": {
+            "press-1": {"source": {"uri": "rtsp://cam1/s"}},
+            "press-2": {"source": {"uri": "rtsp://cam2/s"}, "inspection": {"uncertain_band": 0.05}},
+        },
+    })  # fmt: skip
+    assert is_multi_station(path)
+    edge, stations = load_stations(path)
+    assert edge.metrics_port == 0 and list(stations) == ["press-1", "press-2"]
+    assert stations["press-2"].station.station == "press-2" and stations["press-2"].source.uri == "rtsp://cam2/s"
+    assert stations["press-2"].inspection.uncertain_band == 0.05
+    assert stations["press-2"].inspection.product == "a surface"  # merged deeply, not replaced
+
+
+@pytest.mark.parametrize(
+    ("stations", "message"),
+    [
+        ({"a": {"model": {"path": "models/other"}}, "b": {}}, "stations.b.model differs from stations.a.model"),
+        ({"a": {"station": {"station": "x"}}, "b": {"station": {"station": "x"}}}, "the same site/area/line/station"),
+        ({"a": {"edge": {"heartbeat_s": 1}}}, "'edge' belongs at the top level"),
+        ({"a": {"tiling": {"tile": 100}}}, "stations.a: invalid configuration"),
+        (
+            {"a": {"sinks": {"jsonl": {"path": "v.jsonl"}}}, "b": {"sinks": {"jsonl": {"path": "v.jsonl"}}}},
+            "write the same file",
+        ),
+    ],
+)
+def test_a_bad_multi_station_file_names_the_station(tmp_path: Path, stations: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_stations(write(tmp_path, {"common": COMMON, "stations": stations}))
+
+
+def test_the_example_multi_station_config_is_valid() -> None:
+    edge, stations = load_stations(Path(__file__).resolve().parents[1] / "configs" / "multi-station.yaml")
+    assert len(stations) == 4 and len({s.station.station for s in stations.values()}) == 4
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    with Mosquitto(tmp_path / "broker") as running:
+        yield running
+
+
+def retained_status(port: int, station: str) -> dict:
+    got: list[dict] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_connect = lambda c, *_: c.subscribe(f"{ROOT}/s/a/l1/{station}/status")
+    client.on_message = lambda _c, _u, m: got.append(json.loads(m.payload))
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    poll(lambda: got, 10)
+    client.loop_stop()
+    client.disconnect()
+    return got[-1] if got else {}
+
+
+def test_four_stations_one_model_and_a_dead_camera_stalls_no_other(
+    broker: Mosquitto, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from inspector.pipeline import build_inspector
+
+    rng = np.random.default_rng(3)
+    cameras = [MjpegCamera(rng.integers(0, 255, (192, 256, 3), dtype=np.uint8), period_s=0.05) for _ in range(4)]
+    names = [f"cam{i}" for i in range(4)]
+    configs = [config_for(station_data(tiny_model_dir, c.url, name=n)) for c, n in zip(cameras, names)]
+    first = build_inspector(configs[0])
+    inspectors = [first] + [build_candidate(first, c) for c in configs[1:]]
+    assert all(i.backend is first.backend for i in inspectors)  # one model instance
+    services = [build_service(c, i, broker.port, tmp_path, shared_inference=True) for c, i in zip(configs, inspectors)]
+    runner = MultiStationService(services, notifier=SystemdNotifier(""), tick_s=0.05)
+    subscriber = Subscriber(broker.port)
+    code: list[int] = []
+    thread = threading.Thread(target=lambda: code.append(runner.run()), daemon=True)
+    thread.start()
+    try:
+
+        def counts() -> dict[str, int]:
+            return {n: len(subscriber.json("verdict", n)) for n in names}
+
+        assert poll(lambda: all(v >= 2 for v in counts().values()), WAIT_S), f"not every station publishes: {counts()}"
+        cameras[2].stop()  # this camera dies
+        assert poll(lambda: not services[2].capture.healthy, WAIT_S), "the dead camera is not noticed"
+        before = counts()
+        alive = [n for n in names if n != "cam2"]
+        assert poll(lambda: all(counts()[n] >= before[n] + 3 for n in alive), WAIT_S), (
+            f"the other stations stalled: before {before}, now {counts()}"
+        )
+        assert poll(lambda: retained_status(broker.port, "cam2").get("state") == "degraded", WAIT_S)
+        assert retained_status(broker.port, "cam0").get("state") == "online"
+        # Tiles of several cameras went through the model together.
+        inspected = sum(s.lane.inspected for s in services)
+        assert runner.inference.rounds < inspected
+        verdicts = subscriber.json("verdict", "cam1")
+        assert {v["station"]["station"] for v in verdicts} == {"cam1"}  # each station on its own topics
+        registry_text = _metrics_text(StationsCollector({s.name: s.metrics.registry for s in services}))
+        assert 'inspector_frames_inspected_total{station="cam3"}' in registry_text
+    finally:
+        runner.stop_event.set()
+        thread.join(60)
+        subscriber.close()
+        for camera in cameras:
+            if camera is not cameras[2]:
+                camera.stop()
+    assert code == [0]
+
+
+def _metrics_text(collector: StationsCollector) -> str:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return generate_latest(registry).decode()
