@@ -45,8 +45,10 @@ def evidence_image(frame: Frame, verdict: FrameVerdict, *, heatmap: bool = False
     classes = [c for c in verdict.tiles[0].probabilities if c != "ok"]
     if not classes:
         return drawn
-    cls = verdict.defects[0].class_name if verdict.defects else max(
-        classes, key=lambda c: max(t.probabilities.get(c, 0.0) for t in verdict.tiles or [])
+    cls = (
+        verdict.defects[0].class_name
+        if verdict.defects
+        else max(classes, key=lambda c: max(t.probabilities.get(c, 0.0) for t in verdict.tiles or []))
     )
     heat = overlay_heatmap(frame.image, probability_map(verdict, frame.size, cls))
     cv2.putText(heat, f"p({cls})", (6, heat.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
