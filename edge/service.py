@@ -24,12 +24,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from edge.reload import Overrides, trial_frame_size
+from edge.reload import trial_frame_size
 from edge.sdnotify import SystemdNotifier
-from edge.supervisor import ServiceOptions, source_opener
+from edge.supervisor import source_opener
+from inspector.backends.registry import backend_names
 from inspector.config import EdgeConfig, StationFile, format_validation_error, load_config
 from inspector.errors import ConfigError, InspectorError
-from inspector.pipeline import describe
+from inspector.runtime import Overrides
 
 log = logging.getLogger("edge")
 
@@ -44,6 +45,13 @@ service settings (heartbeat, metrics, snapshots, queue, timeouts) come from the 
 commands (MQTT v5 request/response on <topic_root>/<site>/<area>/<line>/<station>/cmd):
   {"command": "pause"} | {"command": "resume"} | {"command": "snapshot", "label": "x"}
   {"command": "reload-config", "path": "/etc/line-inspector/station.yaml"} | {..., "config": {...}}
+  (reload-config paths: the config's own folder or edge.reload_paths; edge.mqtt_commands limits the set)
+
+triggered inspection (source.trigger: mqtt): the line controller publishes {"part_id": "P-1"} on
+  <topic_root>/<site>/<area>/<line>/<station>/trigger; the verdict and reject carry the part id.
+
+live page: http://127.0.0.1:9109/ (edge.live_port); from elsewhere http://HOST:9109/#token=<token>
+  with the token in $INSPECTOR_LIVE_TOKEN (edge.live_token_env) or edge.live_token_file.
 """
 
 
@@ -60,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--source", help="camera index, rtsp:// or http:// URL, video file or image folder; overrides source.uri"
     )
     parser.add_argument("--model", help="checkpoint directory or hub id; overrides model.path")
-    parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help="overrides model.backend")
+    parser.add_argument("--backend", choices=backend_names(), help="overrides model.backend")
+    parser.add_argument(
+        "--onnx", dest="onnx_dir", help="exported graphs directory; overrides model.onnx_dir (implies onnxruntime)"
+    )
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N; overrides model.device")
     parser.add_argument(
         "--publish",
         metavar="URL",
@@ -77,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--metrics-host",
         help="address the HTTP server binds (default 127.0.0.1; 0.0.0.0 for a scraper elsewhere)",
+    )
+    parser.add_argument(
+        "--live-port", type=int, metavar="N", help="HTTP port of the live page (0: off; default 9109)"
+    )
+    parser.add_argument(
+        "--live-host", help="address the live page binds (default 127.0.0.1; elsewhere it needs the token)"
     )
     parser.add_argument(
         "--heartbeat-s",
@@ -147,26 +165,30 @@ def edge_settings(config: StationFile, args: argparse.Namespace) -> EdgeConfig:
 
 
 def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str]) -> int:
+    from edge.stations import is_multi_station, serve_stations
+
+    if is_multi_station(args.config):  # several cameras, one model (edge/stations.py)
+        return serve_stations(args, stop, received)
     # Heavy imports (torch, OpenCV, paho) only once the arguments are known to be sane.
     from edge.metrics import EdgeMetrics, HealthServer
-    from edge.supervisor import EdgeService
-    from inspector.pipeline import build_inspector, warm_up
-    from inspector.sinks.base import Sink
-    from inspector.sinks.jsonl import JsonlSink
-    from inspector.sinks.mqtt import MqttSink, check_connection, mqtt_config_from_url
+    from edge.supervisor import EdgeService, service_options, start_live_page
+    from inspector.mqtt import check_connection
+    from inspector.pipeline import warm_up
+    from inspector.runtime import build_sinks, load_inspector, mqtt_settings
 
-    overrides = Overrides(source=args.source, model=args.model, backend=args.backend, loop=args.loop, pace=args.pace)
-    try:
-        config = overrides.apply(load_config(args.config))
-    except ValueError as error:  # an override the config's other fields make invalid
-        raise InspectorError(f"command-line override rejected: {error}") from None
+    # The same overrides and station runtime as `inspector replay` (inspector/runtime.py).
+    overrides = Overrides(
+        source=args.source, model=args.model, backend=args.backend, onnx_dir=args.onnx_dir, device=args.device,
+        loop=args.loop, pace=args.pace,
+    )  # fmt: skip
+    config = overrides.apply(load_config(args.config))  # a rejected override is a ConfigError naming the field
     settings = edge_settings(config, args)
     notifier = SystemdNotifier()
     with ExitStack() as stack:
         stack.callback(notifier.close)
         source = source_opener(config.source)()  # a missing file fails here, before the model loads
         stack.callback(source.close)
-        mqtt_config = mqtt_config_from_url(args.publish, config.sinks.mqtt) if args.publish else config.sinks.mqtt
+        mqtt_config = mqtt_settings(config, args.publish, from_config=True)
         if mqtt_config is not None:
             try:  # bad credentials or TLS trust fail now; a broker that is down only warns
                 check_connection(mqtt_config)
@@ -177,8 +199,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
         if stop.is_set():
             return 0
         notifier.status("loading model")
-        log.info("loading model %s (%s)", config.model.path, config.model.backend)
-        inspector = build_inspector(config)
+        inspector = load_inspector(config)  # logs the random-weights warning
         try:
             warm_up(inspector, trial_frame_size(inspector))
         except Exception as error:  # noqa: BLE001 - a pipeline that cannot judge one frame will not judge any
@@ -186,35 +207,25 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
                 f"the pipeline cannot inspect a test frame: {type(error).__name__}: {error}",
                 "check tiling.tile against the model and the model section of the config",
             ) from None
-        if inspector.backend.info.random_weights:
-            log.warning("this is a RANDOM test model: its verdicts mean nothing about parts")
-        sinks: list[Sink] = []
-        if config.sinks.jsonl is not None:
-            sinks.append(JsonlSink(config.sinks.jsonl.path))
-        mqtt = None
-        if mqtt_config is not None:
-            mqtt = MqttSink(mqtt_config, config.station, birth=describe(inspector))
-            sinks.append(mqtt)
+        jsonl = config.sinks.jsonl.path if config.sinks.jsonl is not None else None
+        station_sinks = build_sinks(config, inspector, jsonl=jsonl, mqtt=mqtt_config)
+        sinks, mqtt = station_sinks.sinks, station_sinks.mqtt
         if not sinks:
             log.warning("no sink configured (sinks.jsonl, sinks.mqtt or --publish): verdicts go nowhere")
         metrics = EdgeMetrics()
-        options = ServiceOptions(
-            heartbeat_s=settings.heartbeat_s,
-            snapshot_dir=settings.snapshot_dir.resolve(),
-            queue_size=settings.queue_size,
-            drain_timeout_s=settings.drain_timeout_s,
-            stall_timeout_s=settings.stall_timeout_s,
-        )
         service = EdgeService(
             config, inspector, source, sinks=sinks, mqtt=mqtt, metrics=metrics, notifier=notifier,
-            options=options, overrides=overrides, stop_event=stop,
+            options=service_options(settings, args.config), overrides=overrides, stop_event=stop,
+            evidence=settings.evidence, mqtt_config=mqtt_config,
         )  # fmt: skip
+        live = start_live_page(settings, {service.name: service.live_station()})
+        if live is not None:
+            stack.callback(live.close)
         if settings.metrics_port:
             try:
                 server = HealthServer(settings.metrics_host, settings.metrics_port, metrics.registry, service.healthz)
             except OSError as error:
-                for sink in sinks:
-                    sink.close(0)
+                station_sinks.close(0)
                 raise InspectorError(
                     f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
                     f"{error.strerror or error}",

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from inspector.frames import Frame
-from inspector.sinks.base import Sink
 from inspector.payloads.verdict import FrameVerdict
+from inspector.runtime import ErrorPolicy, FailFast, FrameFailure
+from inspector.sinks.base import Sink
 
 if TYPE_CHECKING:
     from inspector.pipeline import Inspector
@@ -30,6 +31,10 @@ class ReplaySummary:
     random_weights: bool = False
     # (source id, frame index) -> verdict, kept for label metrics
     outcomes: dict[tuple[str, int], str] = field(default_factory=dict)
+    # Frames whose inspection raised (each got an UNCERTAIN verdict carrying the error).
+    failed: int = 0
+    failures: list[FrameFailure] = field(default_factory=list)
+    stopped_at: FrameFailure | None = None  # --fail-fast: the failure that ended the replay
 
     @property
     def latency_mean_ms(self) -> float:
@@ -94,10 +99,17 @@ def replay_frames(
     done: set[tuple[str, int]] | None = None,
     summary: ReplaySummary | None = None,
     on_frame: Callable[[Frame, FrameVerdict | None], None] | None = None,
+    policy: ErrorPolicy | None = None,
 ) -> ReplaySummary:
-    """Judge every frame not already in ``done`` and hand each verdict to every sink."""
+    """Judge every frame not already in ``done`` and hand each verdict to every sink.
+
+    A frame that fails is judged UNCERTAIN with its error (``policy``) and counted in the
+    summary; with ``policy.fail_fast`` its verdict is written, then the replay stops
+    (``summary.stopped_at``).
+    """
     summary = summary if summary is not None else ReplaySummary()
     summary.random_weights = inspector.backend.info.random_weights
+    policy = policy if policy is not None else ErrorPolicy()
     done = done or set()
     for frame in frames:
         if (frame.source_id, frame.index) in done:
@@ -105,13 +117,24 @@ def replay_frames(
             if on_frame:
                 on_frame(frame, None)
             continue
-        verdict = inspector.inspect(frame)
+        before = policy.count
+        try:
+            verdict = policy.judge(inspector, frame)
+        except FailFast as stop:
+            verdict, summary.stopped_at = stop.verdict, stop.failure
+        if policy.count > before and policy.last is not None:
+            summary.failed += 1
+            if len(summary.failures) < policy.keep:
+                summary.failures.append(policy.last)
         for sink in sinks:
             sink.publish(verdict)
         summary.frames += 1
         summary.verdicts[verdict.verdict] += 1
-        summary.latencies_ms.append(verdict.timings.total_ms)
+        if verdict.error is None:  # a failed frame has no inspection time to speak of
+            summary.latencies_ms.append(verdict.timings.total_ms)
         summary.outcomes[(frame.source_id, frame.index)] = verdict.verdict
         if on_frame:
             on_frame(frame, verdict)
+        if summary.stopped_at is not None:
+            break
     return summary

@@ -212,7 +212,8 @@ def test_onnx_override_switches_torch_to_onnxruntime() -> None:
     from inspector.pipeline import model_config_with
 
     config = model_config_with(parse_config(_demo()), onnx_dir="graphs")
-    assert (config.model.backend, config.model.onnx_dir, config.model.path) == ("onnxruntime", Path("graphs"), "models/tiny")
+    model = config.model
+    assert (model.backend, model.onnx_dir, model.path) == ("onnxruntime", Path("graphs"), "models/tiny")
 
 
 def test_backend_override_drops_the_other_backends_options() -> None:

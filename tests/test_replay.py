@@ -85,3 +85,54 @@ def test_missing_model_directory_names_the_fix(station, tmp_path: Path, capsys) 
     code = _replay(station, tmp_path / "r.jsonl", "--model", str(tmp_path / "no-model"))
     assert code == 2
     assert "inspector model tiny" in capsys.readouterr().err
+
+
+# -- the error policy: a frame that fails gets an UNCERTAIN verdict carrying the error -----------
+
+
+@pytest.fixture(scope="module")
+def mixed_sizes(station, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three images; the middle one is too small for the ROI, so inspecting it really raises."""
+    import cv2
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("mixed")
+    (root / "frames").mkdir()
+    rng = np.random.default_rng(0)
+    for name, (width, height) in (("1.png", (192, 128)), ("2.png", (96, 96)), ("3.png", (192, 128))):
+        cv2.imwrite(str(root / "frames" / name), rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+    config = yaml.safe_load(station["config"].read_text())
+    config["tiling"]["roi"] = {"rect": [128, 0, 192, 64]}  # right of the 96-px image
+    (root / "station.yaml").write_text(yaml.safe_dump(config))
+    return {"config": root / "station.yaml", "frames": root / "frames"}
+
+
+def _replay_mixed(mixed: dict[str, Path], out: Path, *extra: str) -> int:
+    return main(["replay", str(mixed["frames"]), "-c", str(mixed["config"]), "-o", str(out), "--no-progress", *extra])
+
+
+def test_a_failed_frame_is_uncertain_with_its_error_and_the_exit_code_says_so(mixed_sizes, tmp_path, capsys) -> None:
+    out = tmp_path / "r.jsonl"
+    assert _replay_mixed(mixed_sizes, out) == 1
+    lines = _lines(out)
+    assert [line["source"]["frame_index"] for line in lines] == [0, 1, 2]  # every frame has its verdict
+    failed = lines[1]
+    assert failed["verdict"] == "UNCERTAIN" and failed["confidence"] == 0.0
+    assert "ROI rect" in failed["error"] and "96x96" in failed["error"]
+    assert lines[0].get("error") is None and lines[2].get("error") is None
+    for line in lines:
+        jsonschema.validate(line, json_schema())
+    err = capsys.readouterr().err
+    assert "could not be inspected" in err and "frame 1" in err and "Traceback" not in err
+
+
+def test_fail_fast_writes_the_failed_frame_then_stops(mixed_sizes, tmp_path, capsys) -> None:
+    out = tmp_path / "r.jsonl"
+    assert _replay_mixed(mixed_sizes, out, "--fail-fast") == 1
+    lines = _lines(out)
+    assert [line["source"]["frame_index"] for line in lines] == [0, 1]
+    assert "ROI rect" in lines[1]["error"]
+    assert "--fail-fast" in capsys.readouterr().err
+    # Resuming without --fail-fast judges only what is left (the failed frame keeps its verdict).
+    assert _replay_mixed(mixed_sizes, out) == 0
+    assert [line["source"]["frame_index"] for line in _lines(out)] == [0, 1, 2]

@@ -11,13 +11,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from inspector.backends.registry import backend_names
 from inspector.config import load_config
 from inspector.errors import InspectorError
 from inspector.replay import LabelMetrics, ReplaySummary, label_metrics
-from inspector.sinks.base import Sink
-from inspector.sinks.jsonl import JsonlSink, read_outcomes
+from inspector.runtime import ErrorPolicy, Overrides, build_sinks, load_inspector, mqtt_settings
+from inspector.sinks.jsonl import read_outcomes
 
 log = logging.getLogger(__name__)
+
+_LISTED_FAILURES = 5  # failed frames named in the summary; every one is in the JSONL
 
 DESCRIPTION = """\
 Replay recorded footage through the inspection pipeline and write one verdict per frame.
@@ -27,6 +30,10 @@ to --out as JSON lines (schema: `inspector schema`); frames already in --out are
 so an interrupted replay resumes where it stopped. With --labels (the labels.json that
 `inspector demo-data` writes, or your own in that format) the summary adds precision and
 recall of NG against the labels.
+
+A frame that cannot be inspected (the model raised) still gets a verdict: UNCERTAIN, with
+the error in its `error` field. The summary lists such frames and the exit status is 1
+when there were any (0 otherwise, 2 for bad input); --fail-fast stops at the first one.
 """
 
 EXAMPLES = """\
@@ -34,6 +41,7 @@ examples:
   inspector replay demo/clip.mp4 --config configs/demo.yaml --out results.jsonl --labels demo/labels.json
   inspector replay 'recordings/*.mp4' --config configs/line-example.yaml --model /models/Qwen3-VL-4B-Instruct
   inspector replay demo/clip.mp4 --config configs/demo.yaml --publish mqtt://127.0.0.1:1883
+  inspector replay demo/clip.mp4 --config configs/demo.yaml --onnx exports/tiny-512 --fail-fast
 """
 
 
@@ -48,12 +56,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="video file, image folder or glob")
     parser.add_argument("--config", "-c", required=True, help="station YAML (see configs/)")
     parser.add_argument("--model", help="checkpoint directory or hub id; overrides model.path")
-    parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help="overrides model.backend")
-    parser.add_argument("--onnx", dest="onnx_dir", help="exported graphs directory; overrides model.onnx_dir")
+    parser.add_argument("--backend", choices=backend_names(), help="overrides model.backend")
+    parser.add_argument(
+        "--onnx", dest="onnx_dir", help="exported graphs directory; overrides model.onnx_dir (implies onnxruntime)"
+    )
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N; overrides model.device")
     parser.add_argument("--out", "-o", type=Path, help="JSONL output (default: sinks.jsonl.path, else results.jsonl)")
     parser.add_argument("--labels", type=Path, help="labels.json to score verdicts against")
     parser.add_argument("--publish", metavar="URL", help="also publish verdicts: mqtt://[user[:pass]@]host[:port]")
     parser.add_argument("--limit", type=int, help="stop after this many frames per source")
+    parser.add_argument("--fail-fast", action="store_true", help="stop at the first frame that cannot be inspected")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     parser.set_defaults(func=run)
 
@@ -66,42 +78,32 @@ def _output_path(args: argparse.Namespace, config) -> Path:
     return Path("results.jsonl")
 
 
-def _publisher(url: str, config, inspector) -> Sink:
-    from inspector.pipeline import describe
-    from inspector.sinks.mqtt import MqttSink, mqtt_config_from_url
-
-    return MqttSink(mqtt_config_from_url(url, config.sinks.mqtt), config.station, birth=describe(inspector))
-
-
 def run(args: argparse.Namespace) -> int:
     # The pipeline pulls in OpenCV and torch: imported here so `inspector --help` stays instant.
-    from inspector.pipeline import build_inspector, model_config_with
+    from inspector.demo_data import frame_labels
     from inspector.sources import open_source
 
     console = Console(stderr=True)
-    config = load_config(args.config)
-    config = model_config_with(config, path=args.model, backend=args.backend, onnx_dir=args.onnx_dir)
-    from inspector.demo_data import frame_labels
-
+    overrides = Overrides(model=args.model, backend=args.backend, onnx_dir=args.onnx_dir, device=args.device)
+    config = overrides.apply(load_config(args.config))
     labels = frame_labels(args.labels) if args.labels else None
     out_path = _output_path(args, config)
 
+    policy = ErrorPolicy(fail_fast=args.fail_fast)
     with ExitStack() as stack:
         # Open (and so validate) every source before the model loads: bad input fails in a second.
         sources = [stack.enter_context(open_source(uri)) for uri in args.sources]
         done = set(read_outcomes(out_path))
         console.print(f"loading model [bold]{config.model.path}[/] ({config.model.backend}) ...")
-        inspector = build_inspector(config)
-        if inspector.backend.info.random_weights:
-            console.print("[bold yellow]warning:[/] this is a RANDOM test model: its verdicts mean nothing about parts")
-        sinks: list[Sink] = [JsonlSink(out_path)]
-        if args.publish:
-            sinks.append(_publisher(args.publish, config, inspector))
-        for sink in sinks:
-            stack.callback(sink.close)
+        inspector = load_inspector(config, warn=lambda text: console.print(f"[bold yellow]warning:[/] {text}"))
+        publish = mqtt_settings(config, args.publish, from_config=False)
+        sinks = build_sinks(config, inspector, jsonl=out_path, mqtt=publish)
+        stack.callback(sinks.close)
         summary = ReplaySummary()
         for source in sources:
-            _replay_one(source, inspector, sinks, done, summary, args, console)
+            _replay_one(source, inspector, sinks.sinks, done, summary, policy, args, console)
+            if summary.stopped_at is not None:
+                break
         summary.skipped_corrupt = sum(s.stats.frames_skipped_corrupt for s in sources)
 
     _print_summary(console, summary, out_path)
@@ -109,10 +111,16 @@ def run(args: argparse.Namespace) -> int:
         outcomes = read_outcomes(out_path)
         source_id = sources[0].source_id if len(sources) == 1 else None
         _print_metrics(console, label_metrics(outcomes, labels, source_id), summary.random_weights)
+    if summary.failed:
+        console.print(
+            f"[bold red]{summary.failed} frame(s) could not be inspected[/] (UNCERTAIN verdicts carrying the error"
+            + ("; stopped at the first, --fail-fast)" if summary.stopped_at else ")")
+        )
+        return 1
     return 0
 
 
-def _replay_one(source, inspector, sinks, done, summary: ReplaySummary, args, console: Console) -> None:
+def _replay_one(source, inspector, sinks, done, summary: ReplaySummary, policy, args, console: Console) -> None:
     from inspector.replay import replay_frames
 
     total = getattr(source, "frame_count", None)
@@ -136,7 +144,7 @@ def _replay_one(source, inspector, sinks, done, summary: ReplaySummary, args, co
             counts = " ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items()))
             progress.update(task, advance=1, verdicts=counts)
 
-        replay_frames(frames, inspector, sinks, done=done, summary=summary, on_frame=advance)
+        replay_frames(frames, inspector, sinks, done=done, summary=summary, on_frame=advance, policy=policy)
 
 
 def _limited(source, limit: int | None):
@@ -155,6 +163,14 @@ def _print_summary(console: Console, summary: ReplaySummary, out_path: Path) -> 
         table.add_row("corrupt frames skipped", str(summary.skipped_corrupt))
     for verdict in ("OK", "NG", "UNCERTAIN"):
         table.add_row(verdict, str(summary.verdicts.get(verdict, 0)))
+    if summary.failed:
+        table.add_row("[red]could not be inspected", f"[red]{summary.failed} (UNCERTAIN, with the error)")
+        for failure in summary.failures[:_LISTED_FAILURES]:
+            table.add_row(f"  frame {failure.frame_index}", f"{Path(failure.source_id).name}: {failure.error}"[:160])
+        if summary.failed > _LISTED_FAILURES:
+            table.add_row("", f"... and {summary.failed - _LISTED_FAILURES} more (their verdicts carry the error)")
+    if summary.stopped_at is not None:
+        table.add_row("[red]stopped", "[red]at the first failure (--fail-fast)")
     table.add_row("latency mean / p95", f"{summary.latency_mean_ms:.1f} ms / {summary.latency_p95_ms:.1f} ms")
     table.add_row("verdicts written to", str(out_path))
     if summary.random_weights:
