@@ -420,7 +420,7 @@ class EdgeService:
                 healthy=self.capture.healthy,
                 reconnects=stats.reconnects,
             ),
-            gpu=gpu_memory(self.lane.inspector.config.model.device),
+            gpu=gpu_memory(self.lane.inspector.backend.info.device),  # model.device auto, resolved
             rss_bytes=rss_bytes(),
         )
 
