@@ -5,8 +5,11 @@
 TensorRT runs on NVIDIA GPUs only; FP8 needs compute capability >= 8.9 (Jetson Orin and
 Ampere have none: build FP16 engines there).
 
-Skeleton: the config model and the checks that name what to install are here; engine
-loading and running come with the FP8 / TensorRT work.
+The engines come from ``inspector export engine`` (``export.engine``), which records in
+``engines.json`` the GPU, compute capability and TensorRT version they were built for; a
+mismatch here is refused with the rebuild command (``engine_problem``). Running reuses the
+onnxruntime backend's host logic with TensorRT engines in place of ONNX Runtime sessions
+(``EngineRunner``: device buffers, one CUDA stream).
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 from pydantic import Field
 
-from inspector.backends.base import BackendConfig, BackendPlugin, Precision
+from inspector.backends.base import BackendConfig, BackendInfo, BackendPlugin, Precision
+from inspector.backends.onnxruntime import _NUMPY_IO, OnnxRuntimeBackend
 from inspector.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -59,16 +64,139 @@ def _require_gpu(device: str) -> None:
         raise ModelError(f"backend tensorrt needs an NVIDIA GPU, but none is visible (model.device {device})", INSTALL)
 
 
-class TensorRTBackend:
-    """Runs encode / prefill / generate on TensorRT engines (not implemented yet)."""
+ENGINE_INDEX = "engines.json"  # written by export.engine.build_engines
+_GRAPHS = ("vision", "vision_bytes", "verdict", "decoder")
+BUILD = "build them with `inspector export engine --onnx ONNX_DIR --out ENGINE_DIR` on this machine"
+
+
+def engine_problem(index: dict[str, Any], device: dict[str, Any], graphs: tuple[str, ...]) -> str | None:
+    """Why the engines of ``index`` cannot run on ``device`` (GPU name, capability, TensorRT), or None.
+
+    Pure: engines are specific to the GPU model, compute capability and TensorRT version they were
+    built with, so a mismatch is a rebuild, never a crash inside TensorRT.
+    """
+    if index.get("format") != "line-inspector-engines":
+        return "it holds no line-inspector engine index"
+    built = index.get("device", {})
+    for field in ("gpu", "capability", "tensorrt"):
+        if list(np.atleast_1d(built.get(field))) != list(np.atleast_1d(device.get(field))):
+            return (
+                f"its engines were built for {built.get('gpu')} (compute capability {built.get('capability')}, "
+                f"TensorRT {built.get('tensorrt')}), this is {device.get('gpu')} (compute capability "
+                f"{device.get('capability')}, TensorRT {device.get('tensorrt')})"
+            )
+    missing = [g for g in graphs if g not in index.get("engines", {})]
+    if missing:
+        return f"it has no {', '.join(missing)} engine"
+    return None
+
+
+_TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT64": "int64", "INT32": "int32",
+                 "UINT8": "uint8", "BOOL": "bool", "INT8": "int8"}  # fmt: skip
+
+
+class EngineRunner:
+    """One engine, its execution context, device buffers (torch CUDA tensors) and the backend's one stream.
+
+    ``run(names, feeds)`` has ONNX Runtime's session signature, so the host-side logic of the
+    onnxruntime backend (embedding lookup, M-RoPE positions, DeepStack scatter, KV state)
+    drives TensorRT unchanged.
+    """
+
+    def __init__(self, trt: Any, runtime: Any, path: Path, stream: Any, device: Any) -> None:
+        import torch
+
+        self._torch, self._stream, self._device = torch, stream, device
+        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            raise ModelError(f"TensorRT cannot load the engine {path}", f"rebuild it: {BUILD}")
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._dtypes = {n: getattr(torch, _TORCH_DTYPES[engine.get_tensor_dtype(n).name]) for n in names}
+
+    def run(self, names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        torch = self._torch
+        keep = []  # device tensors must outlive the launch
+        with torch.cuda.stream(self._stream):
+            for name in self.inputs:
+                host = torch.from_numpy(np.ascontiguousarray(feeds[name]))
+                tensor = host.to(self._device, self._dtypes[name], non_blocking=False)
+                self.context.set_input_shape(name, tuple(tensor.shape))
+                # Empty tensors (a prefill's zero-length past) still need a valid address.
+                address = tensor if tensor.numel() else torch.empty(1, dtype=tensor.dtype, device=self._device)
+                self.context.set_tensor_address(name, address.data_ptr())
+                keep += [tensor, address]
+            outputs = {}
+            for name in self.outputs:
+                shape = tuple(self.context.get_tensor_shape(name))
+                tensor = torch.empty(shape, dtype=self._dtypes[name], device=self._device)
+                address = tensor if tensor.numel() else torch.empty(1, dtype=tensor.dtype, device=self._device)
+                self.context.set_tensor_address(name, address.data_ptr())
+                outputs[name] = tensor
+                keep.append(address)
+            if not self.context.execute_async_v3(self._stream.cuda_stream):
+                raise ModelError("TensorRT failed to run an engine", "see the TensorRT log; rebuild the engines")
+        self._stream.synchronize()
+        wanted = names if names is not None else self.outputs
+        return [outputs[n].float().cpu().numpy() if outputs[n].is_floating_point() else outputs[n].cpu().numpy()
+                for n in wanted]  # fmt: skip
+
+
+class TensorRTBackend(OnnxRuntimeBackend):
+    """encode / prefill / generate on TensorRT engines: the onnxruntime backend's host logic, TensorRT's kernels.
+
+    Graph inputs and outputs live in device buffers on one CUDA stream per backend; the KV
+    cache travels through the host between calls (as numpy), like the onnxruntime backend's.
+    """
 
     def __init__(self, config: TensorRTConfig) -> None:
-        _require_runtime()
+        import json
+
+        import torch
+
+        from inspector.artifacts.manifest import read_manifest
+
+        trt = _require_runtime()
         _require_gpu(config.device)
-        raise ModelError(
-            f"loading TensorRT engines from {config.engine_dir} is not implemented yet",
-            "use backend onnxruntime (model.onnx_dir) or torch for now",
-        )
+        engine_dir = Path(config.engine_dir).expanduser()
+        index_path = engine_dir / ENGINE_INDEX
+        if not index_path.is_file():
+            raise ModelError(f"{engine_dir} has no {ENGINE_INDEX}: no TensorRT engines were built there", BUILD)
+        index = json.loads(index_path.read_text())
+        device = torch.device(config.device if config.device != "auto" else "cuda")
+        here = {
+            "gpu": torch.cuda.get_device_name(device),
+            "capability": list(torch.cuda.get_device_capability(device)),
+            "tensorrt": trt.__version__,
+        }
+        problem = engine_problem(index, here, _GRAPHS)
+        if problem is not None:
+            raise ModelError(f"cannot run the engines in {engine_dir}: {problem}", f"rebuild them: {BUILD}")
+        self.onnx_dir = Path(config.onnx_dir or index["onnx_dir"]).expanduser()
+        self.manifest = manifest = read_manifest(self.onnx_dir)
+        self._io = _NUMPY_IO[manifest.io_dtype]
+        self._embedding = np.load(self.onnx_dir / manifest.embedding["file"], mmap_mode="r")
+        self._bf16_table = manifest.embedding["dtype"] == "bfloat16"
+        text = manifest.text
+        self._layers, self._kv_heads, self._head_dim = text["layers"], text["kv_heads"], text["head_dim"]
+        self._hidden, self._deepstack_layers = text["hidden"], text["deepstack_layers"]
+        self.image_token_id = manifest.token_ids["image"]
+        self.info = BackendInfo("tensorrt", manifest.effective_precision, manifest.model.name,
+                                manifest.model.random_weights, str(device), manifest.model.demo_model)  # fmt: skip
+        self._stream = torch.cuda.Stream(device=device)
+        logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(logger)
+        self._sessions = {
+            graph: EngineRunner(trt, runtime, engine_dir / index["engines"][graph]["file"], self._stream, device)
+            for graph in _GRAPHS
+        }
+        self._keep = (logger, runtime)  # engines must not outlive their runtime
+
+    def _session(self, name: str) -> EngineRunner:
+        return self._sessions[name]
 
 
 def load_tensorrt_backend(config: TensorRTConfig, tile: int | None = None) -> tuple[TensorRTBackend, Any]:

@@ -1,4 +1,4 @@
-"""`inspector export onnx|check`: turn a Qwen3-VL checkpoint into ONNX graphs, and check them."""
+"""`inspector export onnx|engine|check`: a Qwen3-VL checkpoint -> ONNX graphs (float or FP8) -> TensorRT engines."""
 
 from __future__ import annotations
 
@@ -32,6 +32,23 @@ standard QuantizeLinear/DequantizeLinear in float8e4m3fn (opset 19): ONNX Runtim
 too) and TensorRT load the same files. The manifest records the calibration fingerprint,
 the tile count and the quantised layers. Measure what FP8 costs before shipping it:
 replay the same footage on both exports and run `inspector compare`.
+"""
+
+ENGINE_EPILOG = """\
+examples:
+  inspector export engine --onnx models/demo-fp8 --out engines/demo-fp8
+  inspector export engine --onnx engines/4b-512 --out engines/4b-512-trt --batch 1:8:32
+
+Builds TensorRT engines for the GPU of this machine from an `inspector export onnx`
+directory: vision (float and patch-byte forms), verdict (prefill) and decoder, as strongly
+typed networks (FP8 Q/DQ graphs run FP8 tactics; float16 graphs run float16), with one
+optimisation profile each (--batch tiles per call; prompt and KV lengths from the tile
+size) and a timing cache kept in --out. engines.json records each engine's key (GPU name,
+compute capability, TensorRT version, graph sha256, profile): running the command again
+rebuilds only what changed, and nothing when nothing did. FP8 needs compute capability
+>= 8.9 (Ada, Hopper, Blackwell, Jetson Thor); elsewhere export float16 graphs.
+Needs an NVIDIA GPU and TensorRT: pip install 'line-inspector[tensorrt]'.
+Then set model.backend: tensorrt, model.engine_dir: OUT, model.onnx_dir: the export.
 """
 
 CHECK_EPILOG = """\
@@ -80,6 +97,21 @@ def register(subparsers: Any) -> None:
     fp8.add_argument("--config", type=Path,
                      help="station YAML whose inspection (prompt) and tiling cut the calibration tiles")  # fmt: skip
     onnx.set_defaults(func=run)
+
+    engine = actions.add_parser(
+        "engine",
+        help="build TensorRT engines for this GPU from exported graphs (cached: unchanged builds are skipped)",
+        description="Build the TensorRT engines of an ONNX export (needs an NVIDIA GPU and TensorRT).",
+        epilog=ENGINE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    engine.add_argument("--onnx", required=True, type=Path, help="the export directory (holds manifest.json)")
+    engine.add_argument("--out", required=True, type=Path, help="engine directory (engines + timing cache)")
+    engine.add_argument("--batch", default="1:8:32", metavar="MIN:OPT:MAX",
+                        help="tiles per call the engines serve (default: 1:8:32)")  # fmt: skip
+    engine.add_argument("--force", action="store_true", help="rebuild every engine even if its key is unchanged")
+    engine.add_argument("--json", action="store_true", help="print the build report as one JSON line")
+    engine.set_defaults(func=run)
 
     check = actions.add_parser(
         "check",
@@ -160,6 +192,17 @@ def run(args: argparse.Namespace) -> int:
             args.model, args.tile, args.out, dtype=args.dtype, opset=args.opset, force=args.force, quantize=quantize
         )
         print(f"wrote {', '.join(spec.file for spec in manifest.graphs.values())} and manifest.json to {args.out}")
+        return 0
+    if command == "engine":
+        from export.engine import build_engines, parse_range
+
+        _show_progress()
+        report = build_engines(args.onnx, args.out, parse_range(args.batch), force=args.force)
+        if args.json:
+            print(json.dumps(report.to_json()))
+        else:
+            print(f"built {', '.join(report.built) or 'nothing'}; up to date: {', '.join(report.reused) or 'none'} "
+                  f"({report.device['gpu']}, TensorRT {report.device['tensorrt']}) in {args.out}")  # fmt: skip
         return 0
     if command == "check":
         from export.parity import DEFAULT_INSPECTION, check_parity
