@@ -1,7 +1,8 @@
 """Command payloads on ``.../cmd``: validated before anything acts on them, answered with a response.
 
 A command is a JSON object whose ``"command"`` picks one of a closed set of shapes
-(a pydantic discriminated union, unknown keys forbidden, no type coercion). The size is
+(inspector/payloads/command.py: a pydantic discriminated union, unknown keys forbidden, no
+type coercion; the response is inspector/payloads/response.py). The size is
 checked before parsing, so an oversized payload costs nothing. ``parse_command`` raises
 ``CommandRejected`` with one readable message; the caller turns it into an error response
 and changes nothing.
@@ -25,15 +26,24 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Collection
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import ValidationError
 
-RESPONSE_SCHEMA_ID = "line-inspector/command-response"
-RESPONSE_SCHEMA_VERSION = "1.0"
+# The request and response payloads live with every other wire message, in inspector/payloads/.
+from inspector.payloads.command import (  # noqa: F401 - re-exported for edge modules
+    COMMAND_ADAPTER,
+    COMMAND_NAMES,
+    PauseCommand,
+    ReloadConfigCommand,
+    ResumeCommand,
+    SnapshotCommand,
+)
+from inspector.payloads.command import CommandPayload as Command
+from inspector.payloads.response import RESPONSE_SCHEMA_ID, RESPONSE_SCHEMA_VERSION, CommandResponse  # noqa: F401
+
 # A station config is a few KiB; anything near this bound is a mistake or an attack.
 MAX_COMMAND_BYTES = 64 * 1024
-COMMAND_NAMES: tuple[str, ...] = ("pause", "resume", "reload-config", "snapshot")
 
 
 class CommandRejected(Exception):
@@ -43,48 +53,6 @@ class CommandRejected(Exception):
         super().__init__(message)
         self.message = message
         self.command = command
-
-
-class _Command(BaseModel):
-    # strict: "true" is not a bool and 5 is not a path; a typo'd key is an error, not ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class PauseCommand(_Command):
-    """Stop inspecting (frames of live sources are dropped and counted) until ``resume``."""
-
-    command: Literal["pause"]
-
-
-class ResumeCommand(_Command):
-    command: Literal["resume"]
-
-
-class ReloadConfigCommand(_Command):
-    """Replace the station config between frames; exactly one of ``path`` or ``config``."""
-
-    command: Literal["reload-config"]
-    path: str | None = Field(None, min_length=1, max_length=4096, description="YAML file on the edge box")
-    config: dict[str, Any] | None = Field(None, description="the whole station config, inline")
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ReloadConfigCommand:
-        if (self.path is None) == (self.config is None):
-            raise ValueError("give exactly one of 'path' (a YAML file on the edge box) or 'config' (inline object)")
-        return self
-
-
-class SnapshotCommand(_Command):
-    """Save the current frame (PNG) and its verdict (JSON) to the snapshot directory."""
-
-    command: Literal["snapshot"]
-    label: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="added to the file names")
-
-
-Command = Annotated[
-    PauseCommand | ResumeCommand | ReloadConfigCommand | SnapshotCommand, Field(discriminator="command")
-]
-_COMMAND = TypeAdapter(Command)
 
 
 def _reject_constant(name: str) -> float:
@@ -117,7 +85,7 @@ def parse_command(payload: bytes | bytearray | str, *, max_bytes: int = MAX_COMM
     if name not in COMMAND_NAMES:
         raise CommandRejected(f"unknown command {name[:64]!r}; one of {', '.join(COMMAND_NAMES)}", None)
     try:
-        return _COMMAND.validate_python(data)
+        return COMMAND_ADAPTER.validate_python(data)
     except ValidationError as error:
         raise CommandRejected(_describe(error), name) from None
 
@@ -162,12 +130,4 @@ def response_payload(
     command: str | None, *, ok: bool, error: str | None = None, result: dict[str, Any] | None = None
 ) -> bytes:
     """The JSON response body; ``command`` is None when the request named no known command."""
-    body = {
-        "schema": RESPONSE_SCHEMA_ID,
-        "schema_version": RESPONSE_SCHEMA_VERSION,
-        "ok": ok,
-        "command": command,
-        "error": error,
-        "result": result or {},
-    }
-    return json.dumps(body, separators=(",", ":"), default=str).encode("utf-8")
+    return CommandResponse(ok=ok, command=command, error=error, result=result or {}).to_bytes()

@@ -2,8 +2,8 @@
 
 The state is derived, never stored: from whether the workers are alive, whether the
 source delivers, and whether an operator paused inspection. The heartbeat is a small,
-versioned JSON document (``HealthMessage``) published on ``.../health`` every N seconds
-and served by ``/healthz``.
+versioned JSON document (``HealthMessage``, inspector/payloads/health.py) published on
+``.../health`` every N seconds and served by ``/healthz``.
 """
 
 from __future__ import annotations
@@ -12,19 +12,21 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+# The heartbeat payload itself lives with every other wire message, in inspector/payloads/.
+from inspector.payloads.health import (  # noqa: F401 - re-exported for edge modules
+    HEALTH_SCHEMA_ID,
+    HEALTH_SCHEMA_VERSION,
+    FrameCounts,
+    HealthMessage,
+    Latency,
+    SourceHealth,
+)
+from inspector.payloads.status import StationState as State
 
 log = logging.getLogger(__name__)
-
-HEALTH_SCHEMA_ID = "line-inspector/health"
-HEALTH_SCHEMA_VERSION = "1.0"
-
-State = Literal["online", "degraded", "offline"]
 
 
 @dataclass(frozen=True)
@@ -88,56 +90,6 @@ class RateMeter:
         if last is None or now <= last[0]:
             return 0.0
         return round((count - last[1]) / (now - last[0]), 3)
-
-
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class FrameCounts(_Message):
-    captured: int = Field(description="frames taken from the source")
-    inspected: int = Field(description="frames given a verdict (including error verdicts)")
-    errors: int = Field(description="frames whose inspection failed (UNCERTAIN with an error)")
-    dropped: int = Field(description="frames never inspected: stale live frames, queue overflow, pause")
-    published: int = Field(description="verdicts handed to the sinks")
-
-
-class Latency(_Message):
-    p50_ms: float | None
-    p95_ms: float | None
-
-
-class SourceHealth(_Message):
-    id: str | None
-    live: bool
-    healthy: bool
-    reconnects: int
-
-
-class HealthMessage(_Message):
-    """The heartbeat on ``.../health`` (QoS 0, not retained) and the body of ``/healthz``."""
-
-    schema_id: Literal["line-inspector/health"] = Field(HEALTH_SCHEMA_ID, alias="schema")
-    schema_version: str = HEALTH_SCHEMA_VERSION
-    message_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
-    at: AwareDatetime
-    state: State
-    reason: str | None = None
-    paused: bool
-    uptime_s: float
-    fps: float = Field(description="frames inspected per second since the previous heartbeat")
-    latency: Latency
-    frames: FrameCounts
-    queues: dict[str, int] = Field(description="current depth of each bounded queue")
-    outbox: dict[str, Any] = Field(default_factory=dict, description="MQTT outbox depth and drop counters")
-    source: SourceHealth
-    gpu: dict[str, Any] | None = Field(None, description="GPU memory in bytes where the model runs on a GPU")
-    rss_bytes: int | None = Field(None, description="resident memory of the service process")
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    def to_json(self) -> str:
-        return self.model_dump_json(by_alias=True)
 
 
 def rss_bytes() -> int | None:

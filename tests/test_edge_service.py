@@ -24,12 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import jsonschema
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from inspector.payloads.schemas import committed
 
 from mosquitto import Mosquitto, free_port
 from streams import MjpegCamera
@@ -274,6 +277,8 @@ def test_service_inspects_publishes_reports_health_and_drains_on_sigterm(
 
         beat = [h for h in probe.of("health") if h["frames"]["inspected"] > 0][-1]
         assert beat["schema"] == "line-inspector/health" and beat["state"] == "online"
+        jsonschema.validate(beat, committed("health"))  # the committed files integrators use
+        jsonschema.validate(birth, committed("status"))
         assert beat["latency"]["p50_ms"] > 0 and beat["latency"]["p95_ms"] >= beat["latency"]["p50_ms"]
         assert set(beat["queues"]) == {"frames", "verdicts"} and beat["frames"]["dropped"] == 0
         assert "outbox_messages" in beat["outbox"] and beat["gpu"] is None and beat["rss_bytes"] > 0
@@ -419,6 +424,7 @@ def test_malformed_commands_are_refused_while_inspection_goes_on_and_valid_ones_
         response = probe.request(payload)
         assert response["ok"] is False and response["error"], (name, response)
         assert response["schema"] == "line-inspector/command-response"
+        jsonschema.validate(response, committed("command-response"))
         # ... and inspection carries on, unpaused, with the running config.
         wait_until(lambda n=before: len(probe.of("verdict")) > n, what=f"verdicts after the {name!r} command")
     assert probe.state() == "online"

@@ -33,17 +33,8 @@ from inspector.mqtt import Command, MqttSink
 from inspector.mqtt.connection import MqttConnectError, check_connection, resolve_password
 from inspector.mqtt.topics import Topics, split_topic, watch_filters
 from inspector.mqtt.url import mqtt_config_from_url, redact_url
-from inspector.payloads.reject import reject_json_schema
-from inspector.payloads.status import status_json_schema
-from inspector.payloads.verdict import (
-    SCHEMA_VERSION,
-    Defect,
-    FrameVerdict,
-    ModelRef,
-    SourceRef,
-    StationRef,
-    json_schema,
-)
+from inspector.payloads.schemas import committed
+from inspector.payloads.verdict import SCHEMA_VERSION, Defect, FrameVerdict, ModelRef, SourceRef, StationRef
 from inspector.sinks.base import Sink
 
 from mosquitto import Mosquitto, free_port, make_tls_files, mosquitto_binary
@@ -286,7 +277,7 @@ def test_verdicts_rejects_and_birth_reach_a_v5_subscriber(broker: Mosquitto, tmp
     verdicts = sub.received("verdict")
     assert [m.json()["message_id"] for m in verdicts] == [f"v{i:06d}" for i in range(6)]
     for message in verdicts:
-        jsonschema.validate(message.json(), json_schema())
+        jsonschema.validate(message.json(), committed("frame-verdict"))
         assert "tiles" not in message.json()
         assert message.properties["ContentType"] == "application/json"
         user = dict(message.properties["UserProperty"])
@@ -295,14 +286,14 @@ def test_verdicts_rejects_and_birth_reach_a_v5_subscriber(broker: Mosquitto, tmp
 
     (reject,) = sub.received("reject")
     body = reject.json()
-    jsonschema.validate(body, reject_json_schema())
+    jsonschema.validate(body, committed("reject"))
     assert body["verdict_message_id"] == "v000002" and body["classes"] == ["scratch"] and body["part_id"] == "P2"
     assert body["message_id"] != "v000002"  # its own id; the verdict's is verdict_message_id
     assert dict(reject.properties["UserProperty"])["message-id"] == body["message_id"]
     assert 1 <= reject.properties["MessageExpiryInterval"] <= 10  # counts from creation
 
     status = sub.received("status")[-1].json()
-    jsonschema.validate(status, status_json_schema())
+    jsonschema.validate(status, committed("status"))
     assert status["state"] == "online" and status["software"].startswith("line-inspector ")
     assert (status["model"], status["backend"], status["precision"]) == ("tiny-random", "torch", "float32")
     stats = sink.stats()
@@ -323,7 +314,7 @@ def test_mosquitto_sub_receives_and_prints_the_json(broker: Mosquitto, tmp_path:
     lines = out.stdout.splitlines()
     assert [json.loads(line)["message_id"] for line in lines] == [f"v{i:06d}" for i in range(5)]
     for line in lines:
-        jsonschema.validate(json.loads(line), json_schema())
+        jsonschema.validate(json.loads(line), committed("frame-verdict"))
 
 
 @pytest.mark.slow
@@ -507,10 +498,13 @@ def test_status_goes_offline_by_will_and_online_by_birth(broker: Mosquitto, tmp_
     wait_until(lambda: last_state() == "online", 10, "birth")
     birth = watcher.received("status")[-1].json()
     assert birth["model"] == "tiny-random" and birth["backend"] == "torch" and birth["precision"] == "float32"
+    jsonschema.validate(birth, committed("status"))
 
     first.kill()  # no goodbye: the broker publishes the Will
     wait_until(lambda: last_state() == "offline", 10, "the Will")
-    assert "Will" in watcher.received("status")[-1].json()["reason"]
+    will = watcher.received("status")[-1].json()
+    assert "Will" in will["reason"]
+    jsonschema.validate(will, committed("status"))  # the Will is registered long before it is sent: still valid
     assert _retained_status(broker.port)["state"] == "offline"
 
     second = Publisher(broker.port, tmp_path / "o.sqlite", hold=True)

@@ -1,18 +1,18 @@
-"""The verdict payload: committed JSON Schema in sync, real payloads valid against it."""
+"""The verdict payload: real payloads valid against the committed JSON Schema (in sync: test_payload_schemas.py)."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from inspector.payloads.verdict import SCHEMA_VERSION, Defect, FrameVerdict, ModelRef, SourceRef, StationRef, json_schema
+from inspector.payloads.schemas import committed
+from inspector.payloads.verdict import SCHEMA_VERSION, Defect, FrameVerdict, ModelRef, SourceRef, StationRef
 
-COMMITTED = Path(__file__).resolve().parents[1] / "inspector" / "schemas" / "frame-verdict.schema.json"
+COMMITTED = committed("frame-verdict")
 
 
 def _verdict(**changes) -> FrameVerdict:
@@ -28,14 +28,9 @@ def _verdict(**changes) -> FrameVerdict:
     return FrameVerdict(**fields)
 
 
-def test_committed_schema_is_in_sync() -> None:
-    """Regenerate with: inspector schema > inspector/schemas/frame-verdict.schema.json"""
-    assert json.loads(COMMITTED.read_text()) == json_schema()
-
-
 def test_payload_validates_against_schema() -> None:
     payload = json.loads(_verdict().to_json())
-    jsonschema.validate(payload, json_schema())
+    jsonschema.validate(payload, COMMITTED)
     assert payload["schema"] == "line-inspector/frame-verdict"
     assert payload["schema_version"] == SCHEMA_VERSION
     assert payload["defects"][0]["class"] == "scratch"
@@ -44,7 +39,7 @@ def test_payload_validates_against_schema() -> None:
 def test_mqtt_form_omits_tiles_and_still_validates() -> None:
     payload = json.loads(_verdict().to_json(include_tiles=False))
     assert "tiles" not in payload
-    jsonschema.validate(payload, json_schema())
+    jsonschema.validate(payload, COMMITTED)
 
 
 def test_round_trip() -> None:
@@ -61,7 +56,7 @@ def test_schema_rejects_unknown_verdict() -> None:
     payload = json.loads(_verdict().to_json())
     payload["verdict"] = "MAYBE"
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(payload, json_schema())
+        jsonschema.validate(payload, COMMITTED)
 
 
 def test_message_ids_unique() -> None:
