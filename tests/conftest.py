@@ -30,6 +30,16 @@ def tiny_loaded(tiny_model_dir: Path):
 
 
 @pytest.fixture(scope="session")
+def varied_loaded(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny model whose greedy decode is not one repeated token (tests/varied_models.py), for decode parity."""
+    from inspector.models import load_model
+
+    from varied_models import write_varied_tiny_model
+
+    return load_model(str(write_varied_tiny_model(tmp_path_factory.mktemp("models") / "varied", seed=0)))
+
+
+@pytest.fixture(scope="session")
 def inspection() -> InspectionConfig:
     return InspectionConfig(
         product="a brick wall panel",

@@ -116,7 +116,7 @@ def test_defects_policy_explains_only_suspect_tiles(tiny_loaded, inspection) -> 
     )
 
 
-def test_explanation_is_greedy_continuation_after_answer(varied_model, inspection) -> None:
+def test_explanation_is_greedy_continuation_after_answer(varied_loaded, inspection) -> None:
     """The KV-cache decode equals transformers' generate() on prompt + answer + explanation lead.
 
     On a model whose greedy decode varies (tests/varied_models.py): the default tiny model
@@ -125,8 +125,8 @@ def test_explanation_is_greedy_continuation_after_answer(varied_model, inspectio
     tokens = 12
     rules = inspection.model_copy(update={"explanation": "always", "max_explanation_tokens": tokens})
     pixel_values, grid, grid_thw = tiles(1)
-    backend = TorchBackend(varied_model)
-    classifier = TileClassifier(backend, varied_model.tokenizer, rules)
+    backend = TorchBackend(varied_loaded)
+    classifier = TileClassifier(backend, varied_loaded.tokenizer, rules)
     prompt = classifier.prompt_for(grid_thw[1] * grid_thw[2] // 4)
     visual = backend.encode(pixel_values, grid_thw)
     logits, state = backend.prefill(prompt.input_ids[None], visual, prompt.option_ids)
@@ -134,7 +134,7 @@ def test_explanation_is_greedy_continuation_after_answer(varied_model, inspectio
     ours = backend.generate(state, [0], forced, tokens, prompt.stop_ids)[0]
     full = torch.from_numpy(np.concatenate([prompt.input_ids, forced])[None])
     with torch.inference_mode():
-        generated = varied_model.model.generate(
+        generated = varied_loaded.model.generate(
             input_ids=full,
             pixel_values=torch.from_numpy(pixel_values[0]),
             image_grid_thw=torch.from_numpy(grid),
@@ -148,17 +148,12 @@ def test_explanation_is_greedy_continuation_after_answer(varied_model, inspectio
     assert ours == expected
     # And through the classifier: the explanation is that continuation, decoded.
     (result,) = classifier.classify(pixel_values, grid_thw)
-    assert result.explanation == clean_explanation(varied_model.tokenizer.decode(ours, skip_special_tokens=True))
+    assert result.explanation == clean_explanation(varied_loaded.tokenizer.decode(ours, skip_special_tokens=True))
 
 
 def test_clean_explanation_strips_think_blocks() -> None:
     assert clean_explanation("<think>secret reasoning</think> A  long\nscratch") == "A long scratch"
     assert clean_explanation("visible <think>unterminated") == "visible"
-
-
-@pytest.fixture(scope="module")
-def varied_model(tmp_path_factory: pytest.TempPathFactory):
-    return load_model(str(write_varied_tiny_model(tmp_path_factory.mktemp("varied") / "m")))
 
 
 @pytest.fixture(scope="module")

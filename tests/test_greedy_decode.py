@@ -41,3 +41,50 @@ def test_forced_ids_skip_the_first_choice() -> None:
     calls = []
     out = greedy_decode(lambda t: np.array([7]), lambda: calls.append(1) or np.array([1]), 1, [5], 2, [STOP])
     assert out == [[7, 7]] and calls == []
+
+
+def test_torch_backend_rows_decode_as_generate_does_with_their_own_stops(varied_loaded, inspection) -> None:
+    """The shared loop on the real model: two tiles in one batch, each equal to transformers' generate().
+
+    The model's greedy decode varies (so parity means something), and a stop id taken from
+    the first tile's own continuation must end that row there while the other runs on.
+    """
+    import torch
+
+    from inspector.backends.torch import TorchBackend
+    from inspector.prompting import build_prompt
+    from inspector.vision import grid_thw_array, patchify
+
+    tokens = 10
+    tiles = np.random.default_rng(2).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    pixel_values, grid = patchify(tiles, min_pixels=0)
+    backend = TorchBackend(varied_loaded)
+    prompt = build_prompt(varied_loaded.tokenizer, inspection, grid[1] * grid[2] // 4)
+    forced = [prompt.option_ids[1], *prompt.explanation_ids]
+
+    def reference(row: int, stops: list[int]) -> list[int]:
+        full = torch.from_numpy(np.concatenate([prompt.input_ids, forced])[None])
+        with torch.inference_mode():
+            out = varied_loaded.model.generate(
+                input_ids=full,
+                pixel_values=torch.from_numpy(pixel_values[row]),
+                image_grid_thw=torch.from_numpy(grid_thw_array(1, grid)),
+                mm_token_type_ids=(full == prompt.image_token_id).int(),
+                max_new_tokens=tokens,
+                do_sample=False,
+                eos_token_id=stops or None,
+                pad_token_id=prompt.stop_ids[0],
+            )
+        new = out[0, full.shape[1] :].tolist()
+        return new[: new.index(stops[0])] if stops and stops[0] in new else new
+
+    free = [reference(0, []), reference(1, [])]
+    assert all(len(set(row)) >= 3 for row in free), free  # not degenerate
+    stop = free[0][4]  # the first tile says this token 5th: with it as a stop, that row ends after 4
+    assert stop not in free[1]
+    expected = [reference(0, [stop]), reference(1, [stop])]
+    assert len(expected[0]) == free[0].index(stop) and expected[1] == free[1]
+
+    ids = np.broadcast_to(prompt.input_ids, (2, prompt.length))
+    _, state = backend.prefill(ids, backend.encode(pixel_values, grid), prompt.option_ids)
+    assert backend.generate(state, [0, 1], forced, tokens, [stop]) == expected
