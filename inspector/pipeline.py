@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +20,9 @@ from inspector.frames import Frame
 from inspector.payloads.verdict import FrameVerdict, ModelRef, SourceRef, StationRef, TileVerdict, Timings
 from inspector.tiling import Tile, TilePlanner
 from inspector.vision import patch_bytes, patch_shape
+
+if TYPE_CHECKING:
+    from inspector.images import ImageInput
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,48 @@ class Inspector:
             demo_model=info.demo_model,
         )
         self.station_ref = StationRef(**self.config.station.model_dump())
+        self._predictions = itertools.count()  # frame indices of predict()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: str | Path | StationFile,
+        *,
+        model: str | None = None,
+        backend: str | None = None,
+        onnx_dir: str | Path | None = None,
+        device: str | None = None,
+    ) -> Inspector:
+        """Load the model a station config names (a YAML path or a parsed ``StationFile``).
+
+        The keywords override the config's ``model`` section as the CLI flags do (``model``
+        = ``--model``, a checkpoint directory or hub id; ``onnx_dir`` implies onnxruntime;
+        ``device="auto"`` picks cuda when available). Logs a warning for a random or demo model.
+        """
+        from inspector.config import load_config
+        from inspector.runtime import Overrides, load_inspector
+
+        station = config if isinstance(config, StationFile) else load_config(config)
+        overrides = Overrides(
+            model=model, backend=backend, onnx_dir=None if onnx_dir is None else str(onnx_dir), device=device
+        )
+        return load_inspector(overrides.apply(station))
+
+    def predict(self, image: ImageInput, *, part_id: str | None = None, source_id: str | None = None) -> FrameVerdict:
+        """Judge one image: a file path, a numpy array (BGR uint8 as OpenCV gives, or grayscale) or a PIL image.
+
+        Each call is a new frame (indices count up from 0) of ``source_id``, by default the
+        file's path or "predict". Errors are raised, not turned into UNCERTAIN verdicts: the
+        caller decides what a failure means.
+        """
+        from datetime import UTC, datetime
+
+        from inspector.images import to_bgr
+
+        if source_id is None:
+            source_id = str(image) if isinstance(image, str | Path) else "predict"
+        frame = Frame(to_bgr(image), source_id, next(self._predictions), datetime.now(UTC), part_id=part_id)
+        return self.inspect(frame)
 
     def inspect(self, frame: Frame) -> FrameVerdict:
         prepared = self.prepare(frame)

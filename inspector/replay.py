@@ -12,7 +12,7 @@ import numpy as np
 
 from inspector.frames import Frame
 from inspector.payloads.verdict import FrameVerdict
-from inspector.runtime import ErrorPolicy, FailFast, FrameFailure
+from inspector.runtime import ErrorPolicy, FailFast, FrameFailure, random_weights_warning
 from inspector.sinks.base import Sink
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ class ReplaySummary:
     verdicts: Counter = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     random_weights: bool = False
+    model_warning: str | None = None  # random or demo model: what its verdicts are worth
     # (source id, frame index) -> verdict, kept for label metrics
     outcomes: dict[tuple[str, int], str] = field(default_factory=dict)
     # Frames whose inspection raised (each got an UNCERTAIN verdict carrying the error).
@@ -109,6 +110,7 @@ def replay_frames(
     """
     summary = summary if summary is not None else ReplaySummary()
     summary.random_weights = inspector.backend.info.random_weights
+    summary.model_warning = random_weights_warning(inspector.backend.info)
     policy = policy if policy is not None else ErrorPolicy()
     done = done or set()
     for frame in frames:

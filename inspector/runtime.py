@@ -61,17 +61,25 @@ class Overrides:
 
 
 RANDOM_WEIGHTS_WARNING = "this is a RANDOM test model: its verdicts mean nothing about parts"
+DEMO_MODEL_WARNING = (
+    "this is a DEMO model (trained from a tiny random model on synthetic footage): "
+    "its verdicts say nothing about real parts"
+)
 
 
 def random_weights_warning(info: BackendInfo) -> str | None:
-    """The warning every entry point shows for a random (demo / test) model; None for a real one."""
-    return RANDOM_WEIGHTS_WARNING if info.random_weights else None
+    """The warning every entry point shows for a random or demo model; None for a real checkpoint."""
+    if info.random_weights:
+        return RANDOM_WEIGHTS_WARNING
+    if getattr(info, "demo_model", False):
+        return DEMO_MODEL_WARNING
+    return None
 
 
 def load_inspector(config: StationFile, *, warn: Callable[[str], None] | None = None) -> Inspector:
     """Load the model the config names and build its Inspector.
 
-    The random-weights warning goes to ``warn`` (the CLI's console), else to the log.
+    The random-weights / demo-model warning goes to ``warn`` (the CLI's console), else to the log.
     """
     from inspector.pipeline import build_inspector
 

@@ -22,6 +22,7 @@ from inspector.errors import ModelError
 BACKEND_MODULES = ("inspector.backends.torch", "inspector.backends.onnxruntime", "inspector.backends.tensorrt")
 DEFAULT_BACKEND = "torch"
 
+
 def _collect() -> dict[str, BackendPlugin]:
     plugins: dict[str, BackendPlugin] = {}
     for module_name in BACKEND_MODULES:

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if labels is not None:
         outcomes = read_outcomes(out_path)
         source_id = sources[0].source_id if len(sources) == 1 else None
-        _print_metrics(console, label_metrics(outcomes, labels, source_id), summary.random_weights)
+        _print_metrics(console, label_metrics(outcomes, labels, source_id), summary.model_warning is not None)
     if summary.failed:
         console.print(
             f"[bold red]{summary.failed} frame(s) could not be inspected[/] (UNCERTAIN verdicts carrying the error"
@@ -173,8 +173,8 @@ def _print_summary(console: Console, summary: ReplaySummary, out_path: Path) -> 
         table.add_row("[red]stopped", "[red]at the first failure (--fail-fast)")
     table.add_row("latency mean / p95", f"{summary.latency_mean_ms:.1f} ms / {summary.latency_p95_ms:.1f} ms")
     table.add_row("verdicts written to", str(out_path))
-    if summary.random_weights:
-        table.add_row("[yellow]model", "[yellow]RANDOM weights: verdicts are meaningless")
+    if summary.model_warning:
+        table.add_row("[yellow]model", f"[yellow]{summary.model_warning}")
     console.print(table)
 
 
@@ -182,7 +182,7 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _print_metrics(console: Console, metrics: LabelMetrics, random_weights: bool) -> None:
+def _print_metrics(console: Console, metrics: LabelMetrics, toy_model: bool) -> None:
     if metrics.labelled == 0:
         raise InspectorError("no judged frame has a label", "check that --labels belongs to this footage")
     table = Table(title="against labels (NG = positive)", show_header=False)
@@ -194,6 +194,6 @@ def _print_metrics(console: Console, metrics: LabelMetrics, random_weights: bool
     table.add_row("UNCERTAIN", str(metrics.uncertain))
     table.add_row("precision / recall", f"{_fmt(metrics.precision)} / {_fmt(metrics.recall)}")
     table.add_row("accuracy (decided frames)", _fmt(metrics.accuracy))
-    if random_weights:
-        table.add_row("[yellow]note", "[yellow]random model: these figures are chance, not quality")
+    if toy_model:
+        table.add_row("[yellow]note", "[yellow]random or demo model: these figures say nothing about real parts")
     console.print(table)
