@@ -103,3 +103,65 @@ def test_commands_not_in_the_allow_list_are_refused_by_name() -> None:
     with pytest.raises(CommandRejected, match=r"'reload-config' is not accepted over MQTT .*pause, resume"):
         check_accepted(command, ["pause", "resume"])
     check_accepted(parse_command(b'{"command": "pause"}'), ["pause", "resume"])
+
+
+def test_over_mqtt_an_attacker_learns_nothing_and_refused_commands_do_nothing(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """A real broker and service: reload-config at a secret outside the folder, at a leaky file inside it,
+    and a command the station does not take over MQTT. The answers name rules; the secret never appears."""
+    import json
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from edge_station import ROOT, build_service, config_for, station_data
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from inspector.pipeline import build_inspector
+
+    from mosquitto import Mosquitto, free_port
+    from streams import poll
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "leaky.yaml").write_text(yaml.safe_dump({**GOOD, "db_password": SECRET}))
+    (tmp_path / "db.yaml").write_text(f"db_password: {SECRET}\n")
+    os.symlink(tmp_path / "db.yaml", configs / "link.yaml")
+    config = config_for(station_data(tiny_model_dir, f"http://127.0.0.1:{free_port()}/x.mjpg"))
+    answers: dict[bytes, dict] = {}
+    with Mosquitto(tmp_path / "broker") as broker:
+        service = build_service(config, build_inspector(config), broker.port, tmp_path,
+                                reload_dirs=(configs,), mqtt_commands=("pause", "resume", "reload-config"))  # fmt: skip
+        service.start()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        ready = threading.Event()
+        client.on_connect = lambda c, *_: (c.subscribe("attacker/answers", qos=1), ready.set())
+        client.on_message = lambda _c, _u, m: answers.__setitem__(m.properties.CorrelationData, json.loads(m.payload))
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        try:
+            assert ready.wait(10) and poll(lambda: service.mqtt.connected, 30)
+            requests = {
+                b"outside": {"command": "reload-config", "path": str(tmp_path / "db.yaml")},
+                b"traversal": {"command": "reload-config", "path": "../db.yaml"},
+                b"symlink": {"command": "reload-config", "path": "link.yaml"},
+                b"leaky": {"command": "reload-config", "path": "leaky.yaml"},
+                b"snapshot": {"command": "snapshot"},
+            }
+            for key, body in requests.items():
+                props = Properties(PacketTypes.PUBLISH)
+                props.ResponseTopic, props.CorrelationData = "attacker/answers", key
+                client.publish(f"{ROOT}/s/a/l1/st/cmd", json.dumps(body), qos=1, properties=props)
+            assert poll(lambda: len(answers) == len(requests), 30), answers
+        finally:
+            client.loop_stop()
+            client.disconnect()
+            service.shutdown()
+    assert all(not a["ok"] for a in answers.values())
+    assert all(SECRET not in json.dumps(a) for a in answers.values())
+    for key in (b"outside", b"traversal", b"symlink"):
+        assert "refused" in answers[key]["error"] and "db.yaml" not in answers[key]["error"]
+    assert "db_password: unknown key" in answers[b"leaky"]["error"]
+    assert "not accepted over MQTT" in answers[b"snapshot"]["error"]
+    assert service.config == config  # nothing changed

@@ -149,3 +149,76 @@ def _metrics_text(collector: StationsCollector) -> str:
     registry = CollectorRegistry()
     registry.register(collector)
     return generate_latest(registry).decode()
+
+
+@pytest.mark.slow
+def test_inspector_edge_serves_four_stations_from_one_file(
+    broker: Mosquitto, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The real CLI: one process, one model load, four cameras; one camera dies, three keep publishing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from mosquitto import free_port
+
+    rng = np.random.default_rng(5)
+    cameras = [MjpegCamera(rng.integers(0, 255, (192, 256, 3), dtype=np.uint8), period_s=0.1) for _ in range(4)]
+    names = [f"cam{i}" for i in range(4)]
+    common = station_data(tiny_model_dir, "unused")
+    common.pop("source")
+    common["station"].pop("station")
+    common["sinks"] = {"mqtt": {"port": broker.port, "topic_root": ROOT}}
+    stations = {
+        name: {"source": {"uri": cam.url, "reconnect": {"initial_s": 0.1, "max_s": 0.5}},
+               "sinks": {"mqtt": {"outbox": str(tmp_path / f"{name}.sqlite")}}}
+        for name, cam in zip(names, cameras)
+    }  # fmt: skip
+    metrics_port, live_port = free_port(), free_port()
+    path = tmp_path / "stations.yaml"
+    path.write_text(yaml.safe_dump({"edge": {"heartbeat_s": 1, "live_port": live_port}, "common": common,
+                                    "stations": stations}))  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "INSPECTOR_LIVE_TOKEN": "a-token-of-twenty-chars"}  # fmt: skip
+    log_path = tmp_path / "edge.log"
+    subscriber = Subscriber(broker.port)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edge", "--config", str(path), "--metrics-port", str(metrics_port)],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def counts() -> dict[str, int]:
+        return {n: len(subscriber.json("verdict", n)) for n in names}
+
+    def get(port: int, url: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{url}", timeout=10) as response:
+            return response.read().decode()
+
+    try:
+        assert poll(lambda: all(v >= 2 for v in counts().values()), 180), (
+            f"not every station publishes: {counts()}\n{log_path.read_text()[-4000:]}"
+        )
+        cameras[1].stop()
+        poll(lambda: retained_status(broker.port, "cam1").get("state") == "degraded", WAIT_S)
+        before = counts()
+        alive = [n for n in names if n != "cam1"]
+        assert poll(lambda: all(counts()[n] >= before[n] + 2 for n in alive), WAIT_S), (
+            f"the other stations stalled: before {before}, now {counts()}\n{log_path.read_text()[-4000:]}"
+        )
+        assert retained_status(broker.port, "cam1").get("state") == "degraded"
+        text = get(metrics_port, "/metrics")
+        assert all(f'inspector_frames_inspected_total{{station="{n}"}}' in text for n in names)
+        assert sorted(json.loads(get(metrics_port, "/healthz"))["stations"]) == names
+        assert json.loads(get(live_port, "/api/stations"))["stations"] == names
+        assert log_path.read_text().count("loading model") == 1  # one model for the four cameras
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(90)
+        subscriber.close()
+        for camera in cameras:
+            if camera is not cameras[1]:
+                camera.stop()
+    assert code == 0, log_path.read_text()[-4000:]
