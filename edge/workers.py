@@ -38,6 +38,7 @@ from inspector.errors import InspectorError
 from inspector.frames import Frame
 from inspector.payloads.verdict import FrameVerdict
 from inspector.pipeline import Inspector, PreparedFrame
+from inspector.runtime import failed_frame
 from inspector.sinks.base import Sink
 from inspector.sources import FrameSource, SourceStats, backoff_delays
 
@@ -464,11 +465,9 @@ class InferenceWorker(threading.Thread):
 
     def _failed(self, item: _Work, error: BaseException) -> None:
         item.lane.errors += 1
-        log.error(
-            "%s: frame %d of %s could not be inspected: %s: %s", item.lane.name, item.frame.index,
-            item.frame.source_id, type(error).__name__, error, exc_info=log.isEnabledFor(logging.DEBUG),
-        )  # fmt: skip
-        self._deliver(item, item.lane.inspector.error_verdict(item.frame, error))
+        # The station runtime's error policy, as in replay: UNCERTAIN carrying the error, logged.
+        verdict, _failure = failed_frame(item.lane.inspector, item.frame, error, where=f"{item.lane.name}: ")
+        self._deliver(item, verdict)
 
     def _deliver(self, item: _Work, verdict: FrameVerdict) -> None:
         lane = item.lane

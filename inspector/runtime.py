@@ -179,21 +179,34 @@ class ErrorPolicy:
         try:
             return inspector.inspect(frame)
         except Exception as error:  # noqa: BLE001 - any failure of one frame becomes its verdict
-            verdict = inspector.error_verdict(frame, error)
-            failure = FrameFailure(frame.source_id, frame.index, verdict.error or type(error).__name__)
+            verdict, failure = failed_frame(inspector, frame, error)
             self.count += 1
             self.last = failure
             if len(self.failures) < self.keep:
                 self.failures.append(failure)
-            log.error(
-                "frame %d of %s could not be inspected: %s",
-                frame.index,
-                frame.source_id,
-                failure.error,
-                exc_info=log.isEnabledFor(logging.DEBUG),
-            )
             if self.on_failure is not None:
                 self.on_failure(failure)
             if self.fail_fast:
                 raise FailFast(failure, verdict) from None
             return verdict
+
+
+def failed_frame(
+    inspector: Inspector, frame: Frame, error: BaseException, *, where: str = ""
+) -> tuple[FrameVerdict, FrameFailure]:
+    """The UNCERTAIN verdict carrying ``error`` for a frame that could not be judged, logged once.
+
+    ``ErrorPolicy.judge`` uses it for one frame; the edge's batching worker for each frame of
+    a batch that failed. ``where`` prefixes the log line (the edge's lane name).
+    """
+    verdict = inspector.error_verdict(frame, error)
+    failure = FrameFailure(frame.source_id, frame.index, verdict.error or type(error).__name__)
+    log.error(
+        "%sframe %d of %s could not be inspected: %s",
+        where,
+        frame.index,
+        frame.source_id,
+        failure.error,
+        exc_info=log.isEnabledFor(logging.DEBUG),
+    )
+    return verdict, failure
