@@ -40,6 +40,7 @@ CALIB_TILES = 6
 # multiply in float32; only summation order differs (~1e-7 on these logits).
 PARITY_TOL = 1e-4
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+pytestmark = pytest.mark.slow  # one calibration + FP8 export of the tiny model, ~20-30 s
 
 
 @pytest.fixture(scope="module")
