@@ -9,10 +9,16 @@ vision layers, all random), for each tile batch size: the time of one verdict
 logits) on each backend, best of N runs (other load on a shared machine only adds time),
 per batch and per tile, and torch / onnxruntime.
 
-``logits_vs_json_speedup`` (torch backend, mid-size model, one tile): the time to produce a
-verdict as JSON text (the same prefill, then greedy decoding of the ~22 tokens a compact JSON
-verdict takes with Qwen's tokenizer) divided by the time to read it from the option logits.
-Random weights produce no real JSON, so the decode is timed at a real JSON verdict's length.
+``logits_vs_json_speedup`` (torch backend, mid-size model, one tile): a verdict the way a
+JSON-prompting pipeline gets it, divided by the time of ours. Ours: ``TileClassifier.classify``
+with explanations off (encode, one prefill of the option prompt, softmax over the option
+logits). The JSON baseline: the same tile, a prompt that asks for a JSON object
+(``{"verdict": .., "class": .., "confidence": ..}``), encode + prefill of that prompt, greedy
+decode until ``<|im_end|>``, detokenise, ``json.loads`` and check the fields. Random weights
+never write JSON, so their decode would not stop by itself: it is bounded at the length of
+a real compact JSON verdict (counted with the model's tokenizer, Qwen's real vocabulary where
+the dashscope wheel is installed: ``json_reply_tokens``) plus its ``<|im_end|>``, and
+``json_parsed`` says how many replies parsed (0 with random weights, and labelled so).
 """
 
 from __future__ import annotations
@@ -20,26 +26,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+import _common  # noqa: E402
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_common.use_checkout()
 
 from export.onnx_export import export_checkpoint  # noqa: E402
 from export.parity import DEFAULT_INSPECTION  # noqa: E402
 from inspector.backends.base import PATCH_BYTES_DIM  # noqa: E402
 from inspector.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
 from inspector.backends.torch import TorchBackend  # noqa: E402
-from inspector.models import TinySpec, load_model, write_tiny_model  # noqa: E402
-from inspector.prompting import build_prompt  # noqa: E402
+from inspector.classify import TileClassifier  # noqa: E402
+from inspector.config import InspectionConfig  # noqa: E402
+from inspector.models import RANDOM_MARKER, TinySpec, load_model, write_tiny_model  # noqa: E402
+from inspector.prompting import IMAGE_PAD, build_prompt, question_text  # noqa: E402
 
 log = logging.getLogger("bench.backends")
 
@@ -55,10 +61,45 @@ MODELS = {
         "batches": (1, 4),
     },
 }  # fmt: skip
-# A compact JSON verdict, '{"verdict": "NG", "class": "scratch", "confidence": 0.93}', is about
-# 22 tokens with Qwen's tokenizer (digits are one token each). The tiny test tokenizer, trained
-# on a few lines, splits it into twice as many, so the count is fixed here, not measured.
-JSON_VERDICT_TOKENS = 22
+# What a real model would answer to the JSON prompt: its token count bounds the random model's decode.
+REFERENCE_JSON_REPLY = '{"verdict": "NG", "class": "scratch", "confidence": 0.93}'
+
+
+def json_question(inspection: InspectionConfig) -> str:
+    """The option prompt's intro and class list, asking for a JSON object instead of a letter."""
+    classes = ", ".join(f'"{name}"' for name in inspection.classes)
+    return question_text(inspection).rsplit("\n", 1)[0] + (
+        '\nReply with one JSON object only: {"verdict": "OK" or "NG", "class": one of '
+        + classes
+        + ', "confidence": a number from 0 to 1}.'
+    )
+
+
+def json_prompt_ids(tokenizer: Any, text: str, image_tokens: int) -> np.ndarray:
+    """The chat template around one image and ``text``, the image placeholder expanded (as build_prompt does)."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    before, after = rendered.split(IMAGE_PAD)
+    image_pad = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
+    ids = tokenizer.encode(before, add_special_tokens=False) + [image_pad] * image_tokens
+    return np.asarray(ids + tokenizer.encode(after, add_special_tokens=False), dtype=np.int64)
+
+
+def parse_json_verdict(text: str, classes: list[str]) -> dict[str, Any] | None:
+    """The reply as a verdict, or None when it is not one: the outermost {...}, json.loads, fields checked."""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        return None
+    try:
+        reply = json.loads(text[start : end + 1])
+    except ValueError:
+        return None
+    if not isinstance(reply, dict) or reply.get("verdict") not in ("OK", "NG") or reply.get("class") not in classes:
+        return None
+    confidence = reply.get("confidence")
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not 0 <= confidence <= 1:
+        return None
+    return reply
 
 
 def patch_bytes(batch: int, grid: tuple[int, int, int]) -> np.ndarray:
@@ -68,14 +109,8 @@ def patch_bytes(batch: int, grid: tuple[int, int, int]) -> np.ndarray:
 
 
 def best_ms(run: Any, repeats: int) -> float:
-    """Best of ``repeats`` after a warm-up: on a shared machine, other load only ever adds time."""
-    run()  # warm-up: lazy allocations, ORT's first-run planning
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1000)
-    return min(times)
+    """Best of ``repeats`` after a warm-up (lazy allocations, ORT's first-run planning), in ms."""
+    return 1000 * _common.best_of(run, repeats)
 
 
 def prepare(name: str, spec: TinySpec, tile: int, work: Path) -> tuple[Path, Path]:
@@ -118,27 +153,46 @@ def bench_model(name: str, setup: dict[str, Any], work: Path, repeats: int) -> t
     result = {"tile": setup["tile"], "prompt_tokens": prompt.length, "image_tokens": tokens, "batches": batches}
 
     # Logits vs JSON text, torch backend, one tile.
-    torch_backend = backends["torch"]
-    json_tokens = JSON_VERDICT_TOKENS
+    versus = logits_vs_json(loaded, model_dir, backends["torch"], grid, tokens, repeats)
+    log.info("%s logits %.1f ms vs JSON %.1f ms", name, versus["logits_ms"], versus["json_ms"])
+    return result, versus
+
+
+def logits_vs_json(
+    loaded: Any, model_dir: Path, backend: TorchBackend, grid: tuple[int, int, int], image_tokens: int, repeats: int
+) -> dict[str, Any]:
+    inspection = DEFAULT_INSPECTION.model_copy(update={"explanation": "never"})
+    classifier = TileClassifier(backend, loaded.tokenizer, inspection, batch_size=1)
+    option_prompt = classifier.prompt_for(image_tokens)
+    json_ids = json_prompt_ids(loaded.tokenizer, json_question(inspection), image_tokens)[None]
+    reply_tokens = len(loaded.tokenizer.encode(REFERENCE_JSON_REPLY, add_special_tokens=False))
+    if parse_json_verdict(REFERENCE_JSON_REPLY, inspection.classes) is None:
+        raise RuntimeError("the JSON parser rejects the reference reply")
     pixels = patch_bytes(1, grid)
-    ids = prompt.input_ids[None]
+    replies: list[dict[str, Any] | None] = []
 
     def by_logits() -> None:
-        torch_backend.prefill(ids, torch_backend.encode(pixels, grid), prompt.option_ids)
+        classifier.classify(pixels, grid)
 
     def by_json() -> None:
-        _, state = torch_backend.prefill(ids, torch_backend.encode(pixels, grid), prompt.option_ids)
-        torch_backend.generate(state, [0], (), json_tokens, ())
+        _, state = backend.prefill(json_ids, backend.encode(pixels, grid), option_prompt.option_ids)
+        (generated,) = backend.generate(state, [0], (), reply_tokens + 1, option_prompt.stop_ids)
+        text = loaded.tokenizer.decode(generated, skip_special_tokens=True)
+        replies.append(parse_json_verdict(text, inspection.classes))
 
     logits_ms, json_ms = best_ms(by_logits, repeats), best_ms(by_json, repeats)
-    versus = {
-        "json_tokens": json_tokens,
+    marker = json.loads((model_dir / RANDOM_MARKER).read_text()) if loaded.random_weights else {}
+    return {
         "logits_ms": round(logits_ms, 2),
         "json_ms": round(json_ms, 2),
         "speedup": round(json_ms / logits_ms, 3),
+        "option_prompt_tokens": option_prompt.length,
+        "json_prompt_tokens": int(json_ids.shape[1]),
+        "json_reply_tokens": reply_tokens,
+        "json_parsed": f"{sum(r is not None for r in replies)}/{len(replies)}",
+        "tokenizer": marker.get("tokenizer", "checkpoint"),
+        "random_weights": loaded.random_weights,
     }
-    log.info("%s logits %.1f ms vs JSON %.1f ms", name, logits_ms, json_ms)
-    return result, versus
 
 
 def main() -> int:

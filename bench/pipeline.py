@@ -1,32 +1,37 @@
-"""Host-side throughput on ONE core: decode -> tile -> preprocess (model excluded), plus patchify vs HF.
+"""Host-side throughput on ONE core: the real FrameSource and Inspector.prepare (decode -> tile -> preprocess).
 
-Prints one JSON line. Generates its own short 1080p and 4K clips (mp4v) in a temp dir and
-decodes them with cv2.VideoCapture. Tiling: 512-px tiles, 20% overlap, global view on.
+Prints one JSON line. Generates its own short 1080p and 4K clips (mp4v) in a temp dir, opens
+them with ``inspector.sources.open_source`` and hands every frame to ``Inspector.prepare``
+-- the method ``Inspector.inspect`` calls before the model -- of an Inspector built from a
+station config by ``load_inspector`` (a tiny random model; the model itself is not run).
+The whole process is pinned to one CPU, FFmpeg's decoder threads included.
+Tiling: 512-px tiles, 20% overlap, global view on.
 
     python bench/pipeline.py [--frames-1080p 90] [--frames-4k 45] [--hf-tiles 12]
 
-Figures (per frame, means): decode_ms_*, tile_ms_* (plan + crop + global view),
-preprocess_ms_* (the pipeline's preprocessing: ``patch_bytes`` into a reused buffer; the
-backend normalises on its device); host_fps_* = frames / their total time.
-host_fps_*_float: the same with the host writing float32 ``pixel_values`` (``patchify``),
-as a backend without on-device normalisation would need. fill_ms_4k = writing the 4K
-frame's float32 pixel_values once (np.ndarray.fill): that path's memory-bandwidth floor.
-preprocess_speedup_vs_hf: HF's processor against ``patch_bytes`` (fresh output, as HF
-allocates) on the same tiles, with preprocess_max_abs_diff = max |normalise_patch_bytes(ours)
-- HF|; patchify_speedup_vs_hf: against the float32 path (and *_reused_out into a buffer).
+Figures (per frame, means over all frames but the first, which allocates the buffers):
+decode_ms_* (the source's ``next()``), prepare_ms_* (plan + crop + global view + patch bytes
+into the reused buffer), host_fps_* = frames / (decode + prepare) time, and
+prepare_over_decode_* = prepare_ms / decode_ms (the reference: decoding the same frames).
+
+Preprocessing against the Hugging Face image processor, on the same 4K tiles (local tiles +
+the global view), equal work: preprocess_speedup_vs_hf = HF's time / ``patchify``'s, both
+writing fresh float32 ``pixel_values``, with preprocess_max_abs_diff = max |ours - HF|.
+Reported apart, because it is less work: patch_bytes_ms_per_tile is what ``prepare`` runs
+(uint8 patch bytes, 1/8 of the float bytes; the backend normalises and repeats them on its
+device), patch_bytes_over_patchify = patchify's time / patch bytes', and
+patch_bytes_max_abs_diff = max |normalise_patch_bytes(patch bytes) - HF|.
 """
 
 from __future__ import annotations
 
-import os
+import _common  # noqa: I001  (first: pins threads before numpy, cv2 and torch load)
 
-# One core, set before numpy/cv2/torch load their thread pools.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_var] = "1"
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+CPU = _common.pin_to_one_core()
+_common.use_checkout()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
+import logging  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -39,16 +44,12 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 cv2.setNumThreads(1)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from inspector.tiling import TilePlanner, crop_tiles  # noqa: E402
-from inspector.vision import (  # noqa: E402
-    normalise_patch_bytes,
-    patch_bytes,
-    patch_shape,
-    patchify,
-    to_hf_layout,
-)
+from inspector.config import StationFile, parse_config  # noqa: E402
+from inspector.models import write_tiny_model  # noqa: E402
+from inspector.pipeline import Inspector  # noqa: E402
+from inspector.runtime import load_inspector  # noqa: E402
+from inspector.sources import open_source  # noqa: E402
+from inspector.vision import normalise_patch_bytes, patch_bytes, patchify, to_hf_layout  # noqa: E402
 
 TILE = 512
 OVERLAP = 0.2
@@ -75,71 +76,47 @@ def make_clip(path: Path, width: int, height: int, frames: int) -> None:
     writer.release()
 
 
-def open_clip(path: Path) -> cv2.VideoCapture:
-    # Ask FFmpeg for one decoding thread too (its own pool ignores cv2.setNumThreads).
-    params = [cv2.CAP_PROP_N_THREADS, 1] if hasattr(cv2, "CAP_PROP_N_THREADS") else []
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
-    if not cap.isOpened():
-        raise RuntimeError(f"cannot open {path}")
-    return cap
+def station(model_dir: Path) -> StationFile:
+    return parse_config(
+        {
+            "tiling": {"tile": TILE, "overlap": OVERLAP, "global_view": True},
+            "model": {"path": str(model_dir), "backend": "torch", "device": "cpu"},
+            "inspection": {"product": "a conveyor", "defects": {"scratch": {"description": "a thin line"}}},
+        },
+        "bench/pipeline.py",
+    )
 
 
-def run_clip(path: Path, *, as_bytes: bool = True) -> tuple[dict[str, float], np.ndarray]:
-    """Decode -> tile -> preprocess every frame; returns per-frame means and the last frame's crops."""
-    planner = TilePlanner(TILE, OVERLAP, global_view=True)
-    cap = open_clip(path)
-    crops_buf: np.ndarray | None = None
-    values_buf: np.ndarray | None = None
-    decode = tile = prep = 0.0
-    frames = 0
-    while True:
-        t0 = time.perf_counter()
-        ok, image = cap.read()
-        t1 = time.perf_counter()
-        if not ok:
-            break
-        tiles = planner.plan(image.shape[1], image.shape[0])
-        if crops_buf is None:
-            crops_buf = np.zeros((len(tiles), TILE, TILE, 3), np.uint8)
-        crops = crop_tiles(image, tiles, TILE, out=crops_buf)
-        t2 = time.perf_counter()
-        if values_buf is None:  # allocate once and touch every page outside the timed loop
-            values_buf = np.zeros(
-                patch_shape(len(tiles), TILE, as_bytes=as_bytes), np.uint8 if as_bytes else np.float32
-            )
-        if as_bytes:
-            patch_bytes(crops, out=values_buf)
-        else:
-            patchify(crops, out=values_buf)
-        t3 = time.perf_counter()
-        if frames > 0:  # frame 0 warms caches and allocators
-            decode, tile, prep = decode + t1 - t0, tile + t2 - t1, prep + t3 - t2
-        frames += 1
-    cap.release()
-    assert crops_buf is not None and values_buf is not None, f"{path} decoded no frames"
+def run_clip(inspector: Inspector, path: Path) -> tuple[dict[str, float], np.ndarray]:
+    """Every frame of ``path`` through the source and ``inspector.prepare``; returns means and the last frame."""
+    decode = prepare = 0.0
+    frames = tiles = 0
+    last: np.ndarray | None = None
+    with open_source(path) as source:
+        stream = iter(source)
+        while True:
+            t0 = time.perf_counter()
+            frame = next(stream, None)
+            t1 = time.perf_counter()
+            if frame is None:
+                break
+            prepared = inspector.prepare(frame)
+            t2 = time.perf_counter()
+            if frames > 0:  # frame 0 allocates the crop and patch buffers
+                decode, prepare = decode + t1 - t0, prepare + t2 - t1
+            frames, tiles, last = frames + 1, len(prepared.tiles), frame.image
+    if last is None or frames < 2:
+        raise RuntimeError(f"{path} gave fewer than 2 frames")
     n = frames - 1
     stats = {
         "frames": n,
-        "tiles_per_frame": int(crops_buf.shape[0]),
+        "tiles_per_frame": tiles,
         "decode_ms": 1000 * decode / n,
-        "tile_ms": 1000 * tile / n,
-        "preprocess_ms": 1000 * prep / n,
-        "fps": n / (decode + tile + prep),
+        "prepare_ms": 1000 * prepare / n,
+        "host_fps": n / (decode + prepare),
+        "prepare_over_decode": prepare / decode,
     }
-    if not as_bytes:
-        t0 = time.perf_counter()
-        values_buf.fill(0.0)
-        stats["fill_ms"] = 1000 * (time.perf_counter() - t0)
-    return stats, crops_buf.copy()
-
-
-def best_of(fn, reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return stats, last
 
 
 def compare_with_hf(tiles: np.ndarray) -> dict[str, float]:
@@ -159,26 +136,24 @@ def compare_with_hf(tiles: np.ndarray) -> dict[str, float]:
     def hf() -> None:
         result["hf"] = processor(images=images, return_tensors="np", input_data_format="channels_last")
 
-    hf_s = best_of(hf, 3)
-    bytes_s = best_of(lambda: patch_bytes(tiles), 5)
-    ours_s = best_of(lambda: patchify(tiles), 5)
-    out = np.zeros(patch_shape(len(tiles), TILE), np.float32)
-    reused_s = best_of(lambda: patchify(tiles, out=out), 5)
+    hf_s = _common.best_of(hf, 3)
+    float_s = _common.best_of(lambda: patchify(tiles), 5)  # fresh output, as HF allocates
+    reused = np.empty_like(patch_bytes(tiles)[0])
+    bytes_s = _common.best_of(lambda: patch_bytes(tiles, out=reused), 5)  # into a reused buffer, as prepare does
     values, grid = patchify(tiles)
     raw, _ = patch_bytes(tiles)
-    ref = np.asarray(result["hf"]["pixel_values"])
-    assert np.array_equal(np.asarray(result["hf"]["image_grid_thw"]), np.tile(grid, (len(tiles), 1)))
+    reference = np.asarray(result["hf"]["pixel_values"])
+    if not np.array_equal(np.asarray(result["hf"]["image_grid_thw"]), np.tile(grid, (len(tiles), 1))):
+        raise RuntimeError("HF's image_grid_thw differs from ours: the comparison would not be of equal work")
     n = len(tiles)
     return {
-        "preprocess_speedup_vs_hf": hf_s / bytes_s,
-        "preprocess_max_abs_diff": float(np.abs(to_hf_layout(normalise_patch_bytes(raw)) - ref).max()),
-        "patchify_speedup_vs_hf": hf_s / ours_s,
-        "patchify_speedup_vs_hf_reused_out": hf_s / reused_s,
-        "patchify_max_abs_diff": float(np.abs(to_hf_layout(values) - ref).max()),
+        "preprocess_speedup_vs_hf": hf_s / float_s,
+        "preprocess_max_abs_diff": float(np.abs(to_hf_layout(values) - reference).max()),
         "hf_ms_per_tile": 1000 * hf_s / n,
+        "patchify_ms_per_tile": 1000 * float_s / n,
         "patch_bytes_ms_per_tile": 1000 * bytes_s / n,
-        "patchify_ms_per_tile": 1000 * ours_s / n,
-        "patchify_ms_per_tile_reused_out": 1000 * reused_s / n,
+        "patch_bytes_over_patchify": float_s / bytes_s,
+        "patch_bytes_max_abs_diff": float(np.abs(to_hf_layout(normalise_patch_bytes(raw)) - reference).max()),
         "hf_compared_tiles": n,
     }
 
@@ -189,27 +164,33 @@ def main() -> int:
     parser.add_argument("--frames-4k", type=int, default=45)
     parser.add_argument("--hf-tiles", type=int, default=12, help="4K tiles (incl. the global view) timed against HF")
     args = parser.parse_args()
-    figures: dict[str, object] = {"tile": TILE, "overlap": OVERLAP, "global_view": True, "threads": 1}
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    figures: dict[str, object] = {
+        "bench": "pipeline",
+        "tile": TILE,
+        "overlap": OVERLAP,
+        "global_view": True,
+        "cpus": 1,
+        "cpu_index": CPU,
+    }
     with tempfile.TemporaryDirectory(prefix="inspector-bench-") as tmp:
-        crops_4k = None
+        # The model is loaded (the Inspector needs its backend) but never run: host work only.
+        model_dir = write_tiny_model(Path(tmp) / "tiny", vocabulary="trained")
+        inspector = load_inspector(station(model_dir), warn=lambda _: None)
+        last_4k = None
         for name, (w, h), frames in (("1080p", (1920, 1080), args.frames_1080p), ("4k", (3840, 2160), args.frames_4k)):
             clip = Path(tmp) / f"{name}.mp4"
             make_clip(clip, w, h, frames + 1)
-            stats, crops = run_clip(clip)
-            figures[f"host_fps_{name}"] = stats.pop("fps")
+            stats, last = run_clip(inspector, clip)
+            figures[f"host_fps_{name}"] = stats.pop("host_fps")
             figures.update({f"{key}_{name}": value for key, value in stats.items()})
-            float_stats, _ = run_clip(clip, as_bytes=False)
-            figures[f"host_fps_{name}_float"] = float_stats["fps"]
-            figures[f"preprocess_ms_{name}_float"] = float_stats["preprocess_ms"]
-            if name == "4k":
-                figures["fill_ms_4k"] = float_stats["fill_ms"]
-            crops_4k = crops
-    assert crops_4k is not None
-    picked = np.concatenate([crops_4k[: args.hf_tiles - 1], crops_4k[-1:]])  # local tiles + the global view
+            last_4k = last
+        assert last_4k is not None
+        _, crops = inspector.planner.crop(last_4k)
+    picked = np.concatenate([crops[: args.hf_tiles - 1], crops[-1:]])  # local tiles + the global view
     figures.update(compare_with_hf(picked))
     figures["versions"] = {"numpy": np.__version__, "opencv": cv2.__version__, "torch": torch.__version__}
-    rounded = {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
-    print(json.dumps(rounded))
+    _common.emit(figures)
     return 0
 
 
