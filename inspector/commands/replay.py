@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from inspector.backends.registry import backend_names
+from inspector.cluster import command as cluster
 from inspector.config import load_config
 from inspector.errors import InspectorError
 from inspector.replay import LabelMetrics, ReplaySummary, label_metrics
@@ -67,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, help="stop after this many frames per source")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first frame that cannot be inspected")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    cluster.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -87,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = Overrides(model=args.model, backend=args.backend, onnx_dir=args.onnx_dir, device=args.device)
     config = overrides.apply(load_config(args.config))
     labels = frame_labels(args.labels) if args.labels else None
+    if args.ray is not None:
+        return cluster.run(args, config, labels, console)
     out_path = _output_path(args, config)
 
     policy = ErrorPolicy(fail_fast=args.fail_fast)
