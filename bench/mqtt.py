@@ -1,15 +1,22 @@
 """MQTT publishing throughput: verdicts through MqttSink's durable outbox vs. a bare paho QoS 1 client.
 
-    python bench/mqtt.py [--count 5000] [--repeat 3] [--protocol 5]
+    python bench/mqtt.py [--count 5000] [--repeat 3] [--protocol 5] [--producers 4]
 
-Starts its own Mosquitto on a free port (tests/mosquitto.py), then in this one process
+Starts its own Mosquitto on a free port (inspector/mqtt/broker.py), then in this one process
 times, until every message is acknowledged (PUBACK):
 
-- ``outbox_verdicts_per_s``: ``MqttSink.publish(verdict)`` for N verdicts: JSON, SQLite
-  append (durable against a process crash) and a QoS 1 send, deleted on PUBACK;
+- ``outbox_verdicts_per_s``: ``MqttSink.publish(verdict)`` for N verdicts from one thread:
+  JSON, SQLite append (durable against a process crash, group-committed) and a QoS 1 send,
+  acknowledged in the outbox on PUBACK;
 - ``bare_paho_per_s``: the same verdicts serialised the same way and published at QoS 1
   with the same v5 properties by a plain paho client (in-memory queue only: a crash loses
-  them), the baseline for "what does durability cost".
+  them), the baseline for "what does durability cost". ``ratio`` = outbox / bare.
+- ``cpu_ratio``: bare paho's CPU time per verdict over the outbox's (this process, all its
+  threads): what durability costs in CPU, less sensitive to a busy machine than wall time.
+- ``commits_per_verdict``: SQLite transactions per verdict (group commit and acknowledgements
+  riding along make it < 1 under load).
+- ``producers_N``: the same with N publishing threads (several cameras on one box), where
+  group commit shares one transaction among the verdicts that arrive during a commit.
 
 All verdicts are OK (one message each; NG adds a reject message). Each side runs --repeat
 times, alternating; the median counts. Prints one JSON line.
@@ -24,19 +31,26 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from inspector.config import MqttConfig, StationConfig  # noqa: E402
 from inspector.mqtt import MqttSink, Topics  # noqa: E402
+from inspector.mqtt.broker import Mosquitto  # noqa: E402
 from inspector.mqtt.connection import message_properties  # noqa: E402
 from inspector.payloads.verdict import SCHEMA_ID, SCHEMA_VERSION, FrameVerdict, ModelRef, SourceRef, StationRef  # noqa: E402
 
-from mosquitto import Mosquitto  # noqa: E402  (tests/mosquitto.py, the broker helper the tests use)
+
+@dataclass(frozen=True)
+class Run:
+    per_s: float
+    cpu_us: float  # process CPU time per verdict
+    commits: float | None = None  # SQLite transactions per verdict (outbox only)
 
 
 def make_verdicts(n: int, station: StationConfig) -> list[FrameVerdict]:
@@ -55,7 +69,22 @@ def make_verdicts(n: int, station: StationConfig) -> list[FrameVerdict]:
     ]
 
 
-def run_outbox(config: MqttConfig, station: StationConfig, verdicts: list[FrameVerdict], workdir: Path) -> float:
+def _in_threads(work: list, producers: int, publish) -> None:
+    """Publish ``work`` from ``producers`` threads, each its own interleaved share, in order within a share."""
+    if producers == 1:
+        for item in work:
+            publish(item)
+        return
+    threads = [threading.Thread(target=lambda k=k: [publish(v) for v in work[k::producers]]) for k in range(producers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def run_outbox(
+    config: MqttConfig, station: StationConfig, verdicts: list[FrameVerdict], workdir: Path, producers: int = 1
+) -> Run:
     outbox = Path(tempfile.mkstemp(suffix=".sqlite", dir=workdir)[1])
     outbox.unlink()
     sink = MqttSink(config.model_copy(update={"outbox": outbox}), station)
@@ -65,17 +94,19 @@ def run_outbox(config: MqttConfig, station: StationConfig, verdicts: list[FrameV
             if time.monotonic() > deadline:
                 raise RuntimeError(f"MqttSink did not connect: {sink.last_error}")
             time.sleep(0.01)
-        start = time.perf_counter()
-        for verdict in verdicts:
-            sink.publish(verdict)
+        commits = sink.stats()["outbox_commits"]
+        cpu, start = time.process_time(), time.perf_counter()
+        _in_threads(verdicts, producers, sink.publish)
         if not sink.wait_drained(120):
             raise RuntimeError(f"outbox not drained: {sink.stats()}")
-        return len(verdicts) / (time.perf_counter() - start)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        commits = sink.stats()["outbox_commits"] - commits
+        return Run(len(verdicts) / wall, cpu / len(verdicts) * 1e6, commits / len(verdicts))
     finally:
         sink.close()
 
 
-def run_bare(config: MqttConfig, station: StationConfig, verdicts: list[FrameVerdict]) -> float:
+def run_bare(config: MqttConfig, station: StationConfig, verdicts: list[FrameVerdict], producers: int = 1) -> Run:
     topic = Topics.for_station(config.topic_root, station).verdict
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-bare", protocol=mqtt.MQTTv5
                          if config.protocol == "5" else mqtt.MQTTv311)  # fmt: skip
@@ -90,6 +121,11 @@ def run_bare(config: MqttConfig, station: StationConfig, verdicts: list[FrameVer
         if acked == len(verdicts):
             done.set()
 
+    def publish(verdict: FrameVerdict) -> None:
+        props = message_properties(config, schema=SCHEMA_ID, schema_version=SCHEMA_VERSION,
+                                   message_id=verdict.message_id)  # fmt: skip
+        client.publish(topic, verdict.to_json(include_tiles=False).encode(), 1, False, props)
+
     client.on_publish = on_publish
     client.on_connect = lambda *_: connected.set()
     client.connect(config.host, config.port)
@@ -97,17 +133,38 @@ def run_bare(config: MqttConfig, station: StationConfig, verdicts: list[FrameVer
     try:
         if not connected.wait(10):
             raise RuntimeError("bare paho client did not connect")
-        start = time.perf_counter()
-        for verdict in verdicts:
-            props = message_properties(config, schema=SCHEMA_ID, schema_version=SCHEMA_VERSION,
-                                       message_id=verdict.message_id)  # fmt: skip
-            client.publish(topic, verdict.to_json(include_tiles=False).encode(), 1, False, props)
+        cpu, start = time.process_time(), time.perf_counter()
+        _in_threads(verdicts, producers, publish)
         if not done.wait(120):
             raise RuntimeError(f"bare paho: only {acked} of {len(verdicts)} acknowledged")
-        return len(verdicts) / (time.perf_counter() - start)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        return Run(len(verdicts) / wall, cpu / len(verdicts) * 1e6)
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def compare(config: MqttConfig, station: StationConfig, verdicts: list, workdir: Path, repeat: int,
+            producers: int) -> dict[str, object]:  # fmt: skip
+    outbox_runs, bare_runs = [], []
+    for _ in range(repeat):
+        outbox_runs.append(run_outbox(config, station, verdicts, workdir, producers))
+        bare_runs.append(run_bare(config, station, verdicts, producers))
+    outbox_rate = statistics.median(r.per_s for r in outbox_runs)
+    bare_rate = statistics.median(r.per_s for r in bare_runs)
+    outbox_cpu = statistics.median(r.cpu_us for r in outbox_runs)
+    bare_cpu = statistics.median(r.cpu_us for r in bare_runs)
+    return {
+        "outbox_verdicts_per_s": round(outbox_rate, 1),
+        "bare_paho_per_s": round(bare_rate, 1),
+        "ratio": round(outbox_rate / bare_rate, 3),
+        "outbox_cpu_us_per_verdict": round(outbox_cpu, 1),
+        "bare_cpu_us_per_verdict": round(bare_cpu, 1),
+        "cpu_ratio": round(bare_cpu / outbox_cpu, 3),
+        "commits_per_verdict": round(statistics.median(r.commits or 0.0 for r in outbox_runs), 3),
+        "outbox_runs": [round(r.per_s, 1) for r in outbox_runs],
+        "bare_runs": [round(r.per_s, 1) for r in bare_runs],
+    }
 
 
 def main() -> int:
@@ -115,6 +172,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=5000, help="verdicts per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per side (median reported)")
     parser.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
+    parser.add_argument("--producers", type=int, default=4, help="publishing threads of the second figure (0: skip)")
     args = parser.parse_args()
 
     station = StationConfig(site="plant-lyon", area="machining", line="line-3", station="final-check")
@@ -124,24 +182,18 @@ def main() -> int:
         warm = verdicts[: min(500, len(verdicts))]
         run_outbox(config, station, warm, Path(tmp))
         run_bare(config, station, warm)
-        outbox_rates, bare_rates = [], []
-        for _ in range(args.repeat):
-            outbox_rates.append(run_outbox(config, station, verdicts, Path(tmp)))
-            bare_rates.append(run_bare(config, station, verdicts))
-    outbox_rate = statistics.median(outbox_rates)
-    bare_rate = statistics.median(bare_rates)
-    print(json.dumps({
-        "bench": "mqtt",
-        "count": args.count,
-        "repeat": args.repeat,
-        "protocol": args.protocol,
-        "payload_bytes": len(verdicts[0].to_json(include_tiles=False)),
-        "outbox_verdicts_per_s": round(outbox_rate, 1),
-        "bare_paho_per_s": round(bare_rate, 1),
-        "ratio": round(outbox_rate / bare_rate, 3),
-        "outbox_runs": [round(r, 1) for r in outbox_rates],
-        "bare_runs": [round(r, 1) for r in bare_rates],
-    }))  # fmt: skip
+        figures: dict[str, object] = {
+            "bench": "mqtt",
+            "count": args.count,
+            "repeat": args.repeat,
+            "protocol": args.protocol,
+            "payload_bytes": len(verdicts[0].to_json(include_tiles=False)),
+        }
+        figures.update(compare(config, station, verdicts, Path(tmp), args.repeat, 1))
+        if args.producers > 1:
+            many = compare(config, station, verdicts, Path(tmp), args.repeat, args.producers)
+            figures[f"producers_{args.producers}"] = {k: v for k, v in many.items() if not k.endswith("_runs")}
+    print(json.dumps(figures))
     return 0
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inspector.errors import InspectorError
+from inspector.mqtt import outbox as outbox_module
 from inspector.mqtt.outbox import Outbox, OutboxMessage
 
 
@@ -182,8 +185,10 @@ def test_appended_rows_survive_sigkill(tmp_path: Path) -> None:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=st.lists(st.tuples(st.sampled_from(["append", "ack", "reopen"]), st.integers(1, 5)), max_size=30))
-def test_counts_and_order_stay_consistent(tmp_path: Path, ops: list[tuple[str, int]]) -> None:
+@given(ops=st.lists(st.tuples(st.sampled_from(["append", "ack", "flush", "reopen"]), st.integers(1, 5)), max_size=30))
+def test_counts_and_order_stay_consistent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ops) -> None:
+    # A memory window of 3 rows: take() and ack() cross between memory and the file all the time.
+    monkeypatch.setattr(outbox_module, "_FRESH_MAX", 3)
     path = tmp_path / f"h{time.monotonic_ns()}.sqlite"
     box = Outbox(path, max_messages=8)
     made = 0
@@ -194,12 +199,74 @@ def test_counts_and_order_stay_consistent(tmp_path: Path, ops: list[tuple[str, i
                 made += n
             elif op == "ack":
                 box.ack([row.seq for row in box.take(0, n)])
+            elif op == "flush":
+                box.flush()
             else:
+                before = ids(box.take(0, 10**6))
                 box.close()
                 box = Outbox(path, max_messages=8)
+                assert ids(box.take(0, 10**6)) == before  # close() wrote every acknowledgement
             rows = box.take(0, 10**6)
             assert [r.seq for r in rows] == sorted(r.seq for r in rows)
             assert len(rows) == len(box) and sum(r.message.size for r in rows) == box.bytes
             assert sum(1 for r in rows if r.message.kind == "ok") == 0 or len(rows) <= 8
+            assert ids(box.take(rows[0].seq, 10**6)) == ids(rows[1:]) if rows else True  # resuming mid-way
     finally:
         box.close()
+
+
+def _stored_ids(path: Path) -> list[str]:
+    """What the file holds, through a connection of its own: only committed rows are visible there."""
+    with sqlite3.connect(path) as db:
+        return [row[0] for row in db.execute("SELECT message_id FROM outbox ORDER BY seq")]
+
+
+def test_appends_that_arrive_during_a_commit_share_the_next_one_and_each_waits_for_it(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    with Outbox(path) as box:
+        box.append([msg(0)])
+        before = box.commits
+        # Another writer holds SQLite's write lock: the first append's commit cannot finish.
+        blocker = sqlite3.connect(path, isolation_level=None, timeout=0)
+        blocker.execute("BEGIN IMMEDIATE")
+        returned: list[int] = []
+        threads = [threading.Thread(target=lambda i=i: returned.append(box.append([msg(i)])[0])) for i in range(1, 9)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(box._queue) < 7 and time.monotonic() < deadline:  # one leads (blocked), seven wait
+            time.sleep(0.01)
+        assert returned == []  # nobody returns before their row is committed
+        blocker.execute("COMMIT")
+        blocker.close()
+        for thread in threads:
+            thread.join(10)
+        assert len(returned) == 8 and sorted(_stored_ids(path)) == [f"m{i:05d}" for i in range(9)]
+        assert ids(box.take(0, 100)) == _stored_ids(path)  # memory and file agree on the order
+        assert box.commits - before == 2  # the blocked leader's own, then one for the seven that queued
+
+
+def test_an_acknowledgement_reaches_the_file_with_the_next_commit_or_flush(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    with Outbox(path) as box:
+        seqs = box.append([msg(0), msg(1), msg(2)])
+        assert box.ack(seqs[:2]) == 2 and len(box) == 1 and ids(box.take(0, 10)) == ["m00002"]
+        assert box.ack(seqs[:1]) == 0  # a duplicate PUBACK before the flush counts nothing
+        # Not in the file yet: a crash now re-sends m0 and m1 (duplicates), it loses nothing.
+        assert _stored_ids(path) == ["m00000", "m00001", "m00002"]
+        box.append([msg(3)])  # the acknowledgements ride along with the next commit
+        assert _stored_ids(path) == ["m00002", "m00003"]
+        box.ack([box.take(0, 1)[0].seq])
+        box.flush()
+        assert _stored_ids(path) == ["m00003"]
+
+
+def test_rows_older_than_the_memory_window_come_from_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbox_module, "_FRESH_MAX", 4)
+    with Outbox(tmp_path / "o.sqlite") as box:
+        box.append([msg(i) for i in range(10)])
+        rows = box.take(0, 100)
+        assert ids(rows) == [f"m{i:05d}" for i in range(10)]
+        assert box.ack([rows[0].seq, rows[9].seq]) == 2  # one from the file, one from memory
+        assert ids(box.take(rows[5].seq, 100)) == [f"m{i:05d}" for i in range(6, 9)]
+        assert len(box) == 8 and box.bytes == 800

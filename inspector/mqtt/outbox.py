@@ -10,8 +10,11 @@ Durability trade-off (``outbox_sync``):
   killed (SIGKILL, OOM, a crash) because the kernel still writes the pages out. A power loss
   or kernel panic can lose the last transactions since the WAL was last synced to the disk
   (at a checkpoint), but never corrupts the file. Cost: ~20 us per verdict.
-- ``full`` (``synchronous=FULL``): every append is fsynced; survives power loss too, at the
-  cost of one disk flush per verdict (milliseconds on most edge SSDs).
+- ``full`` (``synchronous=FULL``): every commit is fsynced; survives power loss too, at the
+  cost of one disk flush per commit (milliseconds on most edge SSDs).
+
+Group commit (see ``Outbox``): verdicts that arrive while a commit is in flight share the
+next transaction; each ``append`` still returns only once its own rows are committed.
 
 Bounds: by message count and by bytes (payload + topic). When a new message does not fit,
 expired rejects go first, then the overflow policy decides; reject messages are never
@@ -51,6 +54,8 @@ _DROP_ORDER: dict[str, tuple[tuple[Kind, ...], ...]] = {
 }
 _SCHEMA_VERSION = 1
 _CHUNK = 500  # stays below SQLite's bound-parameter limit
+_FRESH_MAX = 4096  # rows kept in memory for take(); about 2.5 MB of verdicts
+_FLUSH_ACKS = 1000  # acknowledgements noted before they are written without waiting for a commit
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -101,8 +106,38 @@ class OutboxRow:
     message: OutboxMessage
 
 
+class _Append:
+    """One append() call waiting for the group commit that carries it."""
+
+    __slots__ = ("done", "error", "messages", "seqs")
+
+    def __init__(self, messages: Sequence[OutboxMessage]) -> None:
+        self.messages = messages
+        self.seqs: list[int] = []
+        self.error: InspectorError | None = None
+        self.done = False
+
+    def outcome(self) -> list[int]:
+        if self.error is not None:
+            raise self.error
+        return self.seqs
+
+
 class Outbox:
-    """The on-disk queue. Thread-safe; one process at a time per file (a lock file enforces it)."""
+    """The on-disk queue. Thread-safe; one process at a time per file (a lock file enforces it).
+
+    Group commit: an ``append`` that finds a commit in flight queues its messages and waits;
+    when that commit ends, one waiter commits everything queued meanwhile in one transaction
+    (with the acknowledgements noted since), and each append returns once its own rows are
+    committed. Durability per verdict is unchanged; the number of transactions falls with load.
+
+    Acknowledgements (``ack``) take effect in memory at once and reach the file with the next
+    commit, or ``flush()`` (the sender calls it when idle, ``close()`` does too). A crash in
+    between re-sends those messages: duplicates with the same ``message_id``, never a loss.
+
+    Recently appended rows are also kept in memory (up to ``_FRESH_MAX``) so that ``take`` on
+    the hot path reads no SQLite; a backlog older than that is read from the file.
+    """
 
     def __init__(
         self,
@@ -119,20 +154,24 @@ class Outbox:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.overflow = overflow
+        # Lock order: _db_lock (the SQLite connection) before _lock (memory state and the append queue).
+        self._db_lock = threading.RLock()
         self._lock = threading.Lock()
+        self._turn = threading.Condition(self._lock)  # appenders wait here for their group commit
+        self._queue: list[_Append] = []
+        self._committing = False
+        self._closing = False
+        self._pending_acks: set[int] = set()  # acknowledged, not yet deleted in the file
+        self._fresh: dict[int, OutboxRow] = {}  # seq -> row, ascending: every stored row with seq >= _fresh_from
+        self._commits = 0
         self._lock_file = _lock_exclusive(self.path)
         try:
             self._db = _open_db(self.path, sync)
-            row = self._db.execute("SELECT count(*), coalesce(sum(size), 0) FROM outbox").fetchone()
-            self._count, self._bytes = int(row[0]), int(row[1])
-            self._high_water = self._count  # most messages waiting at once since this process opened it
-            self._by_kind = {kind: 0 for kind in KINDS}
-            for kind, n in self._db.execute("SELECT kind, count(*) FROM outbox GROUP BY kind"):
-                self._by_kind[kind] = n
-            self._counters = dict(self._db.execute("SELECT name, value FROM counters"))
+            self._reload()
         except BaseException:
             self._lock_file.close()
             raise
+        self._high_water = self._count  # most messages waiting at once since this process opened it
         self._over_warned = False
         if self._count:
             log.info("outbox %s holds %d message(s) from an earlier run; they go first", self.path, self._count)
@@ -156,96 +195,105 @@ class Outbox:
         """
         if not messages:
             return []
-        now = time.time()
+        request = _Append(messages)
         with self._lock:
             self._require_open()
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                keep = self._make_room(messages, now)
-                seqs = []
-                for msg in keep:
-                    cursor = self._db.execute(
-                        "INSERT INTO outbox (message_id, topic, payload, qos, retain, kind, schema, schema_version,"
-                        " created_at, expires_at, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            msg.message_id,
-                            msg.topic,
-                            msg.payload,
-                            msg.qos,
-                            int(msg.retain),
-                            msg.kind,
-                            msg.schema,
-                            msg.schema_version,
-                            msg.created_at,
-                            msg.expires_at,
-                            msg.size,
-                        ),
-                    )
-                    seqs.append(int(cursor.lastrowid or 0))
-                self._db.execute("COMMIT")
-            except sqlite3.Error as error:
-                self._rollback()
-                raise InspectorError(
-                    f"cannot write the MQTT outbox {self.path}: {error}",
-                    "check free disk space and permissions; verdicts are not being kept for delivery",
-                ) from error
-            for msg in keep:
-                self._count += 1
-                self._bytes += msg.size
-                self._by_kind[msg.kind] += 1
-            self._high_water = max(self._high_water, self._count)
-            return seqs
+            self._queue.append(request)
+            while self._committing and not request.done:
+                self._turn.wait()
+            if request.done:  # a leader committed it while we waited
+                return request.outcome()
+            self._committing = True  # lead: commit everything queued, ours included
+            group, self._queue = self._queue, []
+        try:
+            self._commit_group(group)
+        finally:
+            with self._lock:
+                for waiting in group:
+                    if not waiting.done:  # e.g. interrupted before the group was marked
+                        waiting.error = waiting.error or InspectorError(f"the MQTT outbox {self.path} write failed")
+                        waiting.done = True
+                self._committing = False
+                self._turn.notify_all()
+        return request.outcome()
 
     # -- sender side ---------------------------------------------------------------------
 
     def take(self, after_seq: int, limit: int, *, now: float | None = None) -> list[OutboxRow]:
         """Up to ``limit`` rows with ``seq > after_seq``, oldest first; expired rows met on the way are dropped."""
         now = time.time() if now is None else now
-        result: list[OutboxRow] = []
         with self._lock:
             self._require_open()
-            while len(result) < limit:
-                rows = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after_seq, limit - len(result)),
-                ).fetchall()
-                if not rows:
-                    break
-                expired = []
-                for row in rows:
-                    if row[10] is not None and row[10] <= now:
-                        expired.append(row[0])
-                    else:
-                        result.append(_row(row))
-                after_seq = rows[-1][0]
-                if expired:
-                    self._delete(expired, counter="expired")
-                    log.warning("dropped %d expired reject message(s) that were never delivered", len(expired))
+            in_memory = after_seq + 1 >= self._fresh_from  # everything after after_seq is in memory
+            if in_memory:
+                result, expired = [], []
+                for seq, row in self._fresh.items():
+                    if seq <= after_seq:
+                        continue
+                    if row.message.expires_at is not None and row.message.expires_at <= now:
+                        expired.append(seq)
+                        continue
+                    result.append(row)
+                    if len(result) >= limit:
+                        break
+        if not in_memory:
+            return self._take_from_file(after_seq, limit, now)
+        self._drop_expired(expired)
         return result
 
     def ack(self, seqs: Collection[int]) -> int:
         """Remove delivered rows (PUBACK received); returns how many were still there."""
         if not seqs:
             return 0
+        cold: list[int] = []
+        removed = 0
         with self._lock:
             if self._db is None:
                 return 0  # closed while a late PUBACK came in: the row is simply sent again next run
-            return self._delete(list(seqs))
+            for seq in seqs:
+                row = self._fresh.pop(seq, None)
+                if row is not None:
+                    self._forget(row.message.kind, row.message.size)
+                    self._pending_acks.add(seq)
+                    removed += 1
+                elif seq < self._fresh_from and seq not in self._pending_acks:
+                    cold.append(seq)  # may be stored: a backlog older than the memory window
+            flush = len(self._pending_acks) >= _FLUSH_ACKS
+        if cold:
+            removed += self._delete_now(cold)
+        if flush:
+            self.flush()
+        return removed
 
     def flush(self) -> None:
-        """Write pending acknowledgements now (the sender calls it when idle)."""
+        """Write the pending acknowledgements to the file now (the sender calls it when idle)."""
+        if not self._pending_acks:  # the idle sender calls this often: no lock when there is nothing to do
+            return
+        with self._db_lock:
+            with self._lock:
+                if self._db is None or not self._pending_acks:
+                    return
+                acked = list(self._pending_acks)
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._delete_rows(acked)
+                self._db.execute("COMMIT")
+                self._commits += 1
+            except sqlite3.Error as error:
+                self._rollback()
+                log.warning("cannot record acknowledgements in the MQTT outbox %s yet: %s", self.path, error)
+                return
+            with self._lock:
+                self._pending_acks.difference_update(acked)
 
     def purge_expired(self, *, now: float | None = None) -> int:
         """Drop expired messages (stale rejects) now, counted as ``expired``; returns how many."""
         now = time.time() if now is None else now
-        with self._lock:
+        with self._db_lock:
             if self._db is None:
                 return 0
             expired = [seq for (seq,) in self._db.execute("SELECT seq FROM outbox WHERE expires_at <= ?", (now,))]
-            if expired:
-                self._delete(expired, counter="expired")
-                log.warning("dropped %d expired reject message(s) that were never delivered", len(expired))
-            return len(expired)
+            return self._drop_expired(expired)
 
     def discard(self, seqs: Collection[int], reason: str) -> int:
         """Remove rows that must not be sent again (e.g. refused by the broker), counting them under ``reason``."""
@@ -253,7 +301,7 @@ class Outbox:
             return 0
         with self._lock:
             self._require_open()
-            return self._delete(list(seqs), counter=reason)
+        return self._delete_now(list(seqs), counter=reason)
 
     # -- figures -------------------------------------------------------------------------
 
@@ -263,6 +311,11 @@ class Outbox:
     @property
     def bytes(self) -> int:
         return self._bytes
+
+    @property
+    def commits(self) -> int:
+        """Transactions written by this process (group commits, acknowledgements, drops)."""
+        return self._commits
 
     def counters(self) -> dict[str, int]:
         """Messages dropped so far by reason (``dropped_ok``, ``dropped_ng``, ``expired``, ...), across runs."""
@@ -276,6 +329,7 @@ class Outbox:
                 "outbox_high_water": self._high_water,
                 "outbox_bytes": self._bytes,
                 "outbox_by_kind": dict(self._by_kind),
+                "outbox_commits": self._commits,
                 "dropped": dict(self._counters),
             }
 
@@ -287,6 +341,11 @@ class Outbox:
         with self._lock:
             if self._db is None:
                 return
+            self._closing = True  # refuse new appends; let queued ones be committed
+            while self._committing or self._queue:
+                self._turn.wait()
+        self.flush()
+        with self._db_lock, self._lock:
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:
@@ -301,10 +360,75 @@ class Outbox:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- internals (called with self._lock held) -----------------------------------------
+    # -- the group commit ----------------------------------------------------------------
+
+    def _commit_group(self, group: list[_Append]) -> None:
+        """One transaction: the pending acknowledgements, then every queued append in order."""
+        now = time.time()
+        with self._db_lock:
+            with self._lock:
+                acked = list(self._pending_acks)
+                need_n = sum(len(r.messages) for r in group)
+                need_b = sum(m.size for r in group for m in r.messages)
+                fits = self._count + need_n <= self.max_messages and self._bytes + need_b <= self.max_bytes
+            if fits:
+                self._commit_fitting(group, acked)
+            else:  # over a bound: the overflow policy needs a consistent view, so hold everything
+                with self._lock:
+                    self._commit_overflowing(group, acked, now)
+
+    def _commit_fitting(self, group: list[_Append], acked: list[int]) -> None:
+        """The hot path: memory changes only after COMMIT, so the lock is free while SQLite writes."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._delete_rows(acked)
+            for request in group:
+                request.seqs = [self._insert(msg) for msg in request.messages]
+            self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._rollback()
+            failure = _write_error(self.path, error)
+            with self._lock:
+                for request in group:
+                    request.error, request.done = failure, True
+            return
+        with self._lock:
+            self._commits += 1
+            self._pending_acks.difference_update(acked)
+            for request in group:
+                for seq, msg in zip(request.seqs, request.messages, strict=True):
+                    self._remember(seq, msg)
+                request.done = True
+            self._high_water = max(self._high_water, self._count)
+
+    def _commit_overflowing(self, group: list[_Append], acked: list[int], now: float) -> None:
+        """Called with both locks held: drop by policy, message by message, as a lone append would."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._delete_rows(acked)
+            self._pending_acks.difference_update(acked)  # memory already counts them gone
+            for request in group:
+                keep = self._make_room(request.messages, now)
+                request.seqs = [self._insert(msg) for msg in keep]
+                for seq, msg in zip(request.seqs, keep, strict=True):
+                    self._remember(seq, msg)
+            self._db.execute("COMMIT")
+            self._commits += 1
+        except sqlite3.Error as error:
+            self._rollback()
+            self._pending_acks.update(acked)
+            self._reload()  # the rollback undid what memory already counted
+            failure = _write_error(self.path, error)
+            for request in group:
+                request.error, request.seqs = failure, []
+        for request in group:
+            request.done = True
+        self._high_water = max(self._high_water, self._count)
+
+    # -- internals -----------------------------------------------------------------------
 
     def _require_open(self) -> None:
-        if self._db is None:
+        if self._db is None or self._closing:
             raise InspectorError(f"the MQTT outbox {self.path} is closed")
 
     def _rollback(self) -> None:
@@ -313,34 +437,127 @@ class Outbox:
         except sqlite3.Error:
             pass
 
+    def _reload(self) -> None:
+        """Memory state from the file (at open, and after a failed transaction); the cache starts empty."""
+        self._count, self._bytes = 0, 0
+        self._by_kind = {kind: 0 for kind in KINDS}
+        for kind, n, size in self._db.execute(
+            "SELECT kind, count(*), coalesce(sum(size), 0) FROM outbox GROUP BY kind"
+        ):
+            self._by_kind[kind] = n
+            self._count += n
+            self._bytes += size
+        for start in range(0, len(self._pending_acks), _CHUNK):  # acknowledged but still in the file
+            chunk = list(self._pending_acks)[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for kind, size in self._db.execute(f"SELECT kind, size FROM outbox WHERE seq IN ({marks})", chunk):
+                self._forget(kind, size)
+        self._counters = dict(self._db.execute("SELECT name, value FROM counters"))
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        self._fresh = {}
+        self._fresh_from = (int(row[0]) if row else 0) + 1
+
+    def _insert(self, msg: OutboxMessage) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO outbox (message_id, topic, payload, qos, retain, kind, schema, schema_version,"
+            " created_at, expires_at, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                msg.message_id, msg.topic, msg.payload, msg.qos, int(msg.retain), msg.kind, msg.schema,
+                msg.schema_version, msg.created_at, msg.expires_at, msg.size,
+            ),
+        )  # fmt: skip
+        return int(cursor.lastrowid or 0)
+
+    def _remember(self, seq: int, msg: OutboxMessage) -> None:
+        """A committed row: counted, and kept in memory for take() (called with _lock held)."""
+        self._count += 1
+        self._bytes += msg.size
+        self._by_kind[msg.kind] += 1
+        self._fresh[seq] = OutboxRow(seq, msg)
+        while len(self._fresh) > _FRESH_MAX:  # the oldest leave memory; take() reads them from the file
+            oldest = next(iter(self._fresh))
+            del self._fresh[oldest]
+            self._fresh_from = oldest + 1
+
+    def _forget(self, kind: str, size: int) -> None:
+        self._count -= 1
+        self._bytes -= size
+        self._by_kind[kind] -= 1  # type: ignore[index]
+
+    def _delete_rows(self, seqs: list[int]) -> None:
+        """Plain DELETE inside the open transaction, for rows memory already counts as gone."""
+        for start in range(0, len(seqs), _CHUNK):
+            chunk = seqs[start : start + _CHUNK]
+            self._db.execute(f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
+
+    def _delete_now(self, seqs: list[int], counter: str | None = None) -> int:
+        """Delete rows in a transaction of their own; returns how many were stored."""
+        with self._db_lock, self._lock:
+            if self._db is None:
+                return 0
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                removed = self._delete(seqs, counter)
+                self._db.execute("COMMIT")
+                self._commits += 1
+            except sqlite3.Error:
+                self._rollback()
+                self._reload()
+                raise
+            return removed
+
+    def _drop_expired(self, seqs: list[int]) -> int:
+        if not seqs:
+            return 0
+        removed = self._delete_now(seqs, counter="expired")
+        if removed:
+            log.warning("dropped %d expired reject message(s) that were never delivered", removed)
+        return removed
+
+    def _take_from_file(self, after_seq: int, limit: int, now: float) -> list[OutboxRow]:
+        result: list[OutboxRow] = []
+        expired: list[int] = []
+        with self._db_lock:
+            with self._lock:
+                self._require_open()
+                skip = set(self._pending_acks)
+            while len(result) < limit:
+                rows = self._db.execute(
+                    f"SELECT {_COLUMNS} FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after_seq, limit - len(result) + len(skip)),
+                ).fetchall()
+                if not rows:
+                    break
+                for row in rows:
+                    if row[0] in skip:
+                        continue
+                    if row[10] is not None and row[10] <= now:
+                        expired.append(row[0])
+                    elif len(result) < limit:
+                        result.append(_row(row))
+                after_seq = rows[-1][0]
+            self._drop_expired(expired)
+        return result
+
     def _delete(self, seqs: list[int], counter: str | None = None) -> int:
+        """DELETE inside the open transaction (both locks held), updating memory and the drop counters."""
+        seqs = [seq for seq in seqs if seq not in self._pending_acks]  # delivered already: not a drop
         removed = 0
         dropped: dict[str, int] = {}
-        in_tx = self._db.in_transaction
-        if not in_tx:
-            self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for start in range(0, len(seqs), _CHUNK):
-                chunk = seqs[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for kind, size in self._db.execute(
-                    f"DELETE FROM outbox WHERE seq IN ({marks}) RETURNING kind, size", chunk
-                ).fetchall():
-                    removed += 1
-                    self._count -= 1
-                    self._bytes -= size
-                    self._by_kind[kind] -= 1
-                    if counter == "dropped":
-                        dropped[f"dropped_{kind}"] = dropped.get(f"dropped_{kind}", 0) + 1
-            if counter is not None and counter != "dropped":
-                dropped[counter] = removed
-            self._count_drops(dropped)
-            if not in_tx:
-                self._db.execute("COMMIT")
-        except sqlite3.Error:
-            if not in_tx:
-                self._rollback()
-            raise
+        for start in range(0, len(seqs), _CHUNK):
+            chunk = seqs[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for seq, kind, size in self._db.execute(
+                f"DELETE FROM outbox WHERE seq IN ({marks}) RETURNING seq, kind, size", chunk
+            ).fetchall():
+                removed += 1
+                self._forget(kind, size)
+                self._fresh.pop(seq, None)
+                if counter == "dropped":
+                    dropped[f"dropped_{kind}"] = dropped.get(f"dropped_{kind}", 0) + 1
+        if counter is not None and counter != "dropped":
+            dropped[counter] = removed
+        self._count_drops(dropped)
         return removed
 
     def _count_drops(self, dropped: dict[str, int]) -> None:
@@ -478,3 +695,10 @@ def _open_db(path: Path, sync: str) -> sqlite3.Connection:
             f"cannot open the MQTT outbox {path}: {error}",
             "if the file is damaged, move it aside (its undelivered verdicts are then lost to MQTT)",
         ) from None
+
+
+def _write_error(path: Path, error: sqlite3.Error) -> InspectorError:
+    return InspectorError(
+        f"cannot write the MQTT outbox {path}: {error}",
+        "check free disk space and permissions; verdicts are not being kept for delivery",
+    )
