@@ -355,3 +355,25 @@ def test_cli_ray_model_that_cannot_load_names_the_fix(station, ray_local, tmp_pa
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "no-model" in err and "inspector model tiny" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_frame_that_kills_every_worker_stops_with_a_clear_error(station, ray_local, tmp_path: Path) -> None:
+    """Restarts spent (none allowed here) and no worker left: an InspectorError, the output still valid."""
+    from inspector.cluster import ClusterOptions, replay_on_ray
+    from inspector.cluster.worker import FrameJudge
+    from inspector.errors import InspectorError
+
+    b_id = str(station["b"])
+
+    class AlwaysDies(FrameJudge):
+        def judge_frame(self, frame):
+            if frame.index == 2:
+                os._exit(1)
+            return super().judge_frame(frame)
+
+    options = ClusterOptions(workers=1, span_frames=2, frames_in_flight=2, max_restarts=0)
+    with pytest.raises(InspectorError, match="every Ray inspector worker died"):
+        replay_on_ray([b_id], load_config(station["config"]), tmp_path, options, worker_class=AlwaysDies)
+    written = [line["source"]["frame_index"] for line in _lines(output_path(tmp_path, b_id))]
+    assert written == [0, 1]  # what came back before the death is kept; a rerun resumes at frame 2

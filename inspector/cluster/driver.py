@@ -299,7 +299,10 @@ class _Scheduler:
                 # An exception inside judge() that is not a source problem: a bug or a bad frame.
                 cause = error.cause if getattr(error, "cause", None) is not None else error
                 self._fail(chunk.uri, f"worker error on frames {_span_text(chunk)}: {type(cause).__name__}: {cause}")
-            except (ActorDiedError, ActorUnavailableError, RayActorError) as error:
+            except ActorUnavailableError:
+                # Restarting or briefly unreachable, not gone: the same worker gets the chunk again.
+                (self.queues[worker] if worker in self.actors else self.retry).appendleft(chunk)
+            except (ActorDiedError, RayActorError) as error:
                 self._worker_lost(worker, chunk, error)
             else:
                 self._accept(outcome)
