@@ -210,6 +210,7 @@ class MultiStationService:
         return exit_code
 
     def shutdown(self, *, drain_frames: bool = False) -> None:
+        self.notifier.stopping("draining")
         for service in self.services:
             service.stop_capture()
         self.inference.stop(drain=drain_frames)

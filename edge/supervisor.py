@@ -516,6 +516,12 @@ class EdgeService:
             return {"changed": False}
         running = self.lane.inspector
         model_reloaded = needs_model_load(running.config, candidate)
+        if model_reloaded and not self._owns_inference:
+            raise CommandRejected(
+                "reload-config cannot change the model of one station of a multi-station process (every "
+                "station shares one model); change it in the stations file and restart the service",
+                "reload-config",
+            )
         new = build_candidate(running, candidate)
 
         def trial_and_swap() -> None:

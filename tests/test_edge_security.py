@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge.commands import CommandRejected, ReloadConfigCommand, check_accepted, parse_command
-from edge.reload import Overrides, requested_config
+from edge.reload import Overrides, confine_reload_path, requested_config
 
 SECRET = "hunter2"
 GOOD = {
@@ -165,3 +167,17 @@ def test_over_mqtt_an_attacker_learns_nothing_and_refused_commands_do_nothing(
     assert "db_password: unknown key" in answers[b"leaky"]["error"]
     assert "not accepted over MQTT" in answers[b"snapshot"]["error"]
     assert service.config == config  # nothing changed
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["..", ".", "sub", "station.yaml", "out.yaml", "", "/", "~"]), min_size=1, max_size=6))
+def test_whatever_the_path_an_accepted_one_lies_inside_the_folder(box: dict[str, Path], parts: list[str]) -> None:
+    (box["configs"] / "sub").mkdir(exist_ok=True)
+    if not (box["configs"] / "sub" / "out.yaml").exists():
+        os.symlink(box["secrets"] / "db.yaml", box["configs"] / "sub" / "out.yaml")
+    try:
+        resolved = confine_reload_path("/".join(parts), [box["configs"]])
+    except CommandRejected as rejected:
+        assert SECRET not in rejected.message and "secrets" not in rejected.message
+    else:
+        assert resolved.is_relative_to(box["configs"].resolve()) and resolved.is_file()
