@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "replay",
     "compare_cmd",
     "report_cmd",
+    "train_cmd",
     "evaluate_cmd",
     "calibrate_cmd",
     "watch",

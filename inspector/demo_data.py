@@ -28,9 +28,12 @@ log = logging.getLogger(__name__)
 LABELS_VERSION = 1
 CLASSES = ("scratch", "spot", "crack", "missing_piece")
 # Texture photographs bundled in scikit-image's wheel (others need pooch and a download).
-SURFACES = ("gravel", "brick")
-# BGR multipliers: blasted steel, fired ceramic.
-_TINTS = ((1.0, 0.97, 0.92), (0.72, 0.86, 1.0))
+# A clip's surface is drawn from the first two unless asked for; the others make held-out
+# surfaces (a model trained on some surfaces is measured on one it never saw).
+SURFACES = ("gravel", "brick", "grass", "moon")
+_DRAWN_SURFACES = 2
+# BGR multipliers: blasted steel, fired ceramic, green-grey composite, cast grey.
+_TINTS = ((1.0, 0.97, 0.92), (0.72, 0.86, 1.0), (0.80, 1.0, 0.85), (0.95, 0.95, 0.95))
 _MAX_SIDE = 4096
 _Box = tuple[int, int, int, int]
 
@@ -49,13 +52,20 @@ def write_demo_clip(
     size: tuple[int, int] = (1280, 720),
     fps: float = 8.0,
     seed: int = 0,
+    surface: str | None = None,
 ) -> DemoClip:
-    """Write ``out_dir/clip.mp4`` (mp4v) and ``out_dir/labels.json``; return both and the labels."""
+    """Write ``out_dir/clip.mp4`` (mp4v) and ``out_dir/labels.json``; return both and the labels.
+
+    ``surface`` (one of ``SURFACES``) overrides the seed's choice of texture.
+    """
     width, height = _check_args(frames, size, fps, seed)
+    if surface is not None and surface not in SURFACES:
+        raise SourceError(f"unknown demo surface {surface!r}", f"choose one of {', '.join(SURFACES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    surface = SURFACES[int(rng.integers(len(SURFACES)))]
+    drawn = SURFACES[int(rng.integers(_DRAWN_SURFACES))]  # always drawn: the rest of the clip stays the same
+    surface = surface or drawn
     scene = _Scene(surface, (width, height), frames, rng)
     plan = _plan_defects(frames, (width, height), rng)
 
@@ -98,11 +108,63 @@ def write_demo_clip(
     return DemoClip(video=video, labels_path=labels_path, labels=labels)
 
 
+@dataclass(frozen=True)
+class DemoSet:
+    """What ``write_demo_set`` writes: the demo clip, training clips and a held-out clip."""
+
+    clip: DemoClip
+    train: list[DemoClip]
+    heldout: DemoClip | None
+
+
+# Training clips cycle over these; the held-out clip is on a surface none of them shows.
+TRAIN_SURFACES = ("gravel", "brick", "moon")
+HELDOUT_SURFACE = "grass"
+HELDOUT_SEED_OFFSET = 1000
+
+
+def write_demo_set(
+    out_dir: Path,
+    *,
+    frames: int = 24,
+    size: tuple[int, int] = (1280, 720),
+    fps: float = 8.0,
+    seed: int = 0,
+    train_clips: int = 0,
+    train_frames: int = 24,
+    heldout_frames: int = 48,
+) -> DemoSet:
+    """``out_dir/clip.mp4`` (as ``write_demo_clip``), plus, with ``train_clips``: ``out_dir/train/clip-NN/``
+    (seeds seed+1.., surfaces cycling over ``TRAIN_SURFACES``) and ``out_dir/heldout/`` (seed
+    seed+1000 on ``HELDOUT_SURFACE``: a seed and a surface no training clip has)."""
+    out_dir = Path(out_dir)
+    clip = write_demo_clip(out_dir, frames=frames, size=size, fps=fps, seed=seed)
+    if train_clips <= 0:
+        return DemoSet(clip, [], None)
+    train = [
+        write_demo_clip(
+            out_dir / "train" / f"clip-{n:02d}",
+            frames=train_frames,
+            size=size,
+            fps=fps,
+            seed=seed + 1 + n,
+            surface=TRAIN_SURFACES[n % len(TRAIN_SURFACES)],
+        )
+        for n in range(train_clips)
+    ]
+    heldout = write_demo_clip(
+        out_dir / "heldout", frames=heldout_frames, size=size, fps=fps, seed=seed + HELDOUT_SEED_OFFSET,
+        surface=HELDOUT_SURFACE,
+    )  # fmt: skip
+    return DemoSet(clip, train, heldout)
+
+
 def render_clean_frame(labels: dict[str, Any], index: int) -> np.ndarray:
     """Frame ``index`` of a clip described by ``labels`` (from ``write_demo_clip``) without its defects."""
     width, height, frames, seed = labels["width"], labels["height"], len(labels["frames"]), labels["seed"]
     rng = np.random.default_rng(seed)
-    surface = SURFACES[int(rng.integers(len(SURFACES)))]
+    rng.integers(_DRAWN_SURFACES)
+    surface = str(labels["surface"]).removeprefix("skimage.data.")
     return _Scene(surface, (width, height), frames, rng).render(index)
 
 
@@ -220,9 +282,10 @@ def _scratch(rng: np.random.Generator, size: tuple[int, int], unit: float) -> tu
         offset = rng.normal(0, 10 * unit, 2)
         d = np.array([math.cos(a), math.sin(a)]) * length / 2
         p0, p1 = centre + offset - d, centre + offset + d
-        cv2.line(mask, tuple(int(v) for v in p0), tuple(int(v) for v in p1), 255, max(2, round(2 * unit)), cv2.LINE_AA)
+        thickness = max(3, round(rng.uniform(3, 5) * unit))
+        cv2.line(mask, tuple(int(v) for v in p0), tuple(int(v) for v in p1), 255, thickness, cv2.LINE_AA)
     bright = rng.random() < 0.7
-    return _finish(mask, unit), ((245.0, 245.0, 245.0) if bright else (25.0, 25.0, 25.0))
+    return _finish(mask, unit), ((250.0, 250.0, 250.0) if bright else (12.0, 12.0, 12.0))
 
 
 def _spot(rng: np.random.Generator, size: tuple[int, int], unit: float) -> tuple[np.ndarray, _Colour]:
@@ -231,12 +294,12 @@ def _spot(rng: np.random.Generator, size: tuple[int, int], unit: float) -> tuple
     centre = _centre(rng, size, 70 * unit)
     for _ in range(int(rng.integers(3, 7))):
         c = centre + rng.normal(0, 14 * unit, 2)
-        axes = (int(rng.uniform(8, 28) * unit) + 2, int(rng.uniform(8, 28) * unit) + 2)
+        axes = (int(rng.uniform(12, 32) * unit) + 2, int(rng.uniform(12, 32) * unit) + 2)
         cv2.ellipse(mask, (int(c[0]), int(c[1])), axes, float(rng.uniform(0, 180)), 0, 360, 255, -1, cv2.LINE_AA)
     alpha = _finish(mask, unit * 4)
     # Low-frequency blotches: a stain is darker where more soaked in.
-    field = cv2.resize(rng.uniform(0.55, 1.0, (8, 8)).astype(np.float32), size, interpolation=cv2.INTER_CUBIC)
-    return alpha * np.clip(field, 0.4, 1.0) * 0.9, (20.0, 30.0, 45.0)  # BGR: a brownish-black stain
+    field = cv2.resize(rng.uniform(0.75, 1.0, (8, 8)).astype(np.float32), size, interpolation=cv2.INTER_CUBIC)
+    return alpha * np.clip(field, 0.7, 1.0), (12.0, 18.0, 28.0)  # BGR: a brownish-black stain
 
 
 def _crack(rng: np.random.Generator, size: tuple[int, int], unit: float) -> tuple[np.ndarray, _Colour]:
@@ -247,9 +310,9 @@ def _crack(rng: np.random.Generator, size: tuple[int, int], unit: float) -> tupl
     points = [point]
     for _ in range(int(rng.integers(8, 16))):
         heading += rng.normal(0, 0.6)
-        point = point + np.array([math.cos(heading), math.sin(heading)]) * rng.uniform(8, 20) * unit
+        point = point + np.array([math.cos(heading), math.sin(heading)]) * rng.uniform(10, 22) * unit
         points.append(point)
-    thickness = max(2, round(rng.uniform(2, 4) * unit))
+    thickness = max(3, round(rng.uniform(3, 6) * unit))
     cv2.polylines(mask, [np.array(points, np.int32)], False, 255, thickness, cv2.LINE_AA)
     if rng.random() < 0.5:
         start = points[len(points) // 2]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from inspector.demo_data import CLASSES, write_demo_clip
+from inspector.demo_data import CLASSES, DemoClip, write_demo_set
 
 DESCRIPTION = """\
 Write a small labelled demo clip, offline, from texture photographs bundled with
@@ -20,14 +20,21 @@ Writes:
   DIR/clip.mp4     mp4v video, default 24 frames of 1280x720 at 8 fps
   DIR/labels.json  per frame: OK or NG and each defect's class and bbox [x0, y0, x1, y1)
                    in frame pixels (x1, y1 exclusive)
+  DIR/train/clip-NN/{clip.mp4,labels.json}
+                   --train-clips training clips (default 16; 0 for none): seeds S+1..,
+                   on the surfaces gravel, brick and moon in turn
+  DIR/heldout/{clip.mp4,labels.json}
+                   a held-out clip to measure a trained model on: seed S+1000 on grass,
+                   a seed and a surface no training clip has
 
-The same --seed always gives the same clip and labels.
+The same --seed always gives the same clips and labels.
 """
 
 EXAMPLES = """\
 examples:
   inspector demo-data demo
-  inspector demo-data demo --frames 48 --size 1920x1080 --seed 3
+  inspector demo-data demo --frames 48 --size 1920x1080 --seed 3 --train-clips 0
+  inspector train --config configs/demo.yaml --data demo/train --out models/demo
 """
 
 
@@ -91,20 +98,54 @@ def register(subparsers: Any) -> None:
         help="frame size in pixels, even sides (default 1280x720)",
     )
     parser.add_argument("--fps", type=_fps, default=8.0, metavar="F", help="recorded frame rate (default 8)")
+    parser.add_argument(
+        "--train-clips", type=_seed, default=16, metavar="N", help="training clips under DIR/train (default 16)"
+    )
+    parser.add_argument(
+        "--train-frames", type=_positive_int, default=24, metavar="N", help="frames per training clip (default 24)"
+    )
+    parser.add_argument(
+        "--heldout-frames", type=_positive_int, default=48, metavar="N", help="frames of DIR/heldout (default 48)"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+
+    written = write_demo_set(
+        args.dir,
+        frames=args.frames,
+        size=args.size,
+        fps=args.fps,
+        seed=args.seed,
+        train_clips=args.train_clips,
+        train_frames=args.train_frames,
+        heldout_frames=args.heldout_frames,
+    )
+    console = Console()
+    _print_clip(console, written.clip)
+    if written.train:
+        frames = sum(len(c.labels["frames"]) for c in written.train)
+        defects = sum(len(f["defects"]) for c in written.train for f in c.labels["frames"])
+        surfaces = sorted({c.labels["surface"] for c in written.train})
+        console.print(
+            f"wrote [bold]{args.dir / 'train'}[/]: {len(written.train)} training clips, {frames} frames, "
+            f"{defects} defects, surfaces {', '.join(surfaces)}"
+        )
+    if written.heldout is not None:
+        console.print("held-out clip (a seed and a surface not in training):")
+        _print_clip(console, written.heldout)
+    return 0
+
+
+def _print_clip(console: Any, clip: DemoClip) -> None:
     from rich.table import Table
 
-    clip = write_demo_clip(args.dir, frames=args.frames, size=args.size, fps=args.fps, seed=args.seed)
     labels = clip.labels
     frames = labels["frames"]
     ng = sum(1 for f in frames if f["label"] == "NG")
     per_class = Counter(d["class"] for f in frames for d in f["defects"])
-
-    console = Console()
     megabytes = clip.video.stat().st_size / 1e6
     console.print(
         f"wrote [bold]{clip.video}[/] ({len(frames)} frames, {labels['width']}x{labels['height']} "
@@ -115,4 +156,3 @@ def run(args: argparse.Namespace) -> int:
     for name in CLASSES:
         table.add_row(name, str(per_class.get(name, 0)))
     console.print(table)
-    return 0

@@ -1,0 +1,126 @@
+"""What training optimises: exactly the numbers inference softmaxes.
+
+Inference asks the station's own prompt (``inspector.prompting.build_prompt``) and reads the
+next-token logits of the answer letters at the last prompt position (``logits_to_keep=1``).
+The verdict loss is the cross-entropy over those option logits. The optional explanation
+loss teaches the words the classifier generates after the forced "<letter>\\nExplanation:".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from inspector.config import InspectionConfig
+from inspector.prompting import Prompt, build_prompt
+from inspector.vision import grid_for, patchify
+
+# Where in a tile a defect sits, in words (3 x 3 grid over the tile).
+_ROWS = ("top", "middle", "bottom")
+_COLS = ("left", "centre", "right")
+
+
+@dataclass(frozen=True)
+class TrainingPrompt:
+    """The inference prompt for one tile size plus the ids the explanation loss needs."""
+
+    prompt: Prompt
+    tile: int
+    end_id: int  # <|im_end|>: an explanation ends there
+
+    @classmethod
+    def build(cls, tokenizer: Any, inspection: InspectionConfig, tile: int) -> TrainingPrompt:
+        grid = grid_for(tile)
+        image_tokens = grid[0] * grid[1] * grid[2] // 4
+        prompt = build_prompt(tokenizer, inspection, image_tokens)
+        end_id = int(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        return cls(prompt, tile, end_id)
+
+
+def explanation_text(inspection: InspectionConfig, label: int, where: tuple[float, float] | None) -> str:
+    """A short sentence from the labels: the class description and where in the tile it is."""
+    if label == 0:
+        return inspection.ok_description
+    name = inspection.classes[label]
+    text = inspection.defects[name].description
+    if where is None:
+        return text
+    column = _COLS[min(2, int(where[0] * 3))]
+    row = _ROWS[min(2, int(where[1] * 3))]
+    place = "centre" if (row, column) == ("middle", "centre") else f"{row} {column}"
+    return f"{text}, {place}"
+
+
+def model_inputs(model: Any, training_prompt: TrainingPrompt, tiles_rgb: np.ndarray, suffix: Any = None) -> dict:
+    """Keyword arguments for ``model(...)``: the prompt per tile (+ optional suffix ids), pixels, grid."""
+    import torch
+
+    device = next(model.parameters()).device
+    pixel_values, grid = patchify(np.ascontiguousarray(tiles_rgb), min_pixels=0)
+    batch = pixel_values.shape[0]
+    ids = torch.from_numpy(training_prompt.prompt.input_ids).to(device)[None].expand(batch, -1)
+    if suffix is not None:
+        ids = torch.cat([ids, suffix.to(device)], dim=1)
+    visual_dtype = model.get_input_embeddings().weight.dtype
+    return {
+        "input_ids": ids,
+        "pixel_values": torch.from_numpy(pixel_values).reshape(-1, pixel_values.shape[-1]).to(device, visual_dtype),
+        "image_grid_thw": torch.tensor([grid] * batch, dtype=torch.long, device=device),
+        "mm_token_type_ids": (ids == training_prompt.prompt.image_token_id).to(torch.int32),
+    }
+
+
+def option_logits(model: Any, training_prompt: TrainingPrompt, tiles_rgb: np.ndarray) -> Any:
+    """(B, classes) logits of the answer letters at the answer position: what inference softmaxes."""
+    out = model(**model_inputs(model, training_prompt, tiles_rgb), logits_to_keep=1, use_cache=False)
+    return out.logits[:, -1, list(training_prompt.prompt.option_ids)].float()
+
+
+def verdict_loss(logits: Any, labels: Any, *, binary: bool = False) -> Any:
+    """Cross-entropy over the options; ``binary``: ok vs any defect (the defect mass summed), a warm-up."""
+    import torch
+    import torch.nn.functional as F
+
+    if not binary:
+        return F.cross_entropy(logits, labels)
+    two = torch.stack([logits[:, 0], torch.logsumexp(logits[:, 1:], dim=-1)], dim=-1)
+    return F.cross_entropy(two, (labels > 0).long())
+
+
+def explanation_batch(tokenizer: Any, training_prompt: TrainingPrompt, texts: Sequence[str], labels: Any) -> tuple:
+    """Suffix ids (B, S) = letter, "\\nExplanation:", text, <|im_end|> (right-padded) and the loss mask (B, S)."""
+    import torch
+
+    prompt = training_prompt.prompt
+    rows = []
+    for text, label in zip(texts, labels.tolist()):
+        words = tokenizer.encode(" " + text, add_special_tokens=False)
+        rows.append([prompt.option_ids[label], *prompt.explanation_ids, *words, training_prompt.end_id])
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), training_prompt.end_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    forced = 1 + len(prompt.explanation_ids)  # the letter and the lead are forced at inference, not learnt
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, forced : len(row)] = True
+    return ids, mask
+
+
+def verdict_and_explanation_loss(
+    model: Any, training_prompt: TrainingPrompt, tiles_rgb: np.ndarray, labels: Any, suffix: Any, mask: Any,
+    *, binary: bool = False,
+) -> tuple[Any, Any]:  # fmt: skip
+    """One forward over prompt + suffix: the verdict loss at the answer position and the explanation loss."""
+    import torch.nn.functional as F
+
+    keep = suffix.shape[1] + 1  # the answer position and every suffix position
+    out = model(**model_inputs(model, training_prompt, tiles_rgb, suffix), logits_to_keep=keep, use_cache=False)
+    logits = out.logits.float()
+    verdict = verdict_loss(logits[:, 0, list(training_prompt.prompt.option_ids)], labels, binary=binary)
+    # Position k predicts suffix[k]; position 0 (the answer) is the verdict, the rest the words.
+    predicted = logits[:, :-1][mask.to(logits.device)]
+    target = suffix.to(logits.device)[mask.to(logits.device)]
+    return verdict, F.cross_entropy(predicted, target)

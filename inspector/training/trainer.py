@@ -1,0 +1,342 @@
+"""`inspector train`: adapt a Qwen3-VL checkpoint to a station's labelled tiles.
+
+One epoch = ``steps_per_epoch`` class-balanced, augmented batches, then validation (tile
+AUROC, NG vs OK, by scikit-learn). The best epoch's weights are kept. State is checkpointed
+after every epoch (model, optimizer, scheduler, RNG, history) so ``resume`` after a kill
+continues exactly: each epoch's batches and augmentations come from generators seeded by
+(seed, epoch), and the model has no dropout.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from inspector.config import StationFile
+from inspector.errors import InspectorError
+from inspector.training.data import TileSet, augment, sampling_weights
+from inspector.training.objective import (
+    TrainingPrompt,
+    explanation_batch,
+    explanation_text,
+    option_logits,
+    verdict_and_explanation_loss,
+    verdict_loss,
+)
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(InspectorError):
+    """Training cannot start or continue as asked."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    method: Literal["full", "lora"] = "full"
+    train_vision: bool = False  # lora only: full always trains the vision tower
+    epochs: int = 6
+    steps_per_epoch: int = 100
+    lr: float = 1e-3
+    batch: int = 16
+    seed: int = 0
+    defect_share: float = 0.5  # share of each batch on defect tiles
+    binary_epochs: int = 0  # first epochs train OK vs defect only (a curriculum)
+    explain: bool = False
+    explain_weight: float = 0.5
+    warmup_steps: int = 30
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    device: str = "cpu"
+    dtype: str = "float32"
+    gradient_checkpointing: bool = False
+    augment: bool = True
+
+    def resumable_with(self, other: TrainOptions) -> bool:
+        """Same run: everything but the epoch count (a resumed run may be extended)."""
+        mine, theirs = asdict(self), asdict(other)
+        mine.pop("epochs"), theirs.pop("epochs")
+        return mine == theirs
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    steps: int
+    train_loss: float
+    val_loss: float
+    val_auroc: float | None
+    val_class_accuracy: float | None
+    lr: float
+    seconds: float
+    explanation_loss: float | None = None
+
+
+@dataclass
+class TrainState:
+    """Everything the loop needs to continue after a kill."""
+
+    epoch: int = 0  # epochs completed
+    history: list[EpochMetrics] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_trainable: dict[str, Any] | None = None
+
+    def best_metrics(self) -> EpochMetrics | None:
+        return next((m for m in self.history if m.epoch == self.best_epoch), None)
+
+
+Progress = Callable[[int, float, float | None], None]  # (steps done, running loss, last val AUROC)
+
+
+def trainable_state(model: Any) -> dict[str, Any]:
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: Any, state: dict[str, Any]) -> None:
+    import torch
+
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            parameters[name].copy_(value)
+
+
+def freeze_for_method(model: Any, options: TrainOptions) -> None:
+    """Full: everything but the token embeddings (151,936 rows; tied to the LM head in small models)."""
+    if options.method != "full":
+        return
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_("embed_tokens" not in name and "lm_head" not in name)
+
+
+def _schedule(options: TrainOptions) -> Callable[[int], float]:
+    total = options.epochs * options.steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < options.warmup_steps:
+            return (step + 1) / options.warmup_steps
+        progress = (step - options.warmup_steps) / max(1, total - options.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))  # cosine to a 10 % floor
+
+    return factor
+
+
+def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, 1])
+
+
+class Trainer:
+    """The loop over epochs for one model, prompt and pair of tile sets."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        config: StationFile,
+        train_tiles: TileSet,
+        val_tiles: TileSet,
+        options: TrainOptions,
+    ) -> None:
+        import torch
+
+        if not len(train_tiles):
+            raise TrainingError("no training tile left after labelling", "add labelled frames or images")
+        if not len(val_tiles):
+            raise TrainingError("no validation tile", "raise --val-fraction or pass more data")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.train_tiles, self.val_tiles = train_tiles, val_tiles
+        self.options = options
+        self.prompt = TrainingPrompt.build(tokenizer, config.inspection, config.tiling.tile)
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        if not self.parameters:
+            raise TrainingError("nothing to train: every parameter is frozen")
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=options.lr, weight_decay=0.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(options))
+        self.weights = sampling_weights(train_tiles.labels, options.defect_share)
+        self.state = TrainState()
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> dict[str, Any]:
+        import torch
+
+        return {
+            "options": asdict(self.options),
+            "trainable": trainable_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": self.state.epoch,
+            "history": [asdict(m) for m in self.state.history],
+            "best_epoch": self.state.best_epoch,
+            "best_trainable": self.state.best_trainable,
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        import torch
+
+        previous = TrainOptions(**saved["options"])
+        if not previous.resumable_with(self.options):
+            changed = sorted(
+                k for k, v in asdict(self.options).items() if saved["options"].get(k) != v and k != "epochs"
+            )
+            raise TrainingError(
+                f"cannot resume: the checkpoint was trained with other settings ({', '.join(changed)})",
+                "resume with the same flags (only --epochs may grow), or start afresh in a new --out",
+            )
+        load_trainable_state(self.model, saved["trainable"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scheduler.lr_lambdas = [_schedule(self.options)]
+        torch.set_rng_state(saved["torch_rng"])
+        self.state = TrainState(
+            epoch=int(saved["epoch"]),
+            history=[EpochMetrics(**m) for m in saved["history"]],
+            best_epoch=saved["best_epoch"],
+            best_trainable=saved["best_trainable"],
+        )
+
+    # ------------------------------------------------------------------ the loop
+    def run(
+        self,
+        *,
+        on_step: Progress | None = None,
+        on_epoch: Callable[[Trainer], None] | None = None,
+        stop_after_epoch: int | None = None,
+    ) -> TrainState:
+        """Train the remaining epochs; ``on_epoch`` is called after each (the command checkpoints there)."""
+        options = self.options
+        while self.state.epoch < options.epochs:
+            epoch = self.state.epoch + 1
+            began = time.perf_counter()
+            losses, explain_losses = self._train_epoch(epoch, on_step)
+            val_loss, auroc, class_accuracy = self.validate()
+            metrics = EpochMetrics(
+                epoch=epoch,
+                steps=options.steps_per_epoch,
+                train_loss=round(float(np.mean(losses)), 6),
+                val_loss=round(val_loss, 6),
+                val_auroc=None if auroc is None else round(auroc, 6),
+                val_class_accuracy=None if class_accuracy is None else round(class_accuracy, 6),
+                lr=float(self.scheduler.get_last_lr()[0]),
+                seconds=round(time.perf_counter() - began, 3),
+                explanation_loss=round(float(np.mean(explain_losses)), 6) if explain_losses else None,
+            )
+            self.state.history.append(metrics)
+            self.state.epoch = epoch
+            if self._is_best(metrics):
+                self.state.best_epoch = epoch
+                self.state.best_trainable = trainable_state(self.model)
+            log.info(
+                "epoch %d: loss %.4f, val loss %.4f, val AUROC %s",
+                epoch,
+                metrics.train_loss,
+                val_loss,
+                metrics.val_auroc,
+            )
+            if on_epoch is not None:
+                on_epoch(self)
+            if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                break
+        return self.state
+
+    def _is_best(self, metrics: EpochMetrics) -> bool:
+        best = self.state.best_metrics()
+        if best is None:
+            return True
+        key = (metrics.val_auroc if metrics.val_auroc is not None else -1.0, -metrics.val_loss)
+        return key > (best.val_auroc if best.val_auroc is not None else -1.0, -best.val_loss)
+
+    def _train_epoch(self, epoch: int, on_step: Progress | None) -> tuple[list[float], list[float]]:
+        import torch
+
+        options = self.options
+        rng = _epoch_rng(options.seed, epoch)
+        binary = epoch <= options.binary_epochs
+        self.model.train()
+        losses: list[float] = []
+        explain_losses: list[float] = []
+        tiles = self.train_tiles
+        for _ in range(options.steps_per_epoch):
+            rows = rng.choice(len(tiles), size=options.batch, p=self.weights)
+            pixels = tiles.pixels[rows]
+            pixels = augment(pixels, rng) if options.augment else pixels
+            labels = torch.from_numpy(tiles.labels[rows]).to(self.model.device)
+            if options.explain:
+                texts = [
+                    explanation_text(self.config.inspection, int(tiles.labels[r]), tuple(tiles.where[r])) for r in rows
+                ]
+                suffix, mask = explanation_batch(self.tokenizer, self.prompt, texts, labels.cpu())
+                verdict, words = verdict_and_explanation_loss(
+                    self.model, self.prompt, pixels, labels, suffix, mask, binary=binary
+                )
+                loss = verdict + options.explain_weight * words
+                explain_losses.append(float(words.detach()))
+            else:
+                with self._autocast():
+                    logits = option_logits(self.model, self.prompt, pixels)
+                loss = verdict_loss(logits, labels, binary=binary)
+                verdict = loss
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
+            self.optimizer.step()
+            self.scheduler.step()
+            losses.append(float(verdict.detach()))
+            if on_step is not None:
+                last = self.state.history[-1].val_auroc if self.state.history else None
+                on_step(1, float(np.mean(losses[-20:])), last)
+        return losses, explain_losses
+
+    def _autocast(self) -> Any:
+        import contextlib
+
+        import torch
+
+        if self.options.dtype == "bfloat16" and str(self.model.device).startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def predict(self, tiles: TileSet, batch: int = 32) -> np.ndarray:
+        """Class probabilities (N, classes) for ``tiles``, in eval mode, no augmentation."""
+        import torch
+
+        self.model.eval()
+        out = []
+        with torch.no_grad(), self._autocast():
+            for start in range(0, len(tiles), batch):
+                logits = option_logits(self.model, self.prompt, tiles.pixels[start : start + batch])
+                out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+        self.model.train()
+        return np.concatenate(out) if out else np.zeros((0, len(tiles.classes)))
+
+    def validate(self) -> tuple[float, float | None, float | None]:
+        """(mean cross-entropy, NG-vs-OK tile AUROC, class accuracy on defect tiles) on the validation tiles."""
+        from sklearn.metrics import log_loss, roc_auc_score
+
+        probabilities = self.predict(self.val_tiles)
+        labels = self.val_tiles.labels
+        loss = float(log_loss(labels, probabilities, labels=list(range(probabilities.shape[1]))))
+        ng = labels > 0
+        auroc = float(roc_auc_score(ng, 1.0 - probabilities[:, 0])) if 0 < ng.sum() < ng.size else None
+        accuracy = float((probabilities[ng, 1:].argmax(1) + 1 == labels[ng]).mean()) if ng.any() else None
+        return loss, auroc, accuracy
+
+
+def describe_counts(tiles: TileSet) -> str:
+    return ", ".join(f"{name} {count}" for name, count in tiles.counts().items())
+
+
+def total_steps(options: TrainOptions) -> int:
+    return options.epochs * options.steps_per_epoch
+
+
+def history_json(history: Sequence[EpochMetrics]) -> list[dict[str, Any]]:
+    return [asdict(m) for m in history]
