@@ -97,7 +97,14 @@ def choose_floors(scores: np.ndarray, defective: np.ndarray, max_escape: float) 
 
 
 def _thresholds(floors: np.ndarray, band: float) -> np.ndarray:
-    return np.minimum(np.where(np.isfinite(floors), np.maximum(floors, _MIN_THRESHOLD) + band, 1.0), 1.0)
+    """Thresholds as the config will hold them: 6 decimals, within (0, 1]."""
+    raw = np.where(np.isfinite(floors), np.maximum(floors, _MIN_THRESHOLD) + band, 1.0)
+    return np.round(np.minimum(raw, 1.0), 6)
+
+
+def _floors_of(thresholds: np.ndarray, band: float) -> np.ndarray:
+    """``InspectionConfig.uncertain_floor`` exactly (rounded to 9 decimals, so 0.8 - 0.1 is 0.7)."""
+    return np.maximum(np.round(thresholds - band, 9), 0.0)
 
 
 def choose_band(scores: np.ndarray, defective: np.ndarray, floors: np.ndarray, max_uncertain: float) -> float:
@@ -110,7 +117,7 @@ def choose_band(scores: np.ndarray, defective: np.ndarray, floors: np.ndarray, m
     good = ~defective
     for band in sorted(candidates):
         thresholds = _thresholds(floors, band)
-        floors_used = np.maximum(thresholds - band, 0.0)
+        floors_used = _floors_of(thresholds, band)
         ng = _flagged(scores, thresholds)
         uncertain = _flagged(scores, floors_used) & ~ng
         if uncertain.mean() > max_uncertain + 1e-12:
