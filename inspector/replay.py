@@ -56,6 +56,7 @@ class LabelMetrics:
     true_negative: int
     false_negative: int
     uncertain: int
+    uncertain_defective: int = 0  # of ``uncertain``, the frames labelled NG
 
     @property
     def precision(self) -> float | None:
@@ -64,7 +65,8 @@ class LabelMetrics:
 
     @property
     def recall(self) -> float | None:
-        actual = self.true_positive + self.false_negative
+        """Share of NG-labelled frames judged NG (UNCERTAIN ones count as not flagged), as `inspector evaluate`."""
+        actual = self.true_positive + self.false_negative + self.uncertain_defective
         return self.true_positive / actual if actual else None
 
     @property
@@ -76,20 +78,27 @@ class LabelMetrics:
 def label_metrics(
     outcomes: dict[tuple[str, int], str], labels: dict[int, str], source_id: str | None = None
 ) -> LabelMetrics:
-    """Compare verdicts to per-frame OK/NG labels (frame index -> label) of one source."""
-    tp = fp = tn = fn = unsure = seen = 0
-    for (source, index), verdict in outcomes.items():
-        if source_id is not None and source != source_id or index not in labels:
-            continue
-        seen += 1
-        truth = labels[index]
-        if verdict == "UNCERTAIN":
-            unsure += 1
-        elif verdict == "NG":
-            tp, fp = (tp + 1, fp) if truth == "NG" else (tp, fp + 1)
-        else:
-            tn, fn = (tn + 1, fn) if truth == "OK" else (tn, fn + 1)
-    return LabelMetrics(seen, tp, fp, tn, fn, unsure)
+    """Compare verdicts to per-frame OK/NG labels (frame index -> label) of one source.
+
+    Counted by ``inspector.evaluation.metrics.outcome_counts``, the code `inspector evaluate` uses.
+    """
+    from inspector.evaluation.metrics import outcome_counts
+
+    pairs = [
+        (labels[index] == "NG", verdict)
+        for (source, index), verdict in outcomes.items()
+        if (source_id is None or source == source_id) and index in labels
+    ]
+    counts = outcome_counts([truth for truth, _ in pairs], [verdict for _, verdict in pairs])
+    return LabelMetrics(
+        len(pairs),
+        counts.true_positive,
+        counts.false_positive,
+        counts.true_negative,
+        counts.false_negative,
+        counts.uncertain,
+        counts.uncertain_defective,
+    )
 
 
 def replay_frames(

@@ -137,3 +137,19 @@ def test_bad_input_fails_before_writing_anything(evaluated, tmp_path: Path, caps
     assert main(["evaluate", "--config", str(config), "--data", str(other), *COCO_MAP,
                  "--verdicts", str(evaluated[4])]) == 2
     assert "no verdict in" in capsys.readouterr().err
+
+
+def test_replay_label_metrics_count_like_evaluate() -> None:
+    from sklearn.metrics import confusion_matrix
+
+    from inspector.replay import label_metrics
+
+    verdicts = ["NG", "OK", "UNCERTAIN", "NG", "OK", "UNCERTAIN", "OK"]
+    truth = ["NG", "NG", "NG", "OK", "OK", "OK", "NG"]
+    outcomes = {("clip", i): v for i, v in enumerate(verdicts)} | {("other", 0): "NG"}
+    metrics = label_metrics(outcomes, dict(enumerate(truth)), "clip")
+    matrix = confusion_matrix(truth, verdicts, labels=["OK", "NG", "UNCERTAIN"])
+    assert (metrics.true_positive, metrics.false_negative, metrics.uncertain_defective) == tuple(matrix[1, [1, 0, 2]])
+    assert (metrics.false_positive, metrics.true_negative) == (matrix[0, 1], matrix[0, 0])
+    assert metrics.recall == recall_score([t == "NG" for t in truth], [v == "NG" for v in verdicts])
+    assert metrics.labelled == 7
