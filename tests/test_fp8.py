@@ -191,7 +191,9 @@ def test_quantize_vision_adds_the_vision_blocks_linears_only() -> None:
     assert not any("patch_embed" in name or "merger" in name for name in added)
 
 
-def test_quantize_vision_calibrates_the_vision_blocks(tiny_model_dir: Path, footage: Path) -> None:
+def test_quantize_vision_exports_fp8_vision_blocks(tiny_model_dir: Path, footage: Path, tmp_path: Path) -> None:
+    from inspector.backends.onnxruntime import OnnxRuntimeBackend
+
     loaded = load_model(str(tiny_model_dir))
     calibration = calibration_tiles(footage, TilingConfig(tile=TILE), 2)
     layers = calibrate(loaded.model, loaded.tokenizer, DEFAULT_INSPECTION, calibration, quantize_vision=True)
@@ -199,3 +201,10 @@ def test_quantize_vision_calibrates_the_vision_blocks(tiny_model_dir: Path, foot
     depth = loaded.model.config.vision_config.depth
     assert len(vision) == 4 * depth
     assert not any("patch_embed" in name or "merger" in name or "lm_head" in name for name in layers)
+    hooks = Fp8Export(calibration, layers, quantize_vision=True)
+    export_model(loaded.model, identify_checkpoint(tiny_model_dir), TILE, tmp_path, quantization=hooks)
+    for name in ("vision", "vision_bytes"):
+        assert hooks.graphs[name]["quantize_linear"] == 4 * depth
+        assert hooks.graphs[name]["fp8_weights"] == 4 * depth
+    features = OnnxRuntimeBackend(tmp_path).encode(calibration.patches, calibration.grid_thw)
+    assert np.isfinite(features.embeds).all() and np.isfinite(features.deepstack).all()

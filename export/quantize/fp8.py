@@ -103,6 +103,7 @@ def calibrate(
     Runs the station's own inference: encode, then the verdict prefill of the inspection prompt.
     Returns the quantised layers (``quantized_layers``).
     """
+    from rich.console import Console
     from rich.progress import Progress
 
     from inspector.backends.torch import TorchBackend
@@ -118,16 +119,18 @@ def calibrate(
     classifier = TileClassifier(TorchBackend(loaded), tokenizer, quiet, batch_size=batch)
 
     def forward_loop(_: Any) -> None:
-        with Progress(transient=True) as progress:
+        with Progress(console=Console(stderr=True), transient=True) as progress:
             task = progress.add_task("FP8 calibration", total=calibration.tiles)
             for start in range(0, calibration.tiles, batch):
                 chunk = calibration.patches[start : start + batch]
                 classifier.classify(chunk, calibration.grid_thw)
                 progress.advance(task, len(chunk))
 
-    with warnings.catch_warnings():
+    printed = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(printed):  # ModelOpt prints what it registers
         warnings.simplefilter("ignore")
         mtq.quantize(model, quant_config(quantize_vision=quantize_vision), forward_loop)
+    log.debug("mtq.quantize: %s", printed.getvalue().strip())
     layers = quantized_layers(model)
     if not layers:
         raise QuantizationError("ModelOpt quantised no layer of this model", "check that it is a Qwen3-VL checkpoint")
