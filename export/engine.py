@@ -293,8 +293,9 @@ def build_engines(onnx_dir: str | Path, engine_dir: str | Path, batch: Range = R
     began = time.monotonic()
     logger = trt.Logger(trt.Logger.WARNING)
     cache_path = engine_dir / TIMING_CACHE
-    probe = trt.Builder(logger).create_builder_config()
-    cache = probe.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    cache_builder = trt.Builder(logger)  # kept alive while the cache is in use
+    cache_config = cache_builder.create_builder_config()
+    cache = cache_config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
     entries = dict(index.get("engines", {}))
     for graph in stale:
         shapes, key = plans[graph]
