@@ -193,7 +193,10 @@ def parity_run(station, ray_local, tmp_path_factory: pytest.TempPathFactory):
     sources = [str(station["a"]), str(station["bad"]), str(station["b"])]
     # Spans of 3 frames: clip a (7 frames) is cut into ranges that both workers share.
     options = ClusterOptions(span_frames=3, frames_in_flight=2)
-    return out, replay_on_ray(sources, load_config(station["config"]), out, options)
+    warnings: list[str] = []
+    result = replay_on_ray(sources, load_config(station["config"]), out, options, warn=warnings.append)
+    assert len(warnings) == 1 and "RANDOM" in warnings[0]  # said once, not once per worker
+    return out, result
 
 
 @pytest.mark.slow

@@ -119,14 +119,13 @@ def run(args: argparse.Namespace, config: StationFile, labels: dict[int, str] | 
             options,
             extra_sinks=_publisher(args.publish, config),
             on_planned=lambda total: progress.update(task, total=total),
+            warn=lambda text: console.print(f"[bold yellow]warning:[/] {text}"),
             on_verdicts=lambda count, summary: progress.update(
                 task, advance=count, verdicts=" ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items()))
             ),
         )
 
     summary = result.summary
-    if summary.random_weights:
-        console.print("[bold yellow]warning:[/] this is a RANDOM test model: its verdicts mean nothing about parts")
     _print_summary(console, summary, out)
     _print_outputs(console, result)
     if labels is not None and result.outputs:

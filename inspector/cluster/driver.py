@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.cluster.plan import Chunk, Span, output_path, plan_spans
-from inspector.cluster.worker import ChunkResult, FrameJudge, SourceProbe, probe_source
+from inspector.cluster.worker import ChunkResult, FrameJudge, SourceProbe, WorkerReady, probe_source
 from inspector.config import StationFile
 from inspector.errors import InspectorError
 from inspector.payloads.verdict import FrameVerdict
@@ -121,13 +121,15 @@ def replay_on_ray(
     extra_sinks: Callable[[dict[str, Any]], list[Sink]] | None = None,
     on_planned: Callable[[int], None] | None = None,
     on_verdicts: Callable[[int, ReplaySummary], None] | None = None,
+    warn: Callable[[str], None] | None = None,
     worker_class: type[FrameJudge] = FrameJudge,
 ) -> ClusterReplay:
     """Judge every frame of ``uris`` not yet in its JSONL under ``out_dir``, on Ray actors.
 
     ``extra_sinks`` gets the workers' pipeline description (for an MQTT birth message) and
     returns more sinks the driver publishes every verdict to. ``on_planned`` gets the number
-    of frames to judge (container counts), ``on_verdicts`` the count of newly written ones.
+    of frames to judge (container counts), ``on_verdicts`` the count of newly written ones,
+    ``warn`` the model's warning (random or demo weights) once the workers have loaded it.
     A source that cannot be read is reported in ``failed``; the others go on.
     """
     with ray_session(options) as ray, ExitStack() as stack:
@@ -159,7 +161,9 @@ def replay_on_ray(
         # Free the workers' CPUs/GPUs now, not whenever their handles are collected.
         stack.callback(lambda: [ray.kill(actor) for actor in actors])
         result.workers = len(actors)
-        _wait_ready(ray, actors)
+        warning = _wait_ready(ray, actors)
+        if warning and warn is not None:
+            warn(warning)
         description = ray.get(actors[0].describe.remote())
         result.summary.random_weights = bool(description["random_weights"])
         sinks: list[Sink] = extra_sinks(description) if extra_sinks is not None else []
@@ -190,21 +194,25 @@ def replay_on_ray(
         return result
 
 
-def _wait_ready(ray: Any, actors: list[Any]) -> None:
-    """Wait until every worker has loaded its model; a model that cannot load is an InspectorError."""
+def _wait_ready(ray: Any, actors: list[Any]) -> str | None:
+    """Wait until every worker has loaded its model (a model that cannot load is an InspectorError).
+
+    Returns the model's warning (random or demo weights), if any.
+    """
     from ray.exceptions import RayActorError
 
     try:
-        problems = ray.get([actor.ready.remote() for actor in actors])
+        answers: list[WorkerReady] = ray.get([actor.ready.remote() for actor in actors])
     except RayActorError as error:
         last = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise InspectorError(
             f"a Ray inspector worker could not start: {last}",
             "see the worker logs (`ray logs` or /tmp/ray/session_latest/logs), e.g. for GPU memory",
         ) from None
-    for problem in problems:
-        if problem is not None:
-            raise InspectorError(f"on a Ray worker: {problem[0]}", problem[1])
+    for answer in answers:
+        if answer.problem is not None:
+            raise InspectorError(f"on a Ray worker: {answer.problem}", answer.hint)
+    return answers[0].warning
 
 
 def _probe(ray: Any, uris: Sequence[str]) -> list[SourceProbe]:

@@ -16,7 +16,7 @@ from inspector.config import StationFile
 from inspector.errors import InspectorError
 from inspector.frames import Frame
 from inspector.payloads.verdict import FrameVerdict
-from inspector.runtime import ErrorPolicy
+from inspector.runtime import ErrorPolicy, random_weights_warning
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,15 @@ class SourceProbe:
     source_id: str | None = None
     frame_count: int | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    """A worker's answer once its model is loaded: the problem and its fix, or the model's warning."""
+
+    problem: str | None = None
+    hint: str | None = None
+    warning: str | None = None  # random or demo weights: said once, by the driver
 
 
 @dataclass
@@ -61,19 +70,21 @@ class FrameJudge:
         from inspector.runtime import load_inspector
 
         # A model that cannot load is the user's to fix: kept and reported by ready(), not a dead actor.
-        self.startup_error: tuple[str, str | None] | None = None
+        self.startup = WorkerReady()
         try:
             self.inspector = load_inspector(config)
         except InspectorError as error:
-            self.startup_error = (error.problem, error.hint)
+            self.startup = WorkerReady(problem=error.problem, hint=error.hint)
+        else:
+            self.startup = WorkerReady(warning=random_weights_warning(self.inspector.backend.info))
         # The local replay's policy: a frame that raises is UNCERTAIN with its error, and the file goes on.
         # The driver counts failures from the verdicts it writes (a retried chunk must not count twice).
         self.policy = ErrorPolicy(keep=0)
-        self._readers: dict[str, RangeReader] = {}
+        self._reader: RangeReader | None = None  # one file open at a time: a worker's spans follow each other
 
-    def ready(self) -> tuple[str, str | None] | None:
-        """None once the model is loaded; else the problem and its fix."""
-        return self.startup_error
+    def ready(self) -> WorkerReady:
+        """Answers once the model has loaded (or failed to)."""
+        return self.startup
 
     def describe(self) -> dict[str, Any]:
         """The birth/status description of this worker's pipeline (for --publish)."""
@@ -85,11 +96,11 @@ class FrameJudge:
         result = ChunkResult(uri, start, stop)
         stats = RangeStats()
         try:
-            reader = self._reader(uri)
+            reader = self._open(uri)
             for frame in reader.frames(start, stop, stats):
                 result.verdicts.append(self.judge_frame(frame))
         except InspectorError as error:
-            self._drop_reader(uri)
+            self._close()
             result.error = str(error)
         result.corrupt, result.ended = stats.corrupt, stats.ended
         return result
@@ -98,16 +109,13 @@ class FrameJudge:
         """One frame's verdict (a seam: tests override it to kill the worker on a chosen frame)."""
         return self.policy.judge(self.inspector, frame)
 
-    def _reader(self, uri: str) -> RangeReader:
-        reader = self._readers.get(uri)
-        if reader is None:
-            # Few files stay open per worker: spans of one file usually follow each other.
-            for old in list(self._readers):
-                self._drop_reader(old)
-            reader = self._readers[uri] = RangeReader(uri)
-        return reader
+    def _open(self, uri: str) -> RangeReader:
+        if self._reader is None or self._reader.uri != uri:
+            self._close()
+            self._reader = RangeReader(uri)
+        return self._reader
 
-    def _drop_reader(self, uri: str) -> None:
-        reader = self._readers.pop(uri, None)
-        if reader is not None:
-            reader.close()
+    def _close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
