@@ -61,7 +61,9 @@ def draw_verdict(
     out = draw_boxes(image, ((d["bbox"], f"label: {d['class']}") for d in labelled), LABELLED)
     predicted = ((d["bbox"], f"{d['class']} {d['confidence']:.2f}") for d in payload.get("defects", []))
     out = draw_boxes(out, predicted, PREDICTED)
-    _label(out, payload.get("verdict", "?"), 4, 4, PREDICTED if payload.get("verdict") == "NG" else (90, 90, 90))
+    # Bottom-left: a defect box at the frame's corner puts its own caption at the top-left.
+    verdict_colour = PREDICTED if payload.get("verdict") == "NG" else (90, 90, 90)
+    _label(out, payload.get("verdict", "?"), 4, out.shape[0] - 4, verdict_colour)
     return out
 
 
