@@ -11,7 +11,9 @@ import numpy as np
 DEFECTS = ("scratch", "spot", "crack")
 
 
-def station_yaml(path: Path, model_dir: Path | str = "models/tiny", *, tile: int = 64, global_view: bool = True) -> Path:
+def station_yaml(
+    path: Path, model_dir: Path | str = "models/tiny", *, tile: int = 64, global_view: bool = True
+) -> Path:
     """A station config with the three test classes and small tiles (fast on CPU)."""
     path.write_text(
         f"""
@@ -60,7 +62,9 @@ def write_coco(
     root.mkdir(parents=True, exist_ok=True)
     image_dir = root if layout == "roboflow" else root / "images"
     image_dir.mkdir(exist_ok=True)
-    json_path = root / "_annotations.coco.json" if layout == "roboflow" else root / "annotations" / "instances_default.json"
+    json_path = (
+        root / "_annotations.coco.json" if layout == "roboflow" else root / "annotations" / "instances_default.json"
+    )
     json_path.parent.mkdir(exist_ok=True)
     cats = [{"id": i + 1, "name": name, "supercategory": "defects"} for i, name in enumerate(categories)]
     if layout == "roboflow":
@@ -74,8 +78,14 @@ def write_coco(
             x, y = int(rng.integers(0, size[0] - w)), int(rng.integers(0, size[1] - h))
             draw(image, DEFECTS[k % len(DEFECTS)], (x, y, x + w, y + h))
             annotations.append(
-                {"id": len(annotations) + 1, "image_id": i + 10, "category_id": k + 1, "bbox": [x, y, w, h],
-                 "area": w * h, "iscrowd": 0}
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 10,
+                    "category_id": k + 1,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
             )
         name = f"part_{i}.png"
         cv2.imwrite(str(image_dir / name), image)

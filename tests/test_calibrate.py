@@ -35,8 +35,12 @@ def _prediction(i: int, truth: str, tiles: list[list[float]]) -> Prediction:
         "defects": [],
         "model": {"id": "m", "random_weights": False},
         "tiles": [
-            {"index": k, "bbox": list(b), "is_global": k == 2,
-             "probabilities": {c: round(float(p), 6) for c, p in zip(CLASSES, row)}}
+            {
+                "index": k,
+                "bbox": list(b),
+                "is_global": k == 2,
+                "probabilities": {c: round(float(p), 6) for c, p in zip(CLASSES, row)},
+            }
             for k, (b, row) in enumerate(zip(bboxes, tiles))
         ],
     }
@@ -73,8 +77,10 @@ def test_bounds_hold_on_the_calibration_data(predictions, max_escape: float, max
 
 def test_a_separable_set_gets_no_escape_and_no_overkill() -> None:
     good = [_prediction(i, "ok", [[0.9, 0.04, 0.03, 0.03]] * 3) for i in range(6)]
-    bad = [_prediction(10 + i, "crack", [[0.3, 0.05, 0.05, 0.6], [0.9, 0.04, 0.03, 0.03], [0.5, 0, 0, 0.5]])
-           for i in range(4)]
+    bad = [
+        _prediction(10 + i, "crack", [[0.3, 0.05, 0.05, 0.6], [0.9, 0.04, 0.03, 0.03], [0.5, 0, 0, 0.5]])
+        for i in range(4)
+    ]
     result = calibrate(good + bad, INSPECTION, CLASSES, max_escape=0.0)
     assert result.calibrated.escape_rate == 0.0 and result.calibrated.overkill_rate == 0.0
     assert result.calibrated.uncertain_rate == 0.0
@@ -94,11 +100,17 @@ def test_calibrate_cli_writes_a_valid_station_and_reports_held_out(tmp_path: Pat
             # a noisy model: defect frames score higher on average
             p_defect = float(np.clip(rng.normal(0.4 if frame["defects"] else 0.15, 0.12), 0.01, 0.97))
             row = {"ok": round(1 - p_defect, 6), "scratch": round(p_defect, 6), "spot": 0.0, "crack": 0.0}
-            lines.append(json.dumps({
-                "source": {"id": str(clip.video), "frame_index": frame["index"]},
-                "verdict": "OK", "defects": [], "model": {"id": "m", "random_weights": True},
-                "tiles": [{"index": 0, "bbox": [0, 0, 128, 96], "is_global": False, "probabilities": row}],
-            }))
+            lines.append(
+                json.dumps(
+                    {
+                        "source": {"id": str(clip.video), "frame_index": frame["index"]},
+                        "verdict": "OK",
+                        "defects": [],
+                        "model": {"id": "m", "random_weights": True},
+                        "tiles": [{"index": 0, "bbox": [0, 0, 128, 96], "is_global": False, "probabilities": row}],
+                    }
+                )
+            )
     verdicts = tmp_path / "v.jsonl"
     verdicts.write_text("\n".join(lines) + "\n")
     config = station_yaml(tmp_path / "station.yaml", tmp_path / "unused-model")

@@ -42,8 +42,21 @@ def summary(evaluated) -> dict:
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["evaluate", "--config", str(config), *data, *maps, "--save-verdicts", str(verdicts),
-                     "--html", str(html), "--json", "--no-progress"])
+        code = main(
+            [
+                "evaluate",
+                "--config",
+                str(config),
+                *data,
+                *maps,
+                "--save-verdicts",
+                str(verdicts),
+                "--html",
+                str(html),
+                "--json",
+                "--no-progress",
+            ]
+        )
     assert code == 0
     lines = out.getvalue().splitlines()
     assert len(lines) == 1  # ONE line of JSON
@@ -59,16 +72,21 @@ def _truth(evaluated) -> dict[tuple[str, int], tuple[list[LabelledBox], str | No
     truth: dict[tuple[str, int], tuple[list[LabelledBox], str | None]] = {}
     for image in data["images"]:
         boxes = [
-            LabelledBox(names[categories[a["category_id"]]],
-                        (a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]))
-            for a in data["annotations"] if a["image_id"] == image["id"]
+            LabelledBox(
+                names[categories[a["category_id"]]],
+                (a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]),
+            )
+            for a in data["annotations"]
+            if a["image_id"] == image["id"]
         ]
         truth[(image["file_name"], 0)] = (boxes, None)
     for file in folders.rglob("*.png"):
         truth[(file.name, 0)] = ([], file.parent.name)
     for frame in clip.labels["frames"]:
-        boxes = [LabelledBox("crack" if d["class"] == "missing_piece" else d["class"], tuple(d["bbox"]))
-                 for d in frame["defects"]]
+        boxes = [
+            LabelledBox("crack" if d["class"] == "missing_piece" else d["class"], tuple(d["bbox"]))
+            for d in frame["defects"]
+        ]
         truth[(clip.video.name, frame["index"])] = (boxes, None)
     return truth
 
@@ -134,8 +152,10 @@ def test_bad_input_fails_before_writing_anything(evaluated, tmp_path: Path, caps
     assert "error:" in capsys.readouterr().err
     assert not list(tmp_path.glob("v.jsonl*")) and not list(tmp_path.glob("r.html*"))
     other = write_coco(tmp_path / "other", images=2, seed=9)
-    assert main(["evaluate", "--config", str(config), "--data", str(other), *COCO_MAP,
-                 "--verdicts", str(evaluated[4])]) == 2
+    assert (
+        main(["evaluate", "--config", str(config), "--data", str(other), *COCO_MAP, "--verdicts", str(evaluated[4])])
+        == 2
+    )
     assert "no verdict in" in capsys.readouterr().err
 
 

@@ -54,8 +54,9 @@ def _verdicts_for(labels: dict, video: Path, *, random_weights: bool, flip: dict
                     probabilities[defect["class"]] = 0.8
             if flip.get(index) == "reject" and tile.index == 0:
                 probabilities = {"ok": 0.05, "scratch": 0.0, "spot": 0.95, "crack": 0.0, "missing_piece": 0.0}
-            tile_verdicts.append(TileVerdict(index=tile.index, bbox=tile.bbox, is_global=tile.is_global,
-                                             probabilities=probabilities))
+            tile_verdicts.append(
+                TileVerdict(index=tile.index, bbox=tile.bbox, is_global=tile.is_global, probabilities=probabilities)
+            )
         decision = aggregate(tile_verdicts, INSPECTION)
         verdict = FrameVerdict(
             station=StationRef(site="s", area="a", line="l", station="st", camera="c"),
@@ -106,10 +107,14 @@ def test_report_without_labels_pictures_ng_frames(replayed) -> None:
 
 
 def test_report_escapes_markup_and_survives_a_missing_source(tmp_path: Path) -> None:
-    line = json.loads(_verdicts_for(
-        {"width": 96, "height": 96, "frames": [{"index": 0, "defects": [{"class": "spot", "bbox": [1, 1, 9, 9]}]}]},
-        tmp_path / "gone.mp4", random_weights=False, flip={},
-    )[0])
+    line = json.loads(
+        _verdicts_for(
+            {"width": 96, "height": 96, "frames": [{"index": 0, "defects": [{"class": "spot", "bbox": [1, 1, 9, 9]}]}]},
+            tmp_path / "gone.mp4",
+            random_weights=False,
+            flip={},
+        )[0]
+    )
     line["defects"][0]["explanation"] = "<script>alert(1)</script> dark stain"
     results = tmp_path / "r.jsonl"
     results.write_text(json.dumps(line) + "\n")

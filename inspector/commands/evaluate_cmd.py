@@ -143,10 +143,14 @@ def print_evaluation(console: Console, evaluation: Evaluation, title: str, *, de
     table.add_row("tiles labelled (ambiguous, left out)", f"{evaluation.labelled_tiles} ({evaluation.ambiguous_tiles})")
     for key in SUMMARY_KEYS:
         table.add_row(key.replace("_", " "), _fmt(getattr(evaluation, key)))
-    table.add_row("tile / frame average precision",
-                  f"{_fmt(evaluation.tile_average_precision)} / {_fmt(evaluation.frame_average_precision)}")
-    table.add_row("TP / FP / TN / FN / UNCERTAIN",
-                  f"{c.true_positive} / {c.false_positive} / {c.true_negative} / {c.false_negative} / {c.uncertain}")
+    table.add_row(
+        "tile / frame average precision",
+        f"{_fmt(evaluation.tile_average_precision)} / {_fmt(evaluation.frame_average_precision)}",
+    )
+    table.add_row(
+        "TP / FP / TN / FN / UNCERTAIN",
+        f"{c.true_positive} / {c.false_positive} / {c.true_negative} / {c.false_negative} / {c.uncertain}",
+    )
     if demo:
         table.add_row("[yellow]note", "[yellow]random or demo model: these figures say nothing about real parts")
     console.print(table)
@@ -179,7 +183,9 @@ def run(args: argparse.Namespace) -> int:
     evaluation = evaluate(predictions, classes)
     if args.html:
         page = render_report(
-            [p.verdict for p in predictions], title=f"evaluation on {dataset.source}", predictions=predictions,
+            [p.verdict for p in predictions],
+            title=f"evaluation on {dataset.source}",
+            predictions=predictions,
             classes=classes,
         )
         _write_text(args.html, page)

@@ -66,7 +66,9 @@ def _station_classes(station: StationFile | Sequence[str]) -> tuple[str, ...]:
 def detect_format(path: Path) -> tuple[str, Path]:
     """("labels" | "coco" | "folders", the file or directory to read)."""
     if not path.exists():
-        raise DatasetError(f"data set {path} does not exist", "pass a labels.json, a COCO JSON or a class-folder directory")
+        raise DatasetError(
+            f"data set {path} does not exist", "pass a labels.json, a COCO JSON or a class-folder directory"
+        )
     if path.is_file():
         if path.suffix.lower() != ".json":
             raise DatasetError(f"{path} is not a JSON file", "pass a labels.json, a COCO JSON or a directory")

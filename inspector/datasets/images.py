@@ -82,4 +82,3 @@ def check_decodes(path: Path) -> tuple[int, int]:
     """(width, height) of an image file, raising ``DatasetError`` if it does not decode."""
     image = read_image(path)
     return int(image.shape[1]), int(image.shape[0])
-

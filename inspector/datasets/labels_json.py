@@ -25,7 +25,9 @@ def load_labels_json(path: Path, mapper: ClassMapper) -> Dataset:
     if size != (labels["width"], labels["height"]):
         raise DatasetError(
             f"{path}: labels are for {labels['width']}x{labels['height']} frames but {video.name} is "
-            f"{size[0]}x{size[1]}" if size else f"{video} has no frames",
+            f"{size[0]}x{size[1]}"
+            if size
+            else f"{video} has no frames",
             "the labels belong to another video",
         )
     last = max((f["index"] for f in labels["frames"]), default=-1)

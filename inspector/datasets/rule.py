@@ -76,6 +76,4 @@ def tile_labels(
     min_tile_share: float = MIN_TILE_SHARE,
 ) -> list[str | None]:
     """The label of every tile of a plan (``None`` = ambiguous, ignored)."""
-    return [
-        tile_label(boxes, tile, min_box_share=min_box_share, min_tile_share=min_tile_share) for tile in tiles
-    ]
+    return [tile_label(boxes, tile, min_box_share=min_box_share, min_tile_share=min_tile_share) for tile in tiles]

@@ -139,7 +139,7 @@ def frame_score(prediction: Prediction) -> float | None:
 
 
 def predicted_class(verdict: dict[str, Any]) -> str:
-    """"ok", "UNCERTAIN", or the most confident defect's class for an NG verdict."""
+    """ "ok", "UNCERTAIN", or the most confident defect's class for an NG verdict."""
     if verdict["verdict"] == "NG" and verdict.get("defects"):
         return max(verdict["defects"], key=lambda d: d["confidence"])["class"]
     return "ok" if verdict["verdict"] == "OK" else "UNCERTAIN"
@@ -149,9 +149,7 @@ def box_hits(prediction: Prediction) -> list[bool]:
     """For each labelled box: overlapped by a same-class NG defect that a local tile found?"""
     global_tiles = {int(t["index"]) for t in prediction.tiles if t.get("is_global")}
     defects = [
-        d
-        for d in prediction.verdict.get("defects") or []
-        if not (d.get("tiles") and set(d["tiles"]) <= global_tiles)
+        d for d in prediction.verdict.get("defects") or [] if not (d.get("tiles") and set(d["tiles"]) <= global_tiles)
     ]
     return [
         any(d["class"] == box.class_name and intersection_area(box.bbox, tuple(d["bbox"])) > 0 for d in defects)
@@ -260,7 +258,8 @@ def evaluate(predictions: Sequence[Prediction], classes: Sequence[str]) -> Evalu
     frame_labels = [*classes, "UNCERTAIN"]
     frame_confusion = (
         confusion_matrix(
-            [p.item.truth_class for p in predictions], [predicted_class(p.verdict) for p in predictions],
+            [p.item.truth_class for p in predictions],
+            [predicted_class(p.verdict) for p in predictions],
             labels=frame_labels,
         )[: len(classes)].tolist()
         if predictions

@@ -97,12 +97,15 @@ def _resolved(source_id: str) -> str:
         return source_id
 
 
-def match_verdicts(dataset: Dataset, verdicts: Sequence[dict[str, Any]], *, where: str = "verdicts") -> list[Prediction]:
+def match_verdicts(
+    dataset: Dataset, verdicts: Sequence[dict[str, Any]], *, where: str = "verdicts"
+) -> list[Prediction]:
     """Pair each labelled item with its verdict by (source file, frame index).
 
     Paths are compared resolved; a verdict whose source no longer exists there (footage
-    moved, or a replay run from another directory) matches by file name when unambiguous. Verdicts of unlabelled frames are ignored; a labelled item
-    without a verdict is left out. No pair at all is an error.
+    moved, or a replay run from another directory) matches by file name when unambiguous.
+    Verdicts of unlabelled frames are ignored; a labelled item without a verdict is left
+    out. No pair at all is an error.
     """
     by_path: dict[tuple[str, int], dict[str, Any]] = {}
     by_name: dict[tuple[str, int], list[dict[str, Any]]] = {}

@@ -223,7 +223,11 @@ def _likeliest_defect(verdict: dict[str, Any]) -> str | None:
 def _headline(evaluation: Evaluation) -> str:
     c = evaluation.counts
     cells = [
-        ("escape rate", _fmt(evaluation.escape_rate), f"{c.false_negative} of {c.defective} defective frames judged OK"),
+        (
+            "escape rate",
+            _fmt(evaluation.escape_rate),
+            f"{c.false_negative} of {c.defective} defective frames judged OK",
+        ),
         ("overkill rate", _fmt(evaluation.overkill_rate), f"{c.false_positive} of {c.good} good frames judged NG"),
         ("UNCERTAIN rate", _fmt(evaluation.uncertain_rate), f"{c.uncertain} of {c.frames} frames"),
         ("frame AUROC", _fmt(evaluation.frame_auroc), "score = max over tiles of 1 - p(ok)"),
@@ -243,9 +247,13 @@ def _metrics_tables(evaluation: Evaluation) -> str:
     parts.append(_row("frame average precision", _fmt(evaluation.frame_average_precision)))
     parts.append("</table><table>")
     parts.append(_row("frames (defective / good)", f"{c.frames} ({c.defective} / {c.good})"))
-    parts.append(_row("TP / FP / TN / FN", f"{c.true_positive} / {c.false_positive} / {c.true_negative} / {c.false_negative}"))
+    parts.append(
+        _row("TP / FP / TN / FN", f"{c.true_positive} / {c.false_positive} / {c.true_negative} / {c.false_negative}")
+    )
     parts.append(_row("UNCERTAIN (defective / good)", f"{c.uncertain_defective} / {c.uncertain_good}"))
-    parts.append(_row("labelled tiles (ambiguous, left out)", f"{evaluation.labelled_tiles} ({evaluation.ambiguous_tiles})"))
+    parts.append(
+        _row("labelled tiles (ambiguous, left out)", f"{evaluation.labelled_tiles} ({evaluation.ambiguous_tiles})")
+    )
     parts.append(_row("labelled boxes", evaluation.labelled_boxes))
     if evaluation.frames_without_tiles:
         parts.append(_row("frames without tile probabilities", evaluation.frames_without_tiles))
@@ -296,7 +304,9 @@ def render_report(
     ]
     warning = demo_warning(verdicts)
     if warning:
-        parts.append(f"<div class='warn'>⚠ These verdicts come from {warning}: they say nothing about real parts.</div>")
+        parts.append(
+            f"<div class='warn'>⚠ These verdicts come from {warning}: they say nothing about real parts.</div>"
+        )
     parts.append("<h2>Summary</h2><table>")
     parts.append(_row("frames", len(verdicts)))
     for verdict in ("OK", "NG", "UNCERTAIN"):
@@ -329,7 +339,9 @@ def render_report(
             parts.append(_cards_section(heading, explain, cards, images))
         png = curves_png(evaluation.curves)
         if png:
-            parts.append(f"<h2>Curves</h2><img src='{png}' alt='ROC and precision-recall curves' style='max-width:100%'>")
+            parts.append(
+                f"<h2>Curves</h2><img src='{png}' alt='ROC and precision-recall curves' style='max-width:100%'>"
+            )
         parts.append(_metrics_tables(evaluation))
     else:
         flagged = [v for v in verdicts if v["verdict"] == "NG"]
