@@ -175,6 +175,8 @@ def test_calibration_tiles_are_reproducible_and_spread_over_the_footage(footage:
     assert first.tiles == 5 and first.frames_seen == 4 and first.tiles_seen == 4 * 4 * 3
     everything = calibration_tiles(footage, tiling, 10_000)
     assert everything.tiles == everything.tiles_seen == 48  # fewer than asked: all of them, in order
+    both = calibration_tiles([footage, footage], tiling, 5)  # several sources: one draw over all their tiles
+    assert (both.frames_seen, both.tiles_seen) == (8, 96)
 
 
 @pytest.mark.parametrize("count", [0, -3])

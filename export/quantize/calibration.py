@@ -99,14 +99,17 @@ def _images(source: str | Path, classes: Sequence[str], tile: int) -> Iterator[n
 
 
 def calibration_tiles(
-    source: str | Path, tiling: TilingConfig, count: int = DEFAULT_CALIBRATION_TILES, *, seed: int = 0,
-    classes: Sequence[str] = (),
+    source: str | Path | Sequence[str | Path], tiling: TilingConfig, count: int = DEFAULT_CALIBRATION_TILES, *,
+    seed: int = 0, classes: Sequence[str] = (),
 ) -> CalibrationSet:  # fmt: skip
-    """``count`` tiles (patch bytes) sampled uniformly from every frame of ``source``.
+    """``count`` tiles (patch bytes) sampled uniformly from every frame of ``source`` (one or several).
 
-    ``source``: footage (video file, image folder or glob) or a labelled data set whose class
+    A source is footage (video file, image folder or glob) or a labelled data set whose class
     names are among ``classes`` (the station's); its labels are not used, only its frames.
     """
+    sources = [source] if isinstance(source, str | Path) else list(source)
+    if not sources:
+        raise CalibrationError("no calibration source given", "pass --calib with the line's footage")
     from inspector.tiling import TilePlanner
     from inspector.vision import patch_bytes
 
@@ -117,7 +120,8 @@ def calibration_tiles(
     reservoir: np.ndarray | None = None
     grid: tuple[int, int, int] | None = None
     frames = seen = 0
-    for image in _images(source, classes, tiling.tile):
+    images = (image for one in sources for image in _images(one, classes, tiling.tile))
+    for image in images:
         frames += 1
         _, pixels = planner.crop(image)
         patches, grid = patch_bytes(pixels, min_pixels=0)
@@ -132,10 +136,11 @@ def calibration_tiles(
                 if slot < count:
                     reservoir[slot] = tile
             seen += 1
+    named = ", ".join(str(one) for one in sources)
     if reservoir is None or grid is None:
-        raise CalibrationError(f"{source} yielded no frames", "point --calib at the line's footage (video or folder)")
+        raise CalibrationError(f"{named} yielded no frames", "point --calib at the line's footage (video or folder)")
     if seen < count:
-        log.warning("%s gives only %d tiles (asked for %d): calibrating on all of them", source, seen, count)
+        log.warning("%s give(s) only %d tiles (asked for %d): calibrating on all of them", named, seen, count)
     chosen = reservoir[: min(seen, count)]
-    log.info("calibration: %d tiles from %d frames (%d tiles) of %s", len(chosen), frames, seen, source)
-    return CalibrationSet(chosen, grid, str(source), frames, seen, seed)
+    log.info("calibration: %d tiles from %d frames (%d tiles) of %s", len(chosen), frames, seen, named)
+    return CalibrationSet(chosen, grid, named, frames, seen, seed)

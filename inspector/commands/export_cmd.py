@@ -87,8 +87,8 @@ def register(subparsers: Any) -> None:
     fp8 = onnx.add_argument_group("FP8 (--precision fp8)")
     fp8.add_argument("--precision", default="float", choices=("float", "fp8"),
                      help="float: all weights in --dtype (default); fp8: language-model linears in FP8")  # fmt: skip
-    fp8.add_argument("--calib", metavar="SOURCE_OR_DATASET",
-                     help="the line's footage (video, image folder, glob) or a labelled data set")  # fmt: skip
+    fp8.add_argument("--calib", metavar="SOURCE_OR_DATASET", action="append",
+                     help="the line's footage (video, folder, glob) or a labelled data set; repeatable")  # fmt: skip
     fp8.add_argument("--calib-tiles", type=int, default=256, metavar="N",
                      help="calibration tiles drawn uniformly over --calib (default: 256)")  # fmt: skip
     fp8.add_argument("--calib-seed", type=int, default=0, help="seed of the tile draw (default: 0)")
