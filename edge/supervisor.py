@@ -17,12 +17,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from edge.commands import COMMAND_NAMES, CommandRejected, ReloadConfigCommand
 from edge.control import CommandProcessor
@@ -132,6 +135,33 @@ def start_live_page(settings: EdgeConfig, stations: dict[str, LiveStation]) -> L
         return None
 
 
+class _StationCollector(Collector):
+    """Trigger outcomes and evidence pictures on ``/metrics`` (read at scrape time, like the rest)."""
+
+    def __init__(self, service: EdgeService) -> None:
+        self._service = service
+
+    def collect(self) -> Iterable[Metric]:
+        service = self._service
+        families: list[Metric] = []
+        if service.lane.triggers is not None:
+            outcomes = CounterMetricFamily(
+                "inspector_triggers", "Triggers received, by outcome (edge/triggers.py).", labels=["outcome"]
+            )
+            for outcome, count in sorted(service.lane.triggers.counts.items()):
+                outcomes.add_metric([outcome], count)
+            families.append(outcomes)
+            families.append(GaugeMetricFamily(
+                "inspector_triggers_waiting", "Parts waiting for a frame.", value=service.lane.triggers.waiting()
+            ))  # fmt: skip
+        if service.evidence is not None:
+            pictures = CounterMetricFamily("inspector_evidence", "Evidence pictures, by outcome.", labels=["outcome"])
+            for outcome in ("saved", "removed", "failures"):
+                pictures.add_metric([outcome], getattr(service.evidence, outcome))
+            families.append(pictures)
+        return families
+
+
 @dataclass
 class _Published:
     state: State | None = None
@@ -211,6 +241,7 @@ class EdgeService:
         self._status_lock = threading.RLock()  # the supervisor and the command thread both refresh it
         self._next_heartbeat = time.monotonic()
         metrics.attach(self.health, lambda: dict(self.publisher.by_verdict))
+        metrics.registry.register(_StationCollector(self))
 
     @property
     def triggers(self) -> TriggerBook | None:

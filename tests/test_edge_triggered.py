@@ -104,6 +104,12 @@ def test_triggers_with_part_ids_give_verdicts_and_rejects_carrying_them(
         snapshot = poll(lambda: subscriber.raw("snapshot"), WAIT_S)
         assert snapshot[-1][0][:2] == b"\xff\xd8"  # the last NG picture, a JPEG
         assert service.triggers.counts["duplicate"] == 1
+        from prometheus_client import generate_latest
+
+        scraped = generate_latest(service.metrics.registry).decode()
+        assert 'inspector_triggers_total{outcome="duplicate"} 1.0' in scraped
+        assert 'inspector_triggers_total{outcome="served"} 3.0' in scraped
+        assert 'inspector_evidence_total{outcome="saved"}' in scraped
         assert service.live.counts["NG"] == 3  # the live page counts parts, not frames
     finally:
         assert running.stop() == 0
