@@ -8,6 +8,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -145,6 +146,23 @@ def test_json_mode_prints_valid_payloads_and_flags_malformed_ones(broker: Mosqui
     assert [p["state"] for p in payloads if p["schema"] == "line-inspector/status"] == ["online", "offline"]
     assert err.count("MALFORMED") == 2 and "verdict: Input should be 'OK', 'NG' or 'UNCERTAIN'" in err
     assert "Invalid JSON" in err and "1 duplicate" in err
+
+
+def test_watch_reconnects_with_back_off_when_the_broker_restarts(broker: Mosquitto) -> None:
+    watcher = Watch(broker.url, "--json", "--count", "4", "--timeout", "60")
+    topic = Topics.for_station("inspector", STATION).verdict
+    raw_publish(broker.port, [(topic, make_verdict(i).to_json(include_tiles=False).encode()) for i in range(2)])
+    time.sleep(1.0)  # let the two reach the watcher before the broker dies (no assertion on time)
+    broker.restart()  # SIGKILL, then the same port again
+    deadline = time.monotonic() + 30
+    while not any("reconnected" in line for line in watcher.stderr):
+        assert time.monotonic() < deadline, watcher.stderr
+        time.sleep(0.05)
+    raw_publish(broker.port, [(topic, make_verdict(i).to_json(include_tiles=False).encode()) for i in range(2, 4)])
+    code, out, err = watcher.finish()
+    assert code == 0, err
+    assert [json.loads(line)["message_id"] for line in out.splitlines()] == ["w0000", "w0001", "w0002", "w0003"]
+    assert "connection lost; reconnecting" in err
 
 
 def test_table_from_a_config_file_shows_only_the_chosen_line(broker: Mosquitto, tmp_path: Path) -> None:
