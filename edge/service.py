@@ -50,6 +50,9 @@ commands (MQTT v5 request/response on <topic_root>/<site>/<area>/<line>/<station
 triggered inspection (source.trigger: mqtt): the line controller publishes {"part_id": "P-1"} on
   <topic_root>/<site>/<area>/<line>/<station>/trigger; the verdict and reject carry the part id.
 
+several cameras, one model: a config with a stations: mapping (configs/multi-station.yaml)
+  inspector-edge --config configs/multi-station.yaml
+
 live page: http://127.0.0.1:9109/ (edge.live_port); from elsewhere http://HOST:9109/#token=<token>
   with the token in $INSPECTOR_LIVE_TOKEN (edge.live_token_env) or edge.live_token_file.
 """
