@@ -9,12 +9,15 @@ import cv2
 import numpy as np
 import pytest
 from datasets_helpers import DEFECTS, station_yaml, write_class_folders, write_coco
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from inspector.config import load_config
 from inspector.datasets import (
     DatasetError,
     detect_format,
     fit_tile,
+    iter_frames,
     labelled_tiles,
     load_dataset,
     load_datasets,
@@ -189,3 +192,34 @@ def test_split_is_by_group_and_deterministic(tmp_path: Path, station) -> None:
         split_dataset(one, 0.3, seed=0)
     by_image = split_dataset(one, 0.3, seed=0, by="image")
     assert len(by_image[1]) == 1 and len(by_image[0]) == 2
+
+
+def test_frames_in_any_order_decode_to_the_right_pixels(tmp_path: Path, station) -> None:
+    write_demo_clip(tmp_path / "demo", frames=5, size=(128, 96), seed=2)
+    dataset = load_dataset(tmp_path / "demo", station, {"missing_piece": "crack"})
+    shuffled = dataset.subset([dataset.images[i] for i in (3, 1, 4, 0, 2)])
+    for item, frame in iter_frames(shuffled, 64):
+        assert np.array_equal(frame, item.load()), item.key
+
+
+def test_labels_json_for_another_video_is_named(tmp_path: Path, station) -> None:
+    write_demo_clip(tmp_path / "a", frames=2, size=(128, 96), seed=0)
+    write_demo_clip(tmp_path / "b", frames=2, size=(160, 96), seed=0)
+    (tmp_path / "a" / "clip.mp4").write_bytes((tmp_path / "b" / "clip.mp4").read_bytes())
+    with pytest.raises(DatasetError, match="labels are for 128x96 frames but clip.mp4 is 160x96"):
+        load_dataset(tmp_path / "a", station, {"missing_piece": "crack"})
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 900), st.integers(1, 900), st.sampled_from([32, 64, 512]))
+def test_fit_tile_keeps_aspect_and_never_upscales(width: int, height: int, tile: int) -> None:
+    fitted = fit_tile(np.zeros((height, width, 3), np.uint8), tile)
+    h, w = fitted.shape[:2]
+    assert max(h, w) <= tile
+    if max(width, height) <= tile:
+        assert (w, h) == (width, height)
+    else:  # the longer side becomes the tile, the other scales with it (to the pixel)
+        scale = tile / max(width, height)
+        assert max(w, h) == tile
+        assert abs(w - width * scale) <= 0.5 or w == 1
+        assert abs(h - height * scale) <= 0.5 or h == 1
