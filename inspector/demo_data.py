@@ -35,6 +35,7 @@ _DRAWN_SURFACES = 2
 # BGR multipliers: blasted steel, fired ceramic, green-grey composite, cast grey.
 _TINTS = ((1.0, 0.97, 0.92), (0.72, 0.86, 1.0), (0.80, 1.0, 0.85), (0.95, 0.95, 0.95))
 _MAX_SIDE = 4096
+_SURFACE_STD = 24.0  # grey-level spread of every surface (the photographs differ: 13 to 39)
 _Box = tuple[int, int, int, int]
 
 
@@ -206,7 +207,10 @@ class _Scene:
         # Slight vignetting, as under a ring light.
         ys = np.linspace(-1, 1, height, dtype=np.float32)[:, None]
         shade = 1.0 - 0.12 * ys**2
-        self.strip = np.clip(strip[:, :, None] * tint * shade[:, :, None] * 0.9 + 20, 0, 255).astype(np.uint8)
+        # A matte finish: the texture keeps its pattern but spans grey levels ~50-200, so a defect
+        # (near black, or a bright scratch) stands out of the surface as it does on a real part.
+        surface = (strip - strip.mean()) / max(float(strip.std()), 1.0) * _SURFACE_STD + 125.0
+        self.strip = np.clip(surface[:, :, None] * tint * shade[:, :, None], 50, 200).astype(np.uint8)
         self.width = width
 
     def render(self, index: int) -> np.ndarray:

@@ -90,7 +90,7 @@ def test_missing_file_has_hint(tmp_path: Path) -> None:
 def test_cli_check_prints_effective_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "check", str(CONFIGS / "demo.yaml")]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["tiling"]["tile"] == 512
+    assert printed["tiling"]["tile"] == 128
     assert printed["source"]["reconnect"]["max_s"] == 30.0  # defaults are filled in
 
 

@@ -14,7 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inspector import cli
-from inspector.demo_data import CLASSES, DemoClip, load_labels, render_clean_frame, write_demo_clip
+from inspector.demo_data import (
+    CLASSES,
+    HELDOUT_SURFACE,
+    TRAIN_SURFACES,
+    DemoClip,
+    load_labels,
+    render_clean_frame,
+    write_demo_clip,
+    write_demo_set,
+)
 from inspector.errors import SourceError
 from inspector.sources import open_source
 
@@ -186,7 +195,8 @@ def test_cli_writes_the_default_clip(
     only_demo_command: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "demo"
-    assert cli.main(["demo-data", str(out)]) == 0
+    assert cli.main(["demo-data", str(out), "--train-clips", "0"]) == 0
+    assert not (out / "train").exists() and not (out / "heldout").exists()
     labels = load_labels(out / "labels.json")
     assert (labels["width"], labels["height"], labels["fps"], len(labels["frames"])) == (1280, 720, 8.0, 24)
     images = decode(out / "clip.mp4")
@@ -196,8 +206,12 @@ def test_cli_writes_the_default_clip(
 
 
 def test_cli_options(only_demo_command: None, tmp_path: Path) -> None:
-    argv = ["demo-data", str(tmp_path), "--frames", "4", "--seed", "2", "--size", "256x128", "--fps", "5"]
+    argv = ["demo-data", str(tmp_path), "--frames", "4", "--seed", "2", "--size", "256x128", "--fps", "5",
+            "--train-clips", "2", "--train-frames", "3", "--heldout-frames", "5"]  # fmt: skip
     assert cli.main(argv) == 0
+    train = [load_labels(tmp_path / "train" / f"clip-0{n}" / "labels.json") for n in (0, 1)]
+    heldout = load_labels(tmp_path / "heldout" / "labels.json")
+    assert [len(t["frames"]) for t in train] == [3, 3] and len(heldout["frames"]) == 5
     labels = load_labels(tmp_path / "labels.json")
     assert (labels["width"], labels["height"], labels["fps"], labels["seed"], len(labels["frames"])) == (
         256,
@@ -224,3 +238,29 @@ def test_cli_help_explains_what_it_writes(only_demo_command: None, capsys: pytes
         cli.main(["demo-data", "--help"])
     text = capsys.readouterr().out
     assert "clip.mp4" in text and "labels.json" in text and "--seed" in text
+
+
+def test_the_held_out_clip_has_a_seed_and_a_surface_no_training_clip_has(tmp_path: Path) -> None:
+    written = write_demo_set(tmp_path, frames=2, size=(128, 96), seed=4, train_clips=4, train_frames=2,
+                             heldout_frames=4)  # fmt: skip
+    assert written.heldout is not None and len(written.train) == 4
+    train_seeds = {c.labels["seed"] for c in written.train}
+    train_surfaces = {c.labels["surface"] for c in written.train}
+    assert len(train_seeds) == 4 and written.clip.labels["seed"] not in train_seeds
+    assert written.heldout.labels["seed"] not in train_seeds | {written.clip.labels["seed"]}
+    assert train_surfaces == {f"skimage.data.{s}" for s in TRAIN_SURFACES}
+    assert written.heldout.labels["surface"] == f"skimage.data.{HELDOUT_SURFACE}"
+    assert written.heldout.labels["surface"] not in train_surfaces
+    # Each clip renders back from its own labels (surface included) and its defects are drawn.
+    for clip in [*written.train, written.heldout]:
+        assert len(decode(clip.video)) == len(clip.labels["frames"])
+        frame = next(f for f in clip.labels["frames"] if f["defects"])
+        clean = render_clean_frame(clip.labels, frame["index"])
+        drawn = decode(clip.video)[frame["index"]]
+        x0, y0, x1, y1 = frame["defects"][0]["bbox"]
+        assert np.abs(drawn[y0:y1, x0:x1].astype(int) - clean[y0:y1, x0:x1]).mean() > 5
+
+
+def test_an_unknown_surface_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="surface"):
+        write_demo_clip(tmp_path, frames=2, size=(128, 96), surface="marble")

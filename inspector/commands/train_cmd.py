@@ -41,6 +41,17 @@ examples:
 """
 
 
+# The recipe the offline demo trains with (README "Training"), also the flags' defaults.
+DEFAULTS: dict[str, Any] = {
+    "epochs": 6,
+    "steps_per_epoch": 100,
+    "lr": 1e-3,
+    "batch": 16,
+    "defect_share": 0.5,
+    "binary_epochs": 1,
+}
+
+
 def _positive(kind: type) -> Any:
     def parse(text: str) -> Any:
         try:
@@ -71,15 +82,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", help="base checkpoint; overrides model.path of the config")
     parser.add_argument("--method", choices=("full", "lora"), default="full", help="default full")
     parser.add_argument("--train-vision", action="store_true", help="lora: also train the vision tower")
-    parser.add_argument("--epochs", type=_positive(int), default=6, help="default 6")
-    parser.add_argument("--steps", type=_positive(int), default=600, help="total optimiser steps (default 600)")
-    parser.add_argument("--lr", type=_positive(float), default=1e-3, help="peak learning rate (default 1e-3)")
-    parser.add_argument("--batch", type=_positive(int), default=16, help="tiles per step (default 16)")
+    steps = DEFAULTS["epochs"] * DEFAULTS["steps_per_epoch"]
+    parser.add_argument("--epochs", type=_positive(int), default=DEFAULTS["epochs"], help="default %(default)s")
+    parser.add_argument(
+        "--steps", type=_positive(int), default=steps, help="total optimiser steps (default %(default)s)"
+    )
+    parser.add_argument("--lr", type=_positive(float), default=DEFAULTS["lr"], help="peak learning rate (%(default)s)")
+    parser.add_argument("--batch", type=_positive(int), default=DEFAULTS["batch"], help="tiles per step (%(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="default 0: same seed, same model")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of clips/images held out (0.2)")
-    parser.add_argument("--defect-share", type=float, default=0.5, help="share of each batch on defect tiles (0.5)")
-    parser.add_argument("--binary-epochs", type=int, default=1,
-                        help="first epochs learn OK vs defect only, then the classes (default 1)")  # fmt: skip
+    parser.add_argument("--defect-share", type=float, default=DEFAULTS["defect_share"],
+                        help="share of each batch on defect tiles (%(default)s)")  # fmt: skip
+    parser.add_argument("--binary-epochs", type=int, default=DEFAULTS["binary_epochs"],
+                        help="first epochs learn OK vs defect only, then the classes (%(default)s)")  # fmt: skip
     parser.add_argument("--max-ok-tiles", type=_positive(int), default=6000, help="OK tiles kept in memory (6000)")
     parser.add_argument("--explain", action="store_true", help="also learn a short explanation from the labels")
     parser.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
