@@ -270,3 +270,12 @@ def test_rows_older_than_the_memory_window_come_from_the_file(tmp_path: Path, mo
         assert box.ack([rows[0].seq, rows[9].seq]) == 2  # one from the file, one from memory
         assert ids(box.take(rows[5].seq, 100)) == [f"m{i:05d}" for i in range(6, 9)]
         assert len(box) == 8 and box.bytes == 800
+
+
+def test_acknowledged_rows_are_never_counted_as_overflow_drops(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite", max_messages=3) as box:
+        box.append([msg(0), msg(1), msg(2)])
+        box.ack([row.seq for row in box.take(0, 2)])  # delivered, not yet written down
+        box.append([msg(3), msg(4), msg(5)])  # 1 + 3 > 3: the oldest undelivered OK goes, nothing else
+        assert ids(box.take(0, 10)) == ["m00003", "m00004", "m00005"]
+        assert box.counters() == {"dropped_ok": 1} and len(box) == 3

@@ -375,7 +375,7 @@ class Outbox:
                 self._commit_fitting(group, acked)
             else:  # over a bound: the overflow policy needs a consistent view, so hold everything
                 with self._lock:
-                    self._commit_overflowing(group, acked, now)
+                    self._commit_overflowing(group, now)
 
     def _commit_fitting(self, group: list[_Append], acked: list[int]) -> None:
         """The hot path: memory changes only after COMMIT, so the lock is free while SQLite writes."""
@@ -392,6 +392,9 @@ class Outbox:
                 for request in group:
                     request.error, request.done = failure, True
             return
+        except BaseException:
+            self._rollback()  # never leave a transaction open behind an unexpected error
+            raise
         with self._lock:
             self._commits += 1
             self._pending_acks.difference_update(acked)
@@ -401,8 +404,10 @@ class Outbox:
                 request.done = True
             self._high_water = max(self._high_water, self._count)
 
-    def _commit_overflowing(self, group: list[_Append], acked: list[int], now: float) -> None:
+    def _commit_overflowing(self, group: list[_Append], now: float) -> None:
         """Called with both locks held: drop by policy, message by message, as a lone append would."""
+        # Every acknowledged row leaves the file first, so none of them can be picked as a victim.
+        acked = list(self._pending_acks)
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._delete_rows(acked)
@@ -421,6 +426,11 @@ class Outbox:
             failure = _write_error(self.path, error)
             for request in group:
                 request.error, request.seqs = failure, []
+        except BaseException:
+            self._rollback()
+            self._pending_acks.update(acked)
+            self._reload()
+            raise
         for request in group:
             request.done = True
         self._high_water = max(self._high_water, self._count)
