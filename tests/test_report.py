@@ -8,6 +8,7 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from inspector.aggregate import aggregate
@@ -166,3 +167,15 @@ def test_report_renders_in_headless_chromium(replayed, tmp_path: Path) -> None:
     keep = os.environ.get("REPORT_SCREENSHOT")  # to look at it: REPORT_SCREENSHOT=/tmp/report.png pytest ...
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_frames_are_re_read_from_files_but_never_from_live_sources(tmp_path: Path) -> None:
+    import cv2
+
+    from inspector.evaluation.report import read_frames
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((20, 30, 3), 50 * i, np.uint8))
+    frames = read_frames([(str(tmp_path), 2), (str(tmp_path / "f1.png"), 0), ("rtsp://127.0.0.1:9/x", 0)])
+    assert set(frames) == {(str(tmp_path), 2), (str(tmp_path / "f1.png"), 0)}
+    assert int(frames[(str(tmp_path), 2)].mean()) == 100 and int(frames[(str(tmp_path / "f1.png"), 0)].mean()) == 50

@@ -62,24 +62,27 @@ class _Card:
 
 
 def read_frames(wanted: list[tuple[str, int]]) -> dict[tuple[str, int], np.ndarray]:
-    """Frames by (source path, index): each video decoded once, sequentially; missing ones skipped."""
+    """Frames by (source, index), re-read from files: an image, a video, an image folder or glob
+    (each decoded once, in order); live cameras and streams are never opened. Unreadable ones are skipped."""
     from inspector.datasets.images import read_image
     from inspector.errors import InspectorError
-    from inspector.sources.files import VideoFileSource
+    from inspector.sources import open_source, source_kind
 
     found: dict[tuple[str, int], np.ndarray] = {}
     by_source: dict[str, set[int]] = {}
     for source, index in wanted:
         by_source.setdefault(source, set()).add(index)
     for source, indices in by_source.items():
-        path = Path(source)
         try:
-            if path.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}:
-                found[(source, 0)] = read_image(path)
+            kind = source_kind(source)
+            if kind == "image":
+                found[(source, 0)] = read_image(Path(source))  # 16-bit, grey, RGBA normalised as evaluated
+                continue
+            if kind not in ("video", "folder", "glob"):
                 continue
             last = max(indices)
-            with VideoFileSource(path) as video:
-                for frame in video:
+            with open_source(source) as frames:
+                for frame in frames:
                     if frame.index in indices:
                         found[(source, frame.index)] = frame.image
                     if frame.index >= last:
