@@ -37,6 +37,19 @@ class ReplaySummary:
     failures: list[FrameFailure] = field(default_factory=list)
     stopped_at: FrameFailure | None = None  # --fail-fast: the failure that ended the replay
 
+    def record(self, verdict: FrameVerdict, *, keep: int = 20) -> None:
+        """Count one verdict written (local and cluster replays alike); a failed frame carries its error."""
+        key = (verdict.source.id, verdict.source.frame_index)
+        self.frames += 1
+        self.verdicts[verdict.verdict] += 1
+        if verdict.error is None:  # a failed frame has no inspection time to speak of
+            self.latencies_ms.append(verdict.timings.total_ms)
+        else:
+            self.failed += 1
+            if len(self.failures) < keep:
+                self.failures.append(FrameFailure(*key, verdict.error))
+        self.outcomes[key] = verdict.verdict
+
     @property
     def latency_mean_ms(self) -> float:
         return float(np.mean(self.latencies_ms)) if self.latencies_ms else 0.0
@@ -128,22 +141,13 @@ def replay_frames(
             if on_frame:
                 on_frame(frame, None)
             continue
-        before = policy.count
         try:
             verdict = policy.judge(inspector, frame)
         except FailFast as stop:
             verdict, summary.stopped_at = stop.verdict, stop.failure
-        if policy.count > before and policy.last is not None:
-            summary.failed += 1
-            if len(summary.failures) < policy.keep:
-                summary.failures.append(policy.last)
         for sink in sinks:
             sink.publish(verdict)
-        summary.frames += 1
-        summary.verdicts[verdict.verdict] += 1
-        if verdict.error is None:  # a failed frame has no inspection time to speak of
-            summary.latencies_ms.append(verdict.timings.total_ms)
-        summary.outcomes[(frame.source_id, frame.index)] = verdict.verdict
+        summary.record(verdict, keep=policy.keep)
         if on_frame:
             on_frame(frame, verdict)
         if summary.stopped_at is not None:

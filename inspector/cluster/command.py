@@ -133,7 +133,7 @@ def run(args: argparse.Namespace, config: StationFile, labels: dict[int, str] | 
         for path in result.outputs.values():
             outcomes.update(read_outcomes(path))
         source_id = next(iter(result.outputs)) if len(result.outputs) == 1 else None
-        _print_metrics(console, label_metrics(outcomes, labels, source_id), summary.random_weights)
+        _print_metrics(console, label_metrics(outcomes, labels, source_id), summary.model_warning is not None)
     if result.failed or summary.failed:
         if summary.failed:
             console.print(

@@ -27,7 +27,7 @@ from inspector.config import StationFile
 from inspector.errors import InspectorError
 from inspector.payloads.verdict import FrameVerdict
 from inspector.replay import ReplaySummary
-from inspector.runtime import ErrorPolicy, FrameFailure
+from inspector.runtime import ErrorPolicy
 from inspector.sinks.base import Sink
 from inspector.sinks.jsonl import JsonlSink, read_outcomes
 
@@ -161,7 +161,7 @@ def replay_on_ray(
         # Free the workers' CPUs/GPUs now, not whenever their handles are collected.
         stack.callback(lambda: [ray.kill(actor) for actor in actors])
         result.workers = len(actors)
-        warning = _wait_ready(ray, actors)
+        warning = result.summary.model_warning = _wait_ready(ray, actors)
         if warning and warn is not None:
             warn(warning)
         description = ray.get(actors[0].describe.remote())
@@ -180,15 +180,7 @@ def replay_on_ray(
             jsonl[verdict.source.id].publish(verdict)
             for sink in sinks:
                 sink.publish(verdict)
-            summary = result.summary
-            summary.frames += 1
-            summary.verdicts[verdict.verdict] += 1
-            summary.latencies_ms.append(verdict.timings.total_ms)
-            summary.outcomes[(verdict.source.id, key)] = verdict.verdict
-            if verdict.error is not None:
-                summary.failed += 1
-                if len(summary.failures) < FAILURES_KEPT:
-                    summary.failures.append(FrameFailure(verdict.source.id, key, verdict.error))
+            result.summary.record(verdict, keep=FAILURES_KEPT)
 
         _Scheduler(ray, actors, plans, options, result, write, on_verdicts).run()
         return result
