@@ -37,6 +37,7 @@ from inspector.evaluation.predictions import Prediction
 from inspector.payloads.verdict import TileVerdict
 
 _MIN_THRESHOLD = 1e-6  # the config requires threshold > 0
+_MAX_BANDS = 2000  # bands tried at most (each is one pass over the frames)
 
 
 @dataclass(frozen=True)
@@ -83,16 +84,23 @@ def choose_floors(scores: np.ndarray, defective: np.ndarray, max_escape: float) 
                 best = key
         assert best is not None
         floors[best[2]] = best[3]
-    # Raise each floor as far as the bound allows: it can only unflag good frames.
+    # Raise each floor as far as the bound allows: it can only unflag good frames. Escapes grow
+    # monotonically with a floor, so a binary search over the scores above it finds the highest.
     for c in range(n_classes):
         if not np.isfinite(floors[c]):
             continue
-        for value in sorted({float(v) for v in scores[:, c] if v > floors[c]} | {np.inf}, reverse=True):
+        values = [*sorted({float(v) for v in scores[:, c] if v > floors[c]}), np.inf]
+        low, high = -1, len(values) - 1  # values[low] keeps the bound (low = -1: the current floor)
+        while low < high:
+            middle = (low + high + 1) // 2
             trial = floors.copy()
-            trial[c] = value
+            trial[c] = values[middle]
             if (defective & ~_flagged(scores, trial)).sum() <= allowed:
-                floors = trial
-                break
+                low = middle
+            else:
+                high = middle - 1
+        if low >= 0:
+            floors[c] = values[low]
     return floors
 
 
@@ -113,9 +121,12 @@ def choose_band(scores: np.ndarray, defective: np.ndarray, floors: np.ndarray, m
     candidates = {0.0}
     for f in finite:  # a band only matters where a threshold crosses some frame's score
         candidates |= {round(float(s - f), 6) for s in scores.ravel() if 0 < s - f < 1}
+    ordered = sorted(candidates)
+    if len(ordered) > _MAX_BANDS:  # large data sets: an even spread over the crossings (0 kept)
+        ordered = sorted({0.0, *(ordered[i] for i in np.linspace(0, len(ordered) - 1, _MAX_BANDS).astype(int))})
     best: tuple[int, float] | None = None
     good = ~defective
-    for band in sorted(candidates):
+    for band in ordered:
         thresholds = _thresholds(floors, band)
         floors_used = _floors_of(thresholds, band)
         ng = _flagged(scores, thresholds)
@@ -162,7 +173,10 @@ def calibrate(
     scored = [p for p in predictions if p.tiles]
     defective = np.array([p.item.is_defective for p in scored], bool)
     if not defective.any():
-        raise InspectorError("the calibration data has no defective frame", "calibrate on data with labelled defects")
+        raise InspectorError(
+            "the calibration data has no defective frame",
+            "calibrate on data with labelled defects (with --holdout, a larger data set or a smaller share)",
+        )
     defects = list(inspection.defects)
     scores = _class_scores(scored, defects)
     floors = choose_floors(scores, defective, max_escape)
