@@ -213,6 +213,8 @@ def test_cluster_verdicts_equal_a_local_replay(station, reference, parity_run) -
     assert result.summary.frames == local.frames == FRAMES_A + FRAMES_B
     assert result.summary.verdicts == local.verdicts and result.summary.outcomes == local.outcomes
     assert result.summary.random_weights and result.duplicates_dropped == 0
+    # The 7 frames of clip a, in spans of 3, went to both workers.
+    assert {worker for worker, source in result.spread if source == str(station["a"])} == {0, 1}
 
 
 @pytest.mark.slow

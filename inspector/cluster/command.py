@@ -164,12 +164,25 @@ def _print_outputs(console: Console, result: Any) -> None:
     table.add_column("source")
     table.add_column("verdicts written to / problem")
     for source_id, path in result.outputs.items():
-        table.add_row(Path(source_id).name, str(path))
+        table.add_row(_short(source_id), str(path))
     for uri, problem in result.failed.items():
-        table.add_row(f"[red]{Path(uri).name}", f"[red]{problem}"[:300])
-    table.caption = f"{result.workers} worker(s)" + (
-        f"; {result.duplicates_dropped} verdict(s) of retried calls dropped (already written)"
-        if result.duplicates_dropped
-        else ""
+        table.add_row(f"[red]{_short(uri)}", f"[red]{problem}"[:300])
+    per_worker: dict[int, int] = {}
+    for (worker, _), frames in result.spread.items():
+        per_worker[worker] = per_worker.get(worker, 0) + frames
+    shares = ", ".join(f"#{worker}: {frames}" for worker, frames in sorted(per_worker.items()))
+    table.caption = (
+        f"{result.workers} worker(s)"
+        + (f" (frames judged {shares})" if shares else "")
+        + (
+            f"; {result.duplicates_dropped} verdict(s) of retried calls dropped (already written)"
+            if result.duplicates_dropped
+            else ""
+        )
     )
     console.print(table)
+
+
+def _short(source: str, width: int = 48) -> str:
+    """The source as given, its start cut when long: the end (folder and file name) tells sources apart."""
+    return source if len(source) <= width else "…" + source[-(width - 1) :]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -75,6 +75,8 @@ class ClusterReplay:
     failed: dict[str, str] = field(default_factory=dict)  # source as given -> the problem
     workers: int = 0
     duplicates_dropped: int = 0  # verdicts of retried calls already written: dropped, never written twice
+    # (worker number, source id) -> frames that worker returned: how the work was spread
+    spread: Counter[tuple[int, str]] = field(default_factory=Counter)
 
 
 @contextmanager
@@ -305,13 +307,15 @@ class _Scheduler:
             except (ActorDiedError, RayActorError) as error:
                 self._worker_lost(worker, chunk, error)
             else:
-                self._accept(outcome)
+                self._accept(worker, outcome)
             self._fill()
 
-    def _accept(self, outcome: ChunkResult) -> None:
+    def _accept(self, worker: int, outcome: ChunkResult) -> None:
         if outcome.error is not None:
             self._fail(outcome.uri, outcome.error)
         self.result.summary.skipped_corrupt += outcome.corrupt
+        for verdict in outcome.verdicts[:1]:
+            self.result.spread[(worker, verdict.source.id)] += len(outcome.verdicts)
         for verdict in outcome.verdicts:
             self.write(verdict)
         if self.on_verdicts:
