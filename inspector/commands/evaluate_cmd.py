@@ -80,12 +80,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def load_station_and_data(args: argparse.Namespace) -> tuple[StationFile, Dataset]:
     from inspector.config import load_config
     from inspector.datasets import load_datasets, parse_class_map
-    from inspector.pipeline import model_config_with
+    from inspector.runtime import Overrides
 
-    config = load_config(args.config)
-    config = model_config_with(
-        config, path=args.model, backend=args.backend, onnx_dir=args.onnx_dir, device=args.device
-    )
+    overrides = Overrides(model=args.model, backend=args.backend, onnx_dir=args.onnx_dir, device=args.device)
+    config = overrides.apply(load_config(args.config))
     dataset = load_datasets(args.data, config, parse_class_map(args.map))
     return config, dataset
 
@@ -97,7 +95,7 @@ def predictions_for(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from inspector.evaluation import match_verdicts, read_verdicts, run_inspector, write_verdicts
-    from inspector.pipeline import build_inspector
+    from inspector.runtime import load_inspector
 
     if args.verdicts:
         from inspector.evaluation.calibrate import reaggregate
@@ -107,11 +105,7 @@ def predictions_for(
             console.print(f"[yellow]note:[/] {len(dataset) - len(predictions)} labelled frame(s) have no verdict")
         return reaggregate(predictions, config.inspection)
     console.print(f"loading model [bold]{config.model.path}[/] ({config.model.backend}) ...")
-    inspector = build_inspector(config)
-    if inspector.backend.info.random_weights:
-        console.print("[bold yellow]warning:[/] this is a RANDOM test model: its verdicts mean nothing about parts")
-    elif getattr(inspector.backend.info, "demo_model", False):
-        console.print("[bold yellow]warning:[/] this is a DEMO model trained on synthetic data, not a real checkpoint")
+    inspector = load_inspector(config, warn=lambda text: console.print(f"[bold yellow]warning:[/] {text}"))
     with Progress(
         TextColumn("[bold]judging"),
         BarColumn(),
