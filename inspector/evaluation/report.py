@@ -130,7 +130,10 @@ def _pictures(card: _Card, image: np.ndarray) -> list[tuple[str, str]]:
         heat = render.probability_map(card.verdict, (width, height), card.heat_class)
         overlay = render.thumbnail(render.overlay_heatmap(image, heat), THUMBNAIL_SIDE)
         pictures.append(
-            (render.data_uri(overlay), f"p({card.heat_class}) per tile, overlaps averaged (blue 0 to red 1)")
+            (
+                render.data_uri(overlay),
+                f"p({card.heat_class}) per tile, overlaps averaged (blue 0 to red 1; highest {float(heat.max()):.2f})",
+            )
         )
     return pictures
 
