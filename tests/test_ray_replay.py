@@ -331,8 +331,10 @@ def _cli(station, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_cli_ray_resumes_a_finished_replay_and_names_the_bad_source(station, parity_run, capsys) -> None:
+def test_cli_ray_resumes_a_finished_replay_and_names_the_bad_source(station, parity_run, capsys, monkeypatch) -> None:
     from inspector.cli import main
+
+    monkeypatch.setenv("COLUMNS", "300")  # rich wraps table cells at the terminal width
 
     out, _ = parity_run
     before = {path: path.read_text() for path in out.iterdir()}
