@@ -228,16 +228,19 @@ class Fp8Export:
     def process_graph(self, name: str, path: Path) -> None:
         """Rewrite the traced graph at ``path`` (weights beside it) into standard FP8 Q/DQ, in place."""
         import onnx
+        from onnx.external_data_helper import load_external_data_for_model
 
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
         if not any(node.domain == "trt" for node in model.graph.node):
             self.graphs[name] = qdq_counts(model)
             return  # nothing quantised in this graph (the vision tower by default)
+        # The weight files this graph points at are replaced by one file beside it.
+        referenced = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+        load_external_data_for_model(model, str(path.parent))
         model = native_qdq(model)
         self.graphs[name] = qdq_counts(model)
-        for stale in path.parent.iterdir():
-            if stale != path:
-                stale.unlink()
+        for location in referenced:
+            (path.parent / location).unlink(missing_ok=True)
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=path.name + ".data", size_threshold=1024)  # fmt: skip
 
