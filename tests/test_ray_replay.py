@@ -384,3 +384,11 @@ def test_a_frame_that_kills_every_worker_stops_with_a_clear_error(station, ray_l
         replay_on_ray([b_id], load_config(station["config"]), tmp_path, options, worker_class=AlwaysDies)
     written = [line["source"]["frame_index"] for line in _lines(output_path(tmp_path, b_id))]
     assert written == [0, 1]  # what came back before the death is kept; a rerun resumes at frame 2
+
+
+def test_cli_ray_bad_knob_is_a_clear_error(station, tmp_path: Path, capsys) -> None:
+    from inspector.cli import main
+
+    assert main(_cli(station, tmp_path / "out", "--ray", "--ray-span-frames", "0")) == 2
+    err = capsys.readouterr().err
+    assert "--ray-span-frames must be at least 1" in err and "Traceback" not in err

@@ -54,7 +54,7 @@ class ClusterOptions:
     def __post_init__(self) -> None:
         for name in ("span_frames", "frames_in_flight"):
             if getattr(self, name) < 1:
-                raise InspectorError(f"--ray {name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+                raise InspectorError(f"--ray-{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
         if self.workers is not None and self.workers < 1:
             raise InspectorError(f"--ray-workers must be at least 1, not {self.workers}")
         if self.cpus_per_worker <= 0:
@@ -352,6 +352,13 @@ class _Scheduler:
                 self.in_flight[worker] += 1
 
     def _next_chunk(self, worker: int) -> Chunk | None:
+        while True:
+            chunk = self._take(worker)
+            # A source that failed (vanished, unreadable mid-file) is not read again.
+            if chunk is None or chunk.uri not in self.result.failed:
+                return chunk
+
+    def _take(self, worker: int) -> Chunk | None:
         if self.retry:
             return self.retry.popleft()
         queue = self.queues[worker]
