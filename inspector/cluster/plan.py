@@ -17,13 +17,11 @@ from pathlib import Path
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
+    """The frames ``[start, stop)`` of one actor call; ``stop=None``: on to the end of the file."""
+
     uri: str
     start: int
-    stop: int | None  # None: to the end of the file
-
-    @property
-    def frames(self) -> int | None:
-        return None if self.stop is None else self.stop - self.start
+    stop: int | None
 
 
 @dataclass(frozen=True, slots=True)
