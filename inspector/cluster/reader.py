@@ -115,6 +115,21 @@ class RangeReader:
     def _position_at(self, start: int) -> None:
         if self._cap is not None and self._next == start:
             return  # continuing the previous range: no seek
+        self._reopen()
+        if start == 0:
+            return
+        assert self._cap is not None
+        self._cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+        if int(self._cap.get(cv2.CAP_PROP_POS_FRAMES)) == start:
+            self._next = start
+            return
+        # The container cannot seek to an exact frame: decode from the start instead (slow, exact).
+        log.warning("%s: cannot seek to frame %d; decoding from the first frame", self.source_id, start)
+        cap = self._reopen()
+        while self._next < start and cap.grab():
+            self._next += 1
+
+    def _reopen(self) -> cv2.VideoCapture:
         self.close()
         cap = open_capture(self.uri, open_timeout_s=30.0, read_timeout_s=30.0)
         if cap is None:
@@ -123,18 +138,7 @@ class RangeReader:
                 "every node must read the same file at the same path (a shared or replicated folder)",
             )
         self._cap, self._next = cap, 0
-        if start == 0:
-            return
-        cap.set(cv2.CAP_PROP_POS_FRAMES, start)
-        if int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == start:
-            self._next = start
-            return
-        # The container cannot seek to an exact frame: decode from the start instead (slow, exact).
-        log.warning("%s: cannot seek to frame %d; decoding from the first frame", self.source_id, start)
-        cap.release()
-        self._cap = open_capture(self.uri, open_timeout_s=30.0, read_timeout_s=30.0)
-        while self._next < start and self._cap.grab():
-            self._next += 1
+        return cap
 
     def close(self) -> None:
         if self._cap is not None:
