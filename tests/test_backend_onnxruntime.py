@@ -205,7 +205,11 @@ def test_replay_of_the_demo_clip_gives_the_same_verdicts(model_dir, onnx_dir, tm
     for ref, ours in zip(verdicts["torch"], verdicts["onnxruntime"]):
         assert ours.model.backend == "onnxruntime" and ours.model.random_weights
         assert ours.verdict == ref.verdict
-        assert [d.model_dump() for d in ours.defects] == [d.model_dump() for d in ref.defects]
+        # Confidences are tile probabilities rounded to 6 places: a 1e-7 difference may flip the last digit.
+        assert [d.model_dump(exclude={"confidence"}) for d in ours.defects] == [
+            d.model_dump(exclude={"confidence"}) for d in ref.defects
+        ]
+        assert all(abs(d.confidence - r.confidence) <= TOL for d, r in zip(ours.defects, ref.defects))
         assert len(ours.tiles) == len(ref.tiles) > 1
         for ref_tile, tile in zip(ref.tiles, ours.tiles):
             assert max(abs(tile.probabilities[c] - ref_tile.probabilities[c]) for c in ref_tile.probabilities) <= TOL
