@@ -210,3 +210,34 @@ def test_quantize_vision_exports_fp8_vision_blocks(tiny_model_dir: Path, footage
         assert hooks.graphs[name]["fp8_weights"] == 4 * depth
     features = OnnxRuntimeBackend(tmp_path).encode(calibration.patches, calibration.grid_thw)
     assert np.isfinite(features.embeds).all() and np.isfinite(features.deepstack).all()
+
+
+def test_missing_modelopt_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from export.quantize.fp8 import QuantizationError, require_modelopt
+
+    monkeypatch.setitem(sys.modules, "modelopt.onnx.export", None)  # as if the ONNX half were not installed
+    with pytest.raises(QuantizationError, match="ModelOpt") as error:
+        require_modelopt()
+    assert "line-inspector[fp8]" in error.value.hint
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--precision", "fp8"], "needs calibration data"),
+        (["--calib", "clip.mp4"], "only apply to --precision fp8"),
+        (["--precision", "fp8", "--calib", "missing.mp4"], "does not exist"),
+    ],
+)
+def test_export_cli_refuses_bad_fp8_arguments(tiny_model_dir: Path, tmp_path: Path, extra, message) -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "inspector", "export", "onnx", "--model", str(tiny_model_dir), "--tile", "32",
+               "--out", str(tmp_path / "out"), *extra]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode != 0
+    assert message in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()

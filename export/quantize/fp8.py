@@ -65,6 +65,22 @@ def _mtq() -> Any:
     return mtq
 
 
+def _fp8_exporter() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            from modelopt.onnx.export import FP8QuantExporter
+        except ImportError as error:
+            raise QuantizationError(f"FP8 export needs ModelOpt's ONNX exporter ({error})", INSTALL_HINT) from None
+    return FP8QuantExporter
+
+
+def require_modelopt() -> None:
+    """Fail now, naming the install, rather than after minutes of calibration."""
+    _mtq()
+    _fp8_exporter()
+
+
 def quant_config(*, quantize_vision: bool = False) -> dict[str, Any]:
     """ModelOpt's FP8 default (language model linears, E4M3, max calibration), optionally + vision blocks."""
     config = copy.deepcopy(_mtq().FP8_DEFAULT_CFG)
@@ -162,12 +178,7 @@ def native_qdq(model: Any) -> Any:
     """ModelOpt's fake-quant ONNX (``trt::TRT_FP8*`` ops) -> standard opset-19 FP8 Q/DQ, weights stored as FP8."""
     import onnx
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            from modelopt.onnx.export import FP8QuantExporter
-        except ImportError as error:
-            raise QuantizationError(f"FP8 export needs ModelOpt's ONNX exporter ({error})", INSTALL_HINT) from None
+    exporter = _fp8_exporter()
     quiet = logging.getLogger("modelopt")
     level = quiet.level
     quiet.setLevel(logging.WARNING)
@@ -175,7 +186,7 @@ def native_qdq(model: Any) -> Any:
     try:
         # ModelOpt and onnx-graphsurgeon print their progress; keep it for -v, off the user's terminal.
         with contextlib.redirect_stdout(printed):
-            model = FP8QuantExporter.process_model(model)
+            model = exporter.process_model(model)
     finally:
         quiet.setLevel(level)
         log.debug("FP8QuantExporter: %s", printed.getvalue().strip())

@@ -144,7 +144,7 @@ def _fp8_calibration(args: argparse.Namespace) -> Any:
     from export.onnx_export import check_tile
     from export.parity import DEFAULT_INSPECTION
     from export.quantize.calibration import calibration_tiles
-    from export.quantize.fp8 import Fp8Export, calibrate, quant_config
+    from export.quantize.fp8 import Fp8Export, calibrate, require_modelopt
     from inspector.config import TilingConfig, load_config
     from inspector.errors import ConfigError
     from inspector.models import load_tokenizer
@@ -155,7 +155,7 @@ def _fp8_calibration(args: argparse.Namespace) -> Any:
             "pass --calib with the line's footage (a video or image folder) or a labelled data set",
         )
     check_tile(args.tile)
-    quant_config(quantize_vision=args.quantize_vision)  # ModelOpt missing: say so before any work
+    require_modelopt()  # ModelOpt missing: say so before any work
     inspection, tiling = DEFAULT_INSPECTION, TilingConfig(tile=args.tile)
     if args.config is not None:
         station = load_config(args.config)
