@@ -11,8 +11,9 @@ Tiling: 512-px tiles, 20% overlap, global view on.
 
 Figures (per frame, means over all frames but the first, which allocates the buffers):
 decode_ms_* (the source's ``next()``), prepare_ms_* (plan + crop + global view + patch bytes
-into the reused buffer), host_fps_* = frames / (decode + prepare) time, and
-prepare_over_decode_* = prepare_ms / decode_ms (the reference: decoding the same frames).
+into the reused buffer), their medians (*_median_*: less moved by other load on a shared
+machine), host_fps_* = frames / (decode + prepare) time, and prepare_over_decode_* =
+prepare / decode time (the reference: decoding the same frames).
 
 Preprocessing against the Hugging Face image processor, on the same 4K tiles (local tiles +
 the global view), equal work: preprocess_speedup_vs_hf = HF's time / ``patchify``'s, both
@@ -32,6 +33,7 @@ _common.use_checkout()
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -89,7 +91,8 @@ def station(model_dir: Path) -> StationFile:
 
 def run_clip(inspector: Inspector, path: Path) -> tuple[dict[str, float], np.ndarray]:
     """Every frame of ``path`` through the source and ``inspector.prepare``; returns means and the last frame."""
-    decode = prepare = 0.0
+    decode: list[float] = []
+    prepare: list[float] = []
     frames = tiles = 0
     last: np.ndarray | None = None
     with open_source(path) as source:
@@ -103,18 +106,20 @@ def run_clip(inspector: Inspector, path: Path) -> tuple[dict[str, float], np.nda
             prepared = inspector.prepare(frame)
             t2 = time.perf_counter()
             if frames > 0:  # frame 0 allocates the crop and patch buffers
-                decode, prepare = decode + t1 - t0, prepare + t2 - t1
+                decode.append(t1 - t0)
+                prepare.append(t2 - t1)
             frames, tiles, last = frames + 1, len(prepared.tiles), frame.image
     if last is None or frames < 2:
         raise RuntimeError(f"{path} gave fewer than 2 frames")
-    n = frames - 1
     stats = {
-        "frames": n,
+        "frames": len(decode),
         "tiles_per_frame": tiles,
-        "decode_ms": 1000 * decode / n,
-        "prepare_ms": 1000 * prepare / n,
-        "host_fps": n / (decode + prepare),
-        "prepare_over_decode": prepare / decode,
+        "decode_ms": 1000 * statistics.fmean(decode),
+        "prepare_ms": 1000 * statistics.fmean(prepare),
+        "decode_ms_median": 1000 * statistics.median(decode),
+        "prepare_ms_median": 1000 * statistics.median(prepare),
+        "host_fps": len(decode) / (sum(decode) + sum(prepare)),
+        "prepare_over_decode": sum(prepare) / sum(decode),
     }
     return stats, last
 
