@@ -74,9 +74,20 @@ def model_inputs(model: Any, training_prompt: TrainingPrompt, tiles_rgb: np.ndar
 
 
 def option_logits(model: Any, training_prompt: TrainingPrompt, tiles_rgb: np.ndarray) -> Any:
-    """(B, classes) logits of the answer letters at the answer position: what inference softmaxes."""
-    out = model(**model_inputs(model, training_prompt, tiles_rgb), logits_to_keep=1, use_cache=False)
-    return out.logits[:, -1, list(training_prompt.prompt.option_ids)].float()
+    """(B, classes) logits of the answer letters at the answer position: what inference softmaxes.
+
+    The LM head is applied to the last position only (``logits_to_keep=1``) and only for the
+    option letters' rows: the same dot products as the full head's, without the other 151,931
+    rows (the full head's matmul and its backward were half of a demo training step).
+    """
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wraps in place
+    out = core.model(**model_inputs(model, training_prompt, tiles_rgb), use_cache=False)
+    head = core.get_output_embeddings()
+    rows = list(training_prompt.prompt.option_ids)
+    logits = out.last_hidden_state[:, -1] @ head.weight[rows].T
+    if getattr(head, "bias", None) is not None:
+        logits = logits + head.bias[rows]
+    return logits.float()
 
 
 def verdict_loss(logits: Any, labels: Any, *, binary: bool = False) -> Any:

@@ -63,9 +63,14 @@ def prepare_data(
     val_fraction: float = 0.2,
     seed: int = 0,
     max_ok_tiles: int = 6000,
+    max_val_ok_tiles: int = 1500,
     class_map: dict[str, str] | None = None,
 ) -> PreparedData:
-    """Load and split the data sets (by clip or image, never by tile) and cut their tiles."""
+    """Load and split the data sets (by clip or image, never by tile) and cut their tiles.
+
+    Validation keeps every defect tile but at most ``max_val_ok_tiles`` OK tiles (a seeded
+    sample): it runs every epoch, and AUROC needs the ranking, not every OK tile.
+    """
     from inspector.datasets import load_dataset, split_dataset
     from inspector.datasets.base import combine
     from inspector.tiling import TilePlanner
@@ -83,7 +88,7 @@ def prepare_data(
         val_sources = [DataSummary(val_set.source, val_set.fingerprint(), len(val_set))]
     planner = TilePlanner.from_config(config.tiling)
     train = collect_tiles(train_set, planner, max_ok=max_ok_tiles, seed=seed)
-    val = collect_tiles(val_set, planner, max_ok=max_ok_tiles, seed=seed + 1)
+    val = collect_tiles(val_set, planner, max_ok=max_val_ok_tiles, seed=seed + 1)
     return PreparedData(train, val, sources, val_sources)
 
 
