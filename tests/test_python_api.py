@@ -14,9 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from inspector.config import parse_config
 from inspector.errors import ConfigError, SourceError
+from inspector.tiling import TilePlanner
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -56,7 +58,8 @@ def test_readme_example(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytes
     assert verdict.verdict in ("OK", "NG", "UNCERTAIN") and verdict.error is None
     assert verdict.model.random_weights is True  # the tiny model is labelled, whatever it says
     assert verdict.source.id == "part.png" and verdict.source.frame_index == 0
-    assert len(verdict.tiles) == 3  # two 512-px tiles across 640x480, and the global view
+    station = parse_config(yaml.safe_load((CONFIGS / "demo.yaml").read_text()))
+    assert len(verdict.tiles) == len(TilePlanner.from_config(station.tiling).plan(640, 480))  # the station's grid
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].split()[0] == verdict.verdict and len(printed) == 1 + len(verdict.defects)
     inspector = namespace["inspector"]
