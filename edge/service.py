@@ -168,7 +168,8 @@ def edge_settings(config: StationFile, args: argparse.Namespace) -> EdgeConfig:
 
 
 def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str]) -> int:
-    from edge.stations import is_multi_station, serve_stations
+    from edge.stations import serve_stations
+    from inspector.stations import is_multi_station
 
     if is_multi_station(args.config):  # several cameras, one model (edge/stations.py)
         return serve_stations(args, stop, received)

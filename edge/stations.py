@@ -22,115 +22,25 @@ dead or slow only has no frame in a round; the others are judged without waiting
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
-import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.sdnotify import SystemdNotifier
 from edge.supervisor import EdgeService
 from edge.workers import InferenceWorker
-from inspector.config import EdgeConfig, StationFile, format_validation_error, parse_config
+from inspector.config import EdgeConfig
 from inspector.errors import ConfigError, InspectorError
+from inspector.stations import load_stations
 
 log = logging.getLogger(__name__)
-
-MAX_STATIONS = 16
-
-
-class _StationsFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    edge: EdgeConfig = EdgeConfig()
-    common: dict[str, Any] = Field(default_factory=dict, description="sections merged under every station")
-    stations: dict[str, dict[str, Any]] = Field(min_length=1, max_length=MAX_STATIONS)
-
-
-def is_multi_station(path: Path) -> bool:
-    """True for a file with a top-level ``stations:`` mapping (cheap: no validation)."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return False  # load_config reports it properly
-    return isinstance(data, dict) and "stations" in data
-
-
-def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(dict(base))  # each station gets its own copy of the common sections
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def load_stations(path: Path) -> tuple[EdgeConfig, dict[str, StationFile]]:
-    """The process's edge settings and each station's validated config; ``ConfigError`` names the station."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"config file {path} cannot be read: {error.strerror or error}") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
-    try:
-        top = _StationsFile.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(format_validation_error(str(path), error), "see configs/multi-station.yaml") from None
-    stations: dict[str, StationFile] = {}
-    for name, section in top.stations.items():
-        where = f"{path}: stations.{name}"
-        if not isinstance(section, dict):
-            raise ConfigError(f"{where}: must be a mapping of station sections")
-        if "edge" in section or "edge" in top.common:
-            raise ConfigError(f"{where}: 'edge' belongs at the top level (one service serves every station)")
-        merged = _merge(top.common, section)
-        merged.setdefault("station", {}).setdefault("station", name)
-        stations[name] = parse_config(merged, where)
-    _check_together(path, stations)
-    return top.edge, stations
-
-
-def _check_together(path: Path, stations: Mapping[str, StationFile]) -> None:
-    first_name, first = next(iter(stations.items()))
-    seen_topics: dict[tuple[str, ...], str] = {}
-    seen_files: dict[Path, str] = {}
-    for name, config in stations.items():
-        if config.model != first.model:
-            raise ConfigError(
-                f"{path}: stations.{name}.model differs from stations.{first_name}.model",
-                "one process loads one model for every camera; run another inspector-edge for another model",
-            )
-        s = config.station
-        identity = (s.site, s.area, s.line, s.station)
-        if identity in seen_topics:
-            raise ConfigError(
-                f"{path}: stations.{name} and stations.{seen_topics[identity]} have the same site/area/line/station",
-                "each station needs its own topics: give them different station names",
-            )
-        seen_topics[identity] = name
-        files = [config.sinks.jsonl.path if config.sinks.jsonl else None,
-                 config.sinks.mqtt.outbox if config.sinks.mqtt else None]  # fmt: skip
-        for file in filter(None, files):
-            key = file.resolve()
-            if key in seen_files:
-                raise ConfigError(
-                    f"{path}: stations.{name} and stations.{seen_files[key]} write the same file {file}",
-                    "give each station its own sinks.jsonl.path and sinks.mqtt.outbox",
-                )
-            seen_files[key] = name
 
 
 class StationsCollector(Collector):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -275,3 +276,22 @@ def test_loading_tensorrt_without_its_runtime_names_the_install() -> None:
     with pytest.raises(ModelError, match="needs tensorrt") as caught:
         create_backend(model)
     assert "pip install tensorrt" in str(caught.value.hint)
+
+
+# -- config check on a several-stations file (inspector-edge's multi-camera layout) -------------------
+
+
+def test_cli_checks_a_several_stations_file_station_by_station(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["config", "check", "--json", str(CONFIGS / "multi-station.yaml")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert len(printed["stations"]) >= 2 and "edge" in printed
+    data = yaml.safe_load((CONFIGS / "multi-station.yaml").read_text())
+    name = next(iter(data["stations"]))
+    data["stations"][name] = {**data["stations"][name], "tiling": {"tile": 100}}
+    bad = tmp_path / "stations.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    assert main(["config", "check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"stations.{name}" in err and "tiling.tile" in err and "Traceback" not in err

@@ -14,7 +14,8 @@ from edge_station import ROOT, Subscriber, build_service, config_for, station_da
 
 from edge.reload import build_candidate
 from edge.sdnotify import SystemdNotifier
-from edge.stations import MultiStationService, StationsCollector, is_multi_station, load_stations
+from edge.stations import MultiStationService, StationsCollector
+from inspector.stations import is_multi_station, load_stations
 from inspector.errors import ConfigError
 
 from mosquitto import Mosquitto
