@@ -26,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from inspector.artifacts.identity import identify_state  # noqa: E402
 from export.onnx_export import export_model  # noqa: E402
+from inspector.artifacts.identity import identify_state  # noqa: E402
 from inspector.models import TinySpec, tiny_config  # noqa: E402
 
 log = logging.getLogger("bench.export_4b")

@@ -16,6 +16,7 @@ from inspector.runtime import ErrorPolicy, FailFast, FrameFailure, random_weight
 from inspector.sinks.base import Sink
 
 if TYPE_CHECKING:
+    from inspector.evaluation.metrics import OutcomeCounts
     from inspector.pipeline import Inspector
 
 log = logging.getLogger(__name__)
@@ -59,38 +60,9 @@ class ReplaySummary:
         return float(np.percentile(self.latencies_ms, 95)) if self.latencies_ms else 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class LabelMetrics:
-    """Frame-level metrics with NG as the positive class; UNCERTAIN frames are counted apart."""
-
-    labelled: int
-    true_positive: int
-    false_positive: int
-    true_negative: int
-    false_negative: int
-    uncertain: int
-    uncertain_defective: int = 0  # of ``uncertain``, the frames labelled NG
-
-    @property
-    def precision(self) -> float | None:
-        called = self.true_positive + self.false_positive
-        return self.true_positive / called if called else None
-
-    @property
-    def recall(self) -> float | None:
-        """Share of NG-labelled frames judged NG (UNCERTAIN ones count as not flagged), as `inspector evaluate`."""
-        actual = self.true_positive + self.false_negative + self.uncertain_defective
-        return self.true_positive / actual if actual else None
-
-    @property
-    def accuracy(self) -> float | None:
-        decided = self.labelled - self.uncertain
-        return (self.true_positive + self.true_negative) / decided if decided else None
-
-
 def label_metrics(
     outcomes: dict[tuple[str, int], str], labels: dict[int, str], source_id: str | None = None
-) -> LabelMetrics:
+) -> OutcomeCounts:
     """Compare verdicts to per-frame OK/NG labels (frame index -> label) of one source.
 
     Counted by ``inspector.evaluation.metrics.outcome_counts``, the code `inspector evaluate` uses.
@@ -102,16 +74,7 @@ def label_metrics(
         for (source, index), verdict in outcomes.items()
         if (source_id is None or source == source_id) and index in labels
     ]
-    counts = outcome_counts([truth for truth, _ in pairs], [verdict for _, verdict in pairs])
-    return LabelMetrics(
-        len(pairs),
-        counts.true_positive,
-        counts.false_positive,
-        counts.true_negative,
-        counts.false_negative,
-        counts.uncertain,
-        counts.uncertain_defective,
-    )
+    return outcome_counts([truth for truth, _ in pairs], [verdict for _, verdict in pairs])
 
 
 def replay_frames(

@@ -15,8 +15,8 @@ from edge_station import ROOT, Subscriber, build_service, config_for, station_da
 from edge.reload import build_candidate
 from edge.sdnotify import SystemdNotifier
 from edge.stations import MultiStationService, StationsCollector
-from inspector.stations import is_multi_station, load_stations
 from inspector.errors import ConfigError
+from inspector.stations import is_multi_station, load_stations
 
 from mosquitto import Mosquitto
 from streams import MjpegCamera, poll

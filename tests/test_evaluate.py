@@ -172,4 +172,5 @@ def test_replay_label_metrics_count_like_evaluate() -> None:
     assert (metrics.true_positive, metrics.false_negative, metrics.uncertain_defective) == tuple(matrix[1, [1, 0, 2]])
     assert (metrics.false_positive, metrics.true_negative) == (matrix[0, 1], matrix[0, 0])
     assert metrics.recall == recall_score([t == "NG" for t in truth], [v == "NG" for v in verdicts])
-    assert metrics.labelled == 7
+    assert metrics.frames == 7
+    assert metrics.escape_rate == 2 / 4 and metrics.overkill_rate == 1 / 3

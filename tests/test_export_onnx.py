@@ -20,10 +20,10 @@ import onnx
 import pytest
 import torch
 
-from inspector.artifacts.identity import identify_checkpoint
-from inspector.artifacts.manifest import MANIFEST, read_manifest
 from export.onnx_export import ExportError, export_checkpoint
 from export.parity import random_tiles, softmax
+from inspector.artifacts.identity import identify_checkpoint
+from inspector.artifacts.manifest import MANIFEST, read_manifest
 from inspector.backends.onnxruntime import OnnxRuntimeBackend
 from inspector.backends.torch import TorchBackend
 from inspector.errors import InspectorError, ModelError

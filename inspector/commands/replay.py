@@ -6,6 +6,7 @@ import argparse
 import logging
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -15,9 +16,12 @@ from inspector.backends.registry import backend_names
 from inspector.cluster import command as cluster
 from inspector.config import load_config
 from inspector.errors import InspectorError
-from inspector.replay import LabelMetrics, ReplaySummary, label_metrics
+from inspector.replay import ReplaySummary, label_metrics
 from inspector.runtime import ErrorPolicy, Overrides, build_sinks, load_inspector, mqtt_settings
 from inspector.sinks.jsonl import read_outcomes
+
+if TYPE_CHECKING:
+    from inspector.evaluation.metrics import OutcomeCounts
 
 log = logging.getLogger(__name__)
 
@@ -186,17 +190,19 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _print_metrics(console: Console, metrics: LabelMetrics, toy_model: bool) -> None:
-    if metrics.labelled == 0:
+def _print_metrics(console: Console, metrics: OutcomeCounts, toy_model: bool) -> None:
+    if metrics.frames == 0:
         raise InspectorError("no judged frame has a label", "check that --labels belongs to this footage")
     table = Table(title="against labels (NG = positive)", show_header=False)
-    table.add_row("labelled frames", str(metrics.labelled))
+    table.add_row("labelled frames", f"{metrics.frames} ({metrics.defective} defective, {metrics.good} good)")
     table.add_row(
         "TP / FP / TN / FN",
         f"{metrics.true_positive} / {metrics.false_positive} / {metrics.true_negative} / {metrics.false_negative}",
     )
     table.add_row("UNCERTAIN", str(metrics.uncertain))
     table.add_row("precision / recall", f"{_fmt(metrics.precision)} / {_fmt(metrics.recall)}")
+    table.add_row("escape rate (defective judged OK)", _fmt(metrics.escape_rate))
+    table.add_row("overkill rate (good judged NG)", _fmt(metrics.overkill_rate))
     table.add_row("accuracy (decided frames)", _fmt(metrics.accuracy))
     if toy_model:
         table.add_row("[yellow]note", "[yellow]random or demo model: these figures say nothing about real parts")

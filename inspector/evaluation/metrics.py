@@ -85,6 +85,22 @@ class OutcomeCounts:
     def uncertain_rate(self) -> float | None:
         return self.uncertain / self.frames if self.frames else None
 
+    @property
+    def precision(self) -> float | None:
+        called = self.true_positive + self.false_positive
+        return self.true_positive / called if called else None
+
+    @property
+    def recall(self) -> float | None:
+        """Share of defective frames judged NG: UNCERTAIN ones count as not flagged."""
+        return self.true_positive / self.defective if self.defective else None
+
+    @property
+    def accuracy(self) -> float | None:
+        """Right OK/NG calls among the frames that got one (UNCERTAIN left out)."""
+        decided = self.frames - self.uncertain
+        return (self.true_positive + self.true_negative) / decided if decided else None
+
 
 def outcome_counts(truth_defective: Sequence[bool], verdicts: Sequence[str]) -> OutcomeCounts:
     """Counts of (OK/NG truth) x (OK/NG/UNCERTAIN verdict), from scikit-learn's confusion matrix."""
