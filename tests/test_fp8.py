@@ -241,3 +241,13 @@ def test_export_cli_refuses_bad_fp8_arguments(tiny_model_dir: Path, tmp_path: Pa
     assert run.returncode != 0
     assert message in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_export_check_points_fp8_graphs_to_compare(fp8_export, tiny_model_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    _, _, out, _ = fp8_export
+    command = [sys.executable, "-m", "inspector", "export", "check", "--model", str(tiny_model_dir), "--onnx", str(out)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "FP8 graphs" in run.stderr and "inspector compare" in run.stderr

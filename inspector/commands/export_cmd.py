@@ -206,6 +206,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if command == "check":
         from export.parity import DEFAULT_INSPECTION, check_parity
+        from inspector.artifacts.manifest import read_manifest
+        from inspector.errors import ConfigError
+
+        if read_manifest(args.onnx).effective_precision == "fp8":
+            raise ConfigError(
+                f"{args.onnx} holds FP8 graphs: they differ from the float reference by design, so the float "
+                "parity tolerance does not apply",
+                "measure what FP8 costs on the line's footage: `inspector replay` with the float and the FP8 "
+                "export, then `inspector compare float.jsonl fp8.jsonl` (README: FP8 and TensorRT)",
+            )
 
         inspection = DEFAULT_INSPECTION
         if args.config is not None:
