@@ -27,9 +27,7 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -44,33 +42,20 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from inspector.mqtt.broker import Mosquitto, MosquittoNotFound, free_port  # noqa: E402
+
 log = logging.getLogger("soak")
 MIB = 1024 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_broker(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
-    if not binary:
-        raise SystemExit("soak: mosquitto not found (apt-get install -y mosquitto) and no --publish URL given")
-    port = free_port()
-    conf = directory / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, f"mqtt://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("soak: mosquitto did not start")
+def start_broker(directory: Path) -> Mosquitto:
+    broker = Mosquitto(directory / "broker")
+    try:
+        return broker.start()
+    except MosquittoNotFound as error:
+        raise SystemExit(f"soak: {error}; or give a --publish URL") from None
+    except RuntimeError as error:
+        raise SystemExit(f"soak: mosquitto did not start: {error}") from None
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -157,14 +142,14 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         work = Path(tmp)
-        broker, url = (None, args.publish) if args.publish else start_broker(work)
+        broker = None if args.publish else start_broker(work)
+        url = args.publish or broker.url
         try:
             config = prepare(args, work)
             return run(args, work, config, url)
         finally:
             if broker is not None:
-                broker.terminate()
-                broker.wait(10)
+                broker.stop()
 
 
 def run(args: argparse.Namespace, work: Path, config: Path, url: str) -> int:

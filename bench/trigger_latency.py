@@ -22,8 +22,6 @@ import argparse
 import json
 import logging
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,31 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
-    if binary is None:
-        sys.exit("mosquitto not found: apt-get install -y mosquitto")
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, port
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    sys.exit("mosquitto did not start")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -80,11 +53,18 @@ def main() -> None:
     from inspector.demo_data import write_demo_clip
     from inspector.models import write_tiny_model
     from inspector.mqtt import MqttSink
+    from inspector.mqtt.broker import Mosquitto
     from inspector.pipeline import build_inspector, warm_up
     from inspector.runtime import Overrides
 
     workdir = Path(tempfile.mkdtemp(prefix="trigger-bench-"))
-    broker, port = start_mosquitto(workdir)
+    broker = Mosquitto(workdir / "broker")
+    try:
+        broker.start()
+    except RuntimeError as error:  # not installed, or did not listen
+        shutil.rmtree(workdir, ignore_errors=True)
+        sys.exit(str(error))
+    port = broker.port
     try:
         model = args.model or write_tiny_model(workdir / "tiny", seed=0)
         size = (args.tile * 2, args.tile)
@@ -144,7 +124,6 @@ def main() -> None:
         controller.disconnect()
     finally:
         broker.kill()
-        broker.wait()
         shutil.rmtree(workdir, ignore_errors=True)
     p50 = percentile(latencies, 50)
     print(
