@@ -18,9 +18,10 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -93,9 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-host",
         help="address the HTTP server binds (default 127.0.0.1; 0.0.0.0 for a scraper elsewhere)",
     )
-    parser.add_argument(
-        "--live-port", type=int, metavar="N", help="HTTP port of the live page (0: off; default 9109)"
-    )
+    parser.add_argument("--live-port", type=int, metavar="N", help="HTTP port of the live page (0: off; default 9109)")
     parser.add_argument(
         "--live-host", help="address the live page binds (default 127.0.0.1; elsewhere it needs the token)"
     )
@@ -167,6 +166,19 @@ def edge_settings(config: StationFile, args: argparse.Namespace) -> EdgeConfig:
         raise ConfigError(format_validation_error("command line (edge settings)", error)) from None
 
 
+def serve_health(settings: EdgeConfig, registry: Any, healthz: Callable[[], Any]) -> Any:
+    """The /metrics and /healthz server on ``edge.metrics_host:metrics_port``; a port in use is an InspectorError."""
+    from edge.metrics import HealthServer
+
+    try:
+        return HealthServer(settings.metrics_host, settings.metrics_port, registry, healthz)
+    except OSError as error:
+        raise InspectorError(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {error.strerror or error}",
+            "pick a free port with --metrics-port (0 turns the HTTP server off)",
+        ) from None
+
+
 def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str]) -> int:
     from edge.stations import serve_stations
     from inspector.stations import is_multi_station
@@ -174,9 +186,9 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
     if is_multi_station(args.config):  # several cameras, one model (edge/stations.py)
         return serve_stations(args, stop, received)
     # Heavy imports (torch, OpenCV, paho) only once the arguments are known to be sane.
-    from edge.metrics import EdgeMetrics, HealthServer
+    from edge.metrics import EdgeMetrics
     from edge.supervisor import EdgeService, service_options, start_live_page
-    from inspector.mqtt import check_connection
+    from inspector.mqtt.connection import check_connection_or_warn
     from inspector.pipeline import warm_up
     from inspector.runtime import build_sinks, load_inspector, mqtt_settings
 
@@ -193,13 +205,8 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
         source = source_opener(config.source)()  # a missing file fails here, before the model loads
         stack.callback(source.close)
         mqtt_config = mqtt_settings(config, args.publish, from_config=True)
-        if mqtt_config is not None:
-            try:  # bad credentials or TLS trust fail now; a broker that is down only warns
-                check_connection(mqtt_config)
-            except InspectorError as error:
-                if not getattr(error, "transient", False):
-                    raise
-                log.warning("MQTT broker not reachable yet; verdicts wait in the outbox: %s", error.problem)
+        if mqtt_config is not None:  # bad credentials or TLS trust fail now; a broker that is down only warns
+            check_connection_or_warn(mqtt_config, logger=log)
         if stop.is_set():
             return 0
         notifier.status("loading model")
@@ -227,14 +234,10 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
             stack.callback(live.close)
         if settings.metrics_port:
             try:
-                server = HealthServer(settings.metrics_host, settings.metrics_port, metrics.registry, service.healthz)
-            except OSError as error:
+                server = serve_health(settings, metrics.registry, service.healthz)
+            except InspectorError:
                 station_sinks.close(0)
-                raise InspectorError(
-                    f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
-                    f"{error.strerror or error}",
-                    "pick a free port with --metrics-port (0 turns the HTTP server off)",
-                ) from None
+                raise
             stack.callback(server.close)
         code = service.run()
         if received:

@@ -131,11 +131,11 @@ class MultiStationService:
 
 def serve_stations(args: argparse.Namespace, stop: threading.Event, received: list[str]) -> int:
     """``inspector-edge --config stations.yaml``: every station in the file, one model."""
-    from edge.metrics import EdgeMetrics, HealthServer
+    from edge.metrics import EdgeMetrics
     from edge.reload import build_candidate, trial_frame_size
-    from edge.service import edge_settings
+    from edge.service import edge_settings, serve_health
     from edge.supervisor import service_options, source_opener, start_live_page
-    from inspector.mqtt import check_connection
+    from inspector.mqtt.connection import check_connection_or_warn
     from inspector.pipeline import warm_up
     from inspector.runtime import Overrides, build_sinks, load_inspector, mqtt_settings
 
@@ -157,14 +157,8 @@ def serve_stations(args: argparse.Namespace, stop: threading.Event, received: li
             sources[name] = source_opener(config.source)()  # a missing file fails here, before the model loads
             stack.callback(sources[name].close)
         for config in configs.values():
-            mqtt_config = config.sinks.mqtt
-            if mqtt_config is not None:
-                try:
-                    check_connection(mqtt_config)
-                except InspectorError as error:
-                    if not getattr(error, "transient", False):
-                        raise
-                    log.warning("MQTT broker not reachable yet; verdicts wait in the outbox: %s", error.problem)
+            if config.sinks.mqtt is not None:
+                check_connection_or_warn(config.sinks.mqtt, logger=log)
         if stop.is_set():
             return 0
         notifier.status("loading model")
@@ -203,14 +197,7 @@ def serve_stations(args: argparse.Namespace, stop: threading.Event, received: li
         if settings.metrics_port:
             registry = CollectorRegistry()
             registry.register(StationsCollector(metrics))
-            try:
-                server = HealthServer(settings.metrics_host, settings.metrics_port, registry, runner.healthz)
-            except OSError as error:
-                raise InspectorError(
-                    f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
-                    f"{error.strerror or error}",
-                    "pick a free port with --metrics-port (0 turns the HTTP server off)",
-                ) from None
+            server = serve_health(settings, registry, runner.healthz)
             stack.callback(server.close)
         live = start_live_page(settings, {s.name: s.live_station() for s in services})
         if live is not None:

@@ -343,6 +343,22 @@ def check_connection(config: MqttConfig, timeout_s: float | None = None, *, clie
             sock.close()
 
 
+def check_connection_or_warn(
+    config: MqttConfig,
+    timeout_s: float | None = None,
+    *,
+    client_id: str | None = None,
+    logger: logging.Logger = log,
+) -> None:
+    """``check_connection`` at start-up: bad credentials or TLS trust raise; a broker that is down only warns."""
+    try:
+        check_connection(config, timeout_s, client_id=client_id)
+    except MqttConnectError as error:
+        if not error.transient:
+            raise
+        logger.warning("MQTT broker not reachable yet; verdicts wait in the outbox: %s", error.problem)
+
+
 MessageHandler = Callable[[mqtt.Client, object, mqtt.MQTTMessage], None]
 
 

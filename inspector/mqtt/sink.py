@@ -24,8 +24,7 @@ from inspector.mqtt.channel import CommandHandler, StationChannel
 from inspector.mqtt.connection import (
     Backoff,
     Link,
-    MqttConnectError,
-    check_connection,
+    check_connection_or_warn,
     open_link,
     resolve_password,
     tls_context,
@@ -105,12 +104,7 @@ class MqttSink:
         """Start the background sender (idempotent). With ``check_timeout_s``, first try the
         broker once: bad credentials or TLS trouble raise MqttConnectError; a down broker only warns."""
         if check_timeout_s is not None:
-            try:
-                check_connection(self.config, check_timeout_s, client_id=f"{self.client_id}-check")
-            except MqttConnectError as error:
-                if not error.transient:
-                    raise
-                log.warning("MQTT broker not reachable yet; verdicts wait in the outbox: %s", error.problem)
+            check_connection_or_warn(self.config, check_timeout_s, client_id=f"{self.client_id}-check", logger=log)
         if self._closed:
             raise InspectorError("start() on a closed MQTT sink: make a new one")
         if self._thread.ident is None:  # not started yet
