@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterable, Iterator
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -23,6 +20,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from edge.health import HealthMessage
+from edge.wsgi import BackgroundWSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +112,7 @@ class EdgeMetrics:
         self.registry.register(_ServiceCollector(health, verdicts))
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        log.debug("http: " + format, *args)
-
-
-class HealthServer:
+class HealthServer(BackgroundWSGIServer):
     """``GET /metrics`` (Prometheus text) and ``GET /healthz`` (JSON; 200 while serving, else 503)."""
 
     def __init__(
@@ -146,12 +134,5 @@ class HealthServer:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found: try /metrics or /healthz\n"]
 
-        self._server = make_server(host, port, app, _ThreadingWSGIServer, handler_class=_QuietHandler)
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
-        self._thread.start()
+        super().__init__(host, port, app, thread_name="http", logger=log, log_prefix="http: ")
         log.info("metrics on http://%s:%d/metrics, health on /healthz", host, self.port)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()

@@ -9,12 +9,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from edge.web.access import is_local, token_ok
+from edge.wsgi import BackgroundWSGIServer
 from inspector.frames import Frame
 from inspector.payloads.verdict import FrameVerdict
 from inspector.render import draw_verdict, encode_jpeg, thumbnail
@@ -213,27 +212,10 @@ def _jpeg(start_response: StartResponse, data: bytes | None) -> Iterable[bytes]:
     return [data]
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        log.debug("live page: " + format, *args)
-
-
-class LiveServer:
+class LiveServer(BackgroundWSGIServer):
     """Serves a ``LivePage`` on ``host:port`` (port 0: any free one) in a daemon thread."""
 
     def __init__(self, host: str, port: int, page: LivePage) -> None:
-        self._server = make_server(host, port, page, _ThreadingServer, handler_class=_QuietHandler)
-        self.port = int(self._server.server_address[1])
+        super().__init__(host, port, page, thread_name="live-page", logger=log, log_prefix="live page: ")
         self.url = f"http://{host}:{self.port}/"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="live-page", daemon=True)
-        self._thread.start()
         log.info("live page on %s", self.url)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
