@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from inspector.config import StationFile
@@ -87,7 +86,7 @@ def out_dir(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace, config: StationFile, labels: dict[int, str] | None, console: Console) -> int:
     """Replay ``args.sources`` on Ray; print the summary and metrics a local replay prints. Exit status like it."""
     from inspector.cluster.driver import replay_on_ray
-    from inspector.commands.replay import _print_metrics, _print_summary
+    from inspector.commands.replay import _print_metrics, _print_summary, progress_bar, verdict_counts
     from inspector.replay import label_metrics
     from inspector.sinks.jsonl import read_outcomes
 
@@ -101,16 +100,7 @@ def run(args: argparse.Namespace, config: StationFile, labels: dict[int, str] | 
     where = "a local Ray" if options.address is None else f"the Ray cluster at {options.address}"
     console.print(f"replaying {len(args.sources)} source(s) on {where}; model [bold]{config.model.path}[/] ...")
 
-    with Progress(
-        TextColumn("[bold]cluster"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[verdicts]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=args.no_progress,
-    ) as progress:
+    with progress_bar(console, disable=args.no_progress) as progress:
         task = progress.add_task("cluster", total=None, verdicts="")
         result = replay_on_ray(
             args.sources,
@@ -120,9 +110,7 @@ def run(args: argparse.Namespace, config: StationFile, labels: dict[int, str] | 
             extra_sinks=_publisher(args.publish, config),
             on_planned=lambda total: progress.update(task, total=total),
             warn=lambda text: console.print(f"[bold yellow]warning:[/] {text}"),
-            on_verdicts=lambda count, summary: progress.update(
-                task, advance=count, verdicts=" ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items()))
-            ),
+            on_verdicts=lambda count, summary: progress.update(task, advance=count, verdicts=verdict_counts(summary)),
         )
 
     summary = result.summary

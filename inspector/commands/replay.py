@@ -135,7 +135,18 @@ def _replay_one(source, inspector, sinks, done, summary: ReplaySummary, policy, 
     if args.limit:
         total = min(total, args.limit) if total else args.limit
     frames = _limited(source, args.limit)
-    with Progress(
+    with progress_bar(console, disable=args.no_progress) as progress:
+        task = progress.add_task(Path(str(source.source_id)).name[:40], total=total, verdicts="")
+
+        def advance(frame, verdict) -> None:
+            progress.update(task, advance=1, verdicts=verdict_counts(summary))
+
+        replay_frames(frames, inspector, sinks, done=done, summary=summary, on_frame=advance, policy=policy)
+
+
+def progress_bar(console: Console, *, disable: bool) -> Progress:
+    """Replay's progress: one task per source (or the cluster), the verdict counts so far beside the bar."""
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -143,16 +154,13 @@ def _replay_one(source, inspector, sinks, done, summary: ReplaySummary, policy, 
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        disable=args.no_progress,
-        transient=False,
-    ) as progress:
-        task = progress.add_task(Path(str(source.source_id)).name[:40], total=total, verdicts="")
+        disable=disable,
+    )
 
-        def advance(frame, verdict) -> None:
-            counts = " ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items()))
-            progress.update(task, advance=1, verdicts=counts)
 
-        replay_frames(frames, inspector, sinks, done=done, summary=summary, on_frame=advance, policy=policy)
+def verdict_counts(summary: ReplaySummary) -> str:
+    """``NG 3 OK 40``: the verdicts so far, for the progress bar."""
+    return " ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items()))
 
 
 def _limited(source, limit: int | None):
