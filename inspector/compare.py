@@ -12,10 +12,12 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from inspector.errors import InspectorError
+from inspector.evaluation.predictions import parse_verdict_lines
 
 VERDICTS = ("OK", "NG", "UNCERTAIN")
 
@@ -49,34 +51,22 @@ class EngineComparison:
         return json.dumps(asdict(self))
 
 
+def _frame(payload: dict[str, Any]) -> tuple[tuple[str, int], _Frame]:
+    key = (payload["source"]["id"], int(payload["source"]["frame_index"]))
+    tiles = payload.get("tiles")
+    probabilities = (
+        tuple(tuple(t["probabilities"][c] for c in sorted(t["probabilities"])) for t in tiles) if tiles else None
+    )
+    return key, _Frame(
+        payload["verdict"],
+        float(payload.get("timings", {}).get("total_ms", 0.0)),
+        frozenset(d["class"] for d in payload.get("defects", [])),
+        probabilities,
+    )
+
+
 def _read(path: Path) -> dict[tuple[str, int], _Frame]:
-    if not path.is_file():
-        raise InspectorError(
-            f"verdict file {path} does not exist", "pass the --out files of two `inspector replay` runs"
-        )
-    frames: dict[tuple[str, int], _Frame] = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                payload = json.loads(line)
-                key = (payload["source"]["id"], int(payload["source"]["frame_index"]))
-                tiles = payload.get("tiles")
-                probabilities = (
-                    tuple(tuple(t["probabilities"][c] for c in sorted(t["probabilities"])) for t in tiles)
-                    if tiles
-                    else None
-                )
-                frames[key] = _Frame(
-                    payload["verdict"],
-                    float(payload.get("timings", {}).get("total_ms", 0.0)),
-                    frozenset(d["class"] for d in payload.get("defects", [])),
-                    probabilities,
-                )
-            except (ValueError, KeyError, TypeError) as error:
-                raise InspectorError(f"{path}:{number}: not a frame verdict ({error})") from None
-    return frames
+    return dict(parse_verdict_lines(path, _frame, missing_hint="pass the --out files of two `inspector replay` runs"))
 
 
 def compare_runs(reference: Path, candidate: Path) -> EngineComparison:

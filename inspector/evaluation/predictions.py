@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from inspector.datasets import Dataset, LabelledImage, iter_frames
 from inspector.errors import InspectorError
@@ -20,6 +20,8 @@ from inspector.frames import Frame
 
 if TYPE_CHECKING:
     from inspector.pipeline import Inspector
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -40,23 +42,37 @@ class Prediction:
         return max(t["bbox"][2] for t in tiles), max(t["bbox"][3] for t in tiles)
 
 
-def read_verdicts(path: Path) -> list[dict[str, Any]]:
-    """Every verdict in a JSONL file; a line that is not a frame verdict is an error naming it."""
+def parse_verdict_lines(path: Path, parse: Callable[[dict[str, Any]], T], *, missing_hint: str) -> Iterator[T]:
+    """``parse`` of every non-blank line of a verdict JSONL file, in order.
+
+    A missing file, or a line that is not JSON or that ``parse`` rejects (KeyError, TypeError,
+    ValueError), is an InspectorError naming it.
+    """
     path = Path(path)
     if not path.is_file():
-        raise InspectorError(f"verdict file {path} does not exist", "pass the --out file of `inspector replay`")
-    verdicts = []
+        raise InspectorError(f"verdict file {path} does not exist", missing_hint)
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                payload = json.loads(line)
-                payload["source"]["frame_index"]
-                payload["verdict"]
-            except (ValueError, KeyError, TypeError):
-                raise InspectorError(f"{path}:{number}: not a frame verdict", "pass a JSONL file of verdicts") from None
-            verdicts.append(payload)
+                parsed = parse(json.loads(line))
+            except (ValueError, KeyError, TypeError) as error:
+                raise InspectorError(
+                    f"{path}:{number}: not a frame verdict ({error})", "pass a JSONL file of verdicts"
+                ) from None
+            yield parsed
+
+
+def _frame_verdict(payload: dict[str, Any]) -> dict[str, Any]:
+    payload["source"]["frame_index"]
+    payload["verdict"]
+    return payload
+
+
+def read_verdicts(path: Path) -> list[dict[str, Any]]:
+    """Every verdict in a JSONL file; a line that is not a frame verdict is an error naming it."""
+    verdicts = list(parse_verdict_lines(path, _frame_verdict, missing_hint="pass the --out file of `inspector replay`"))
     if not verdicts:
         raise InspectorError(f"{path} holds no verdicts", "run `inspector replay` or `inspector evaluate` first")
     return verdicts
