@@ -57,6 +57,8 @@ class TrainOptions:
     dtype: str = "float32"
     gradient_checkpointing: bool = False
     augment: bool = True
+    photometric: float = 0.05  # brightness/contrast jitter (see training.data.augment)
+    vision_lr_scale: float = 1.0  # the vision tower's learning rate = lr x this
 
     def resumable_with(self, other: TrainOptions) -> bool:
         """Same run: everything but the epoch count (a resumed run may be extended)."""
@@ -158,7 +160,13 @@ class Trainer:
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         if not self.parameters:
             raise TrainingError("nothing to train: every parameter is frozen")
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=options.lr, weight_decay=0.0)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        vision = [p for n, p in named if ".visual." in f".{n}"]
+        rest = [p for n, p in named if ".visual." not in f".{n}"]
+        groups = [{"params": rest, "lr": options.lr}]
+        if vision:
+            groups.append({"params": vision, "lr": options.lr * options.vision_lr_scale})
+        self.optimizer = torch.optim.AdamW(groups, lr=options.lr, weight_decay=0.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(options))
         self.weights = sampling_weights(train_tiles.labels, options.defect_share)
         self.state = TrainState()
@@ -194,7 +202,6 @@ class Trainer:
         load_trainable_state(self.model, saved["trainable"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
-        self.scheduler.lr_lambdas = [_schedule(self.options)]
         torch.set_rng_state(saved["torch_rng"])
         self.state = TrainState(
             epoch=int(saved["epoch"]),
@@ -267,7 +274,7 @@ class Trainer:
         for _ in range(options.steps_per_epoch):
             rows = rng.choice(len(tiles), size=options.batch, p=self.weights)
             pixels = tiles.pixels[rows]
-            pixels = augment(pixels, rng) if options.augment else pixels
+            pixels = augment(pixels, rng, photometric=options.photometric) if options.augment else pixels
             labels = torch.from_numpy(tiles.labels[rows]).to(self.model.device)
             if options.explain:
                 texts = [
