@@ -48,6 +48,25 @@ def best_of(run: Callable[[], object], repeats: int, *, warm_up: bool = True) ->
     return best
 
 
+def bench_station(
+    model: str | Path, *, tile: int, device: str, batch_size: int, threshold: float | None = None, **sections: Any
+) -> Any:
+    """A parsed station config for the edge benches: a brick wall panel with one defect (scratch), square
+    ``tile``-pixel tiles without overlap or global view, ``explanation: never``; ``sections`` add the rest
+    (station, source). Needs the checkout importable (``use_checkout``, or an installed package)."""
+    from inspector.config import parse_config
+
+    scratch: dict[str, Any] = {"description": "a thin line"}
+    if threshold is not None:
+        scratch["threshold"] = threshold
+    return parse_config({
+        **sections,
+        "tiling": {"tile": tile, "overlap": 0.0, "global_view": False},
+        "model": {"path": str(model), "device": device, "batch_size": batch_size},
+        "inspection": {"product": "a brick wall panel", "explanation": "never", "defects": {"scratch": scratch}},
+    })  # fmt: skip
+
+
 def emit(figures: dict[str, Any]) -> None:
     """Print the bench's one JSON line, floats rounded to 3 decimals at any depth."""
     print(json.dumps(_rounded(figures)))

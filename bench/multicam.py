@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from _common import bench_station
 
 
 def measure(inspectors: list, seconds: float, size: tuple[int, int]) -> tuple[float, float, float]:
@@ -89,7 +90,6 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from edge.reload import build_candidate
-    from inspector.config import parse_config
     from inspector.models import write_tiny_model
     from inspector.pipeline import build_inspector, warm_up
 
@@ -98,13 +98,8 @@ def main() -> None:
     size = (args.tile * 2, args.tile * 2)
 
     def station(name: str) -> object:
-        return parse_config({
-            "station": {"station": name},
-            "tiling": {"tile": args.tile, "overlap": 0.0, "global_view": False},
-            "model": {"path": str(model), "device": args.device, "batch_size": args.batch_size},
-            "inspection": {"product": "a brick wall panel", "explanation": "never",
-                           "defects": {"scratch": {"description": "a thin line"}}},
-        })  # fmt: skip
+        return bench_station(model, tile=args.tile, device=args.device, batch_size=args.batch_size,
+                             station={"station": name})  # fmt: skip
 
     first = build_inspector(station("cam0"))
     warm_up(first, size)

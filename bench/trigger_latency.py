@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
+from _common import bench_station
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -49,7 +50,7 @@ def main() -> None:
     from edge.metrics import EdgeMetrics
     from edge.sdnotify import SystemdNotifier
     from edge.supervisor import EdgeService, ServiceOptions, source_opener
-    from inspector.config import MqttConfig, parse_config
+    from inspector.config import MqttConfig
     from inspector.demo_data import write_demo_clip
     from inspector.models import write_tiny_model
     from inspector.mqtt import MqttSink
@@ -69,14 +70,11 @@ def main() -> None:
         model = args.model or write_tiny_model(workdir / "tiny", seed=0)
         size = (args.tile * 2, args.tile)
         clip = write_demo_clip(workdir / "clip", frames=int(args.fps * 2), size=size, fps=args.fps).video
-        config = parse_config({
-            "station": {"site": "s", "area": "a", "line": "l", "station": "bench"},
-            "source": {"uri": str(clip), "loop": True, "pace": True, "trigger": "mqtt", "trigger_timeout_s": 30.0},
-            "tiling": {"tile": args.tile, "overlap": 0.0, "global_view": False},
-            "model": {"path": str(model), "device": args.device, "batch_size": 8},
-            "inspection": {"product": "a brick wall panel", "explanation": "never",
-                           "defects": {"scratch": {"description": "a thin line", "threshold": 0.01}}},
-        })  # fmt: skip
+        config = bench_station(
+            model, tile=args.tile, device=args.device, batch_size=8, threshold=0.01,
+            station={"site": "s", "area": "a", "line": "l", "station": "bench"},
+            source={"uri": str(clip), "loop": True, "pace": True, "trigger": "mqtt", "trigger_timeout_s": 30.0},
+        )  # fmt: skip
         inspector = build_inspector(config)
         warm_up(inspector, size)
         link = MqttConfig(port=port, topic_root="bench", outbox=workdir / "outbox.sqlite")
