@@ -7,11 +7,14 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 from inspector.config import InspectionConfig  # noqa: E402
+
+from mosquitto import Mosquitto  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +52,10 @@ def inspection() -> InspectionConfig:
             "crack": {"description": "a jagged fracture", "threshold": 0.6},
         },
     )
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real Mosquitto of this test's own (tests/mosquitto.py), stopped at the end."""
+    with Mosquitto(tmp_path / "broker") as running:
+        yield running

@@ -68,12 +68,6 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_demo_clip(tmp_path_factory.mktemp("demo"), frames=12, size=SIZE, fps=10.0).video
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as running:
-        yield running
-
-
 def station_config(tmp_path: Path, model_dir: Path, source: str, **source_extra: Any) -> dict[str, Any]:
     return {
         "station": {"site": "s", "area": "a", "line": "l1", "station": "st", "camera": "cam0"},

@@ -39,12 +39,6 @@ def ng_station(model_dir: Path, source: str, **source_extra) -> dict:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as running:
-        yield running
-
-
-@pytest.fixture
 def camera() -> Iterator[MjpegCamera]:
     image = np.random.default_rng(1).integers(0, 255, (192, 256, 3), dtype=np.uint8)
     running = MjpegCamera(image, period_s=0.05)

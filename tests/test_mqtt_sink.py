@@ -155,12 +155,6 @@ class Collector:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as started:
-        yield started
-
-
-@pytest.fixture
 def cleanup() -> Iterator[list]:
     """Things with stop()/close() to release even when the test fails."""
     things: list = []
