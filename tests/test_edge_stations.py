@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -75,12 +76,6 @@ def test_the_example_multi_station_config_is_valid() -> None:
     assert len(stations) == 4 and len({s.station.station for s in stations.values()}) == 4
 
 
-@pytest.fixture
-def broker(tmp_path: Path):
-    with Mosquitto(tmp_path / "broker") as running:
-        yield running
-
-
 def retained_status(port: int, station: str) -> dict:
     got: list[dict] = []
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -94,14 +89,24 @@ def retained_status(port: int, station: str) -> dict:
     return got[-1] if got else {}
 
 
+def four_cameras(*, seed: int, period_s: float) -> tuple[list[MjpegCamera], list[str]]:
+    """Four HTTP camera stand-ins, each its own random picture, and the station names cam0..cam3."""
+    rng = np.random.default_rng(seed)
+    cameras = [MjpegCamera(rng.integers(0, 255, (192, 256, 3), dtype=np.uint8), period_s=period_s) for _ in range(4)]
+    return cameras, [f"cam{i}" for i in range(4)]
+
+
+def verdict_counts(subscriber: Subscriber, names: list[str]) -> Callable[[], dict[str, int]]:
+    """Verdicts received so far per station, each time it is called."""
+    return lambda: {n: len(subscriber.json("verdict", n)) for n in names}
+
+
 def test_four_stations_one_model_and_a_dead_camera_stalls_no_other(
     broker: Mosquitto, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     from inspector.pipeline import build_inspector
 
-    rng = np.random.default_rng(3)
-    cameras = [MjpegCamera(rng.integers(0, 255, (192, 256, 3), dtype=np.uint8), period_s=0.05) for _ in range(4)]
-    names = [f"cam{i}" for i in range(4)]
+    cameras, names = four_cameras(seed=3, period_s=0.05)
     configs = [config_for(station_data(tiny_model_dir, c.url, name=n)) for c, n in zip(cameras, names)]
     first = build_inspector(configs[0])
     inspectors = [first] + [build_candidate(first, c) for c in configs[1:]]
@@ -113,10 +118,7 @@ def test_four_stations_one_model_and_a_dead_camera_stalls_no_other(
     thread = threading.Thread(target=lambda: code.append(runner.run()), daemon=True)
     thread.start()
     try:
-
-        def counts() -> dict[str, int]:
-            return {n: len(subscriber.json("verdict", n)) for n in names}
-
+        counts = verdict_counts(subscriber, names)
         assert poll(lambda: all(v >= 2 for v in counts().values()), WAIT_S), f"not every station publishes: {counts()}"
         cameras[2].stop()  # this camera dies
         assert poll(lambda: not services[2].capture.healthy, WAIT_S), "the dead camera is not noticed"
@@ -165,9 +167,7 @@ def test_inspector_edge_serves_four_stations_from_one_file(
 
     from mosquitto import free_port
 
-    rng = np.random.default_rng(5)
-    cameras = [MjpegCamera(rng.integers(0, 255, (192, 256, 3), dtype=np.uint8), period_s=0.1) for _ in range(4)]
-    names = [f"cam{i}" for i in range(4)]
+    cameras, names = four_cameras(seed=5, period_s=0.1)
     common = station_data(tiny_model_dir, "unused")
     common.pop("source")
     common["station"].pop("station")
@@ -190,9 +190,7 @@ def test_inspector_edge_serves_four_stations_from_one_file(
             [sys.executable, "-m", "edge", "--config", str(path), "--metrics-port", str(metrics_port)],
             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
-
-    def counts() -> dict[str, int]:
-        return {n: len(subscriber.json("verdict", n)) for n in names}
+    counts = verdict_counts(subscriber, names)
 
     def get(port: int, url: str) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{url}", timeout=10) as response:
