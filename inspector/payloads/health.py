@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from inspector.payloads._schema import published_schema
 from inspector.payloads.status import StationState
 
 HEALTH_SCHEMA_ID = "line-inspector/health"
@@ -69,7 +70,4 @@ class HealthMessage(_Message):
 
 def health_json_schema() -> dict[str, object]:
     """JSON Schema of the heartbeat."""
-    schema = HealthMessage.model_json_schema(by_alias=True, mode="serialization")
-    schema["$id"] = f"https://line-inspector.invalid/schemas/health/{HEALTH_SCHEMA_VERSION}"
-    schema["title"] = "Line inspector station heartbeat"
-    return schema
+    return published_schema(HealthMessage, "health", HEALTH_SCHEMA_VERSION, "Line inspector station heartbeat")

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, Field
 
+from inspector.payloads._schema import published_schema
 from inspector.payloads.verdict import FrameVerdict, StationRef, _Payload
 
 REJECT_SCHEMA_ID = "line-inspector/reject"
@@ -63,7 +64,4 @@ class RejectMessage(_Payload):
 
 def reject_json_schema() -> dict[str, object]:
     """JSON Schema of the reject message, for PLC and dashboard integrators."""
-    schema = RejectMessage.model_json_schema(by_alias=True, mode="serialization")
-    schema["$id"] = f"https://line-inspector.invalid/schemas/reject/{REJECT_SCHEMA_VERSION}"
-    schema["title"] = "Line inspector reject message"
-    return schema
+    return published_schema(RejectMessage, "reject", REJECT_SCHEMA_VERSION, "Line inspector reject message")

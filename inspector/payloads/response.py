@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from inspector.payloads._schema import published_schema
 from inspector.payloads.verdict import _Payload
 
 RESPONSE_SCHEMA_ID = "line-inspector/command-response"
@@ -37,7 +38,6 @@ class CommandResponse(_Payload):
 
 def response_json_schema() -> dict[str, object]:
     """JSON Schema of a command response."""
-    schema = CommandResponse.model_json_schema(by_alias=True, mode="serialization")
-    schema["$id"] = f"https://line-inspector.invalid/schemas/command-response/{RESPONSE_SCHEMA_VERSION}"
-    schema["title"] = "Line inspector command response"
-    return schema
+    return published_schema(
+        CommandResponse, "command-response", RESPONSE_SCHEMA_VERSION, "Line inspector command response"
+    )

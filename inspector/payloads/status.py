@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, Field
 
 from inspector import __version__
+from inspector.payloads._schema import published_schema
 from inspector.payloads.verdict import StationRef, _Payload
 
 STATUS_SCHEMA_ID = "line-inspector/status"
@@ -42,7 +43,4 @@ class StatusMessage(_Payload):
 
 def status_json_schema() -> dict[str, object]:
     """JSON Schema of the retained status message."""
-    schema = StatusMessage.model_json_schema(by_alias=True, mode="serialization")
-    schema["$id"] = f"https://line-inspector.invalid/schemas/status/{STATUS_SCHEMA_VERSION}"
-    schema["title"] = "Line inspector station status"
-    return schema
+    return published_schema(StatusMessage, "status", STATUS_SCHEMA_VERSION, "Line inspector station status")

@@ -24,6 +24,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from inspector.payloads._schema import published_schema
+
 TRIGGER_SCHEMA_ID = "line-inspector/trigger"
 TRIGGER_SCHEMA_VERSION = "1.0"
 # A part id becomes part of file names and log lines: printable, no path separators.
@@ -71,7 +73,6 @@ def parse_trigger(payload: bytes | str) -> TriggerMessage:
 
 def trigger_json_schema() -> dict[str, object]:
     """JSON Schema of the trigger message, for line-controller integrators."""
-    schema = TriggerMessage.model_json_schema(by_alias=True, mode="validation")
-    schema["$id"] = f"https://line-inspector.invalid/schemas/trigger/{TRIGGER_SCHEMA_VERSION}"
-    schema["title"] = "Line inspector trigger message"
-    return schema
+    return published_schema(
+        TriggerMessage, "trigger", TRIGGER_SCHEMA_VERSION, "Line inspector trigger message", mode="validation"
+    )

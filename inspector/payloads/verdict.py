@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from inspector.payloads._schema import published_schema
+
 SCHEMA_ID = "line-inspector/frame-verdict"
 SCHEMA_VERSION = "1.1"  # 1.1: optional `evidence`, `model.demo_model`
 
@@ -115,7 +117,4 @@ class FrameVerdict(_Payload):
 
 def json_schema() -> dict[str, object]:
     """The JSON Schema dashboards validate against (by alias, as serialised)."""
-    schema = FrameVerdict.model_json_schema(by_alias=True, mode="serialization")
-    schema["$id"] = f"https://line-inspector.invalid/schemas/frame-verdict/{SCHEMA_VERSION}"
-    schema["title"] = "Line inspector frame verdict"
-    return schema
+    return published_schema(FrameVerdict, "frame-verdict", SCHEMA_VERSION, "Line inspector frame verdict")
