@@ -35,7 +35,10 @@ _DRAWN_SURFACES = 2
 # BGR multipliers: blasted steel, fired ceramic, green-grey composite, cast grey.
 _TINTS = ((1.0, 0.97, 0.92), (0.72, 0.86, 1.0), (0.80, 1.0, 0.85), (0.95, 0.95, 0.95))
 _MAX_SIDE = 4096
-_SURFACE_STD = 24.0  # grey-level spread of every surface (the photographs differ: 13 to 39)
+# Grey-level spread of every surface (the photographs differ: 13 to 39). Low, like a fine matte
+# finish: the demo model learns from random weights in minutes only when the defects stand well
+# out of the texture (measured: at 24 the held-out tile AUROC stayed ~0.7 after 2,000 steps).
+_SURFACE_STD = 10.0
 _Box = tuple[int, int, int, int]
 
 

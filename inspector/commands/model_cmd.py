@@ -13,7 +13,8 @@ from inspector.models import TinySpec, write_tiny_model
 # CPU minutes; see README "Training").
 PRESETS: dict[str, TinySpec] = {
     "test": TinySpec(),
-    "demo": TinySpec(),
+    # A wider vision tower: at the test widths (32) the demo's held-out AUROC stayed ~0.7.
+    "demo": TinySpec(vision_hidden=128, vision_mlp=256),
 }
 
 

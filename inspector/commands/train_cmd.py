@@ -43,12 +43,12 @@ examples:
 
 # The recipe the offline demo trains with (README "Training"), also the flags' defaults.
 DEFAULTS: dict[str, Any] = {
-    "epochs": 10,
-    "steps_per_epoch": 200,
+    "epochs": 6,
+    "steps_per_epoch": 100,
     "lr": 2e-3,
     "batch": 16,
     "defect_share": 0.5,
-    "binary_epochs": 1,
+    "binary_epochs": 0,
 }
 
 
