@@ -96,7 +96,7 @@ def augment(
 
     ``photometric``: contrast in 1 +- it, brightness +- it x 255. Keep it small: a dark defect
     on a surface is told apart partly by how dark it is, and a strong jitter makes the surface's
-    own shadows as dark as the defects (measured: at 0.2 the demo model did not learn).
+    own shadows as dark as the defects.
     """
     out = np.empty_like(tiles)
     size = tiles.shape[1]
