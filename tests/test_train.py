@@ -205,3 +205,15 @@ def test_coco_data_trains(tmp_path: Path, tiny_model_dir: Path) -> None:
     trainer, record = train_model(config, str(config_path), str(tiny_model_dir), data, tmp_path / "out",
                                   replace(FAST, epochs=1, steps_per_epoch=2))  # fmt: skip
     assert record is not None and record["data"][0]["path"].endswith(".json")
+
+
+def test_explanation_loss_trains_the_words_after_the_answer(station, prepared, tmp_path: Path) -> None:
+    from inspector.training.objective import explanation_text
+
+    inspection = load_config(station[0]).inspection
+    assert explanation_text(inspection, 0, None) == inspection.ok_description
+    assert explanation_text(inspection, 2, (0.1, 0.9)) == "a dark blob, bottom left"
+    assert explanation_text(inspection, 1, (0.5, 0.5)) == "a thin bright line, centre"
+    trainer, record = _train(station, prepared, tmp_path / "explain", replace(FAST, epochs=1, explain=True))
+    words = record["epochs"][0]["explanation_loss"]
+    assert words is not None and 0 < words < 20  # cross-entropy over a 151,936-token vocabulary: ln V = 11.9
