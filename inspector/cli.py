@@ -30,11 +30,15 @@ COMMAND_MODULES = (
 )
 
 EPILOG = """\
-first run, offline:
-  inspector model tiny models/tiny          # a tiny RANDOM Qwen3-VL (verdicts mean nothing)
-  inspector demo-data demo                  # a labelled clip with synthetic defects
-  inspector replay demo/clip.mp4 --config configs/demo.yaml --labels demo/labels.json --out results.jsonl
-  inspector report results.jsonl --labels demo/labels.json --out report.html
+first run, offline (a tiny model of the real architecture, trained on synthetic demo footage):
+  inspector model tiny models/tiny --preset demo    # RANDOM weights: its verdicts mean nothing
+  inspector demo-data demo                          # demo clip, training clips, a held-out clip
+  inspector train --config configs/demo.yaml --data demo/train --out models/demo   # a DEMO model
+  inspector replay demo/heldout/clip.mp4 --config configs/demo.yaml --model models/demo \\
+      --labels demo/heldout/labels.json --out results.jsonl
+  inspector report results.jsonl --labels demo/heldout/labels.json --out report.html
+
+every command has --help with examples.
 """
 
 

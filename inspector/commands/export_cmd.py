@@ -63,7 +63,7 @@ Exit status 0 when the graphs match the reference within the tolerance of their 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="export a Qwen3-VL checkpoint to ONNX graphs, and check them against transformers",
+        help="export a checkpoint to ONNX (float or FP8), check it against transformers, build TensorRT engines",
         description="Deployment graphs: ONNX export (for ONNX Runtime and TensorRT) and parity checks.",
     )
     actions = parser.add_subparsers(dest="export_command", metavar="ACTION")
