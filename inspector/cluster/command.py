@@ -86,7 +86,8 @@ def out_dir(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace, config: StationFile, labels: dict[int, str] | None, console: Console) -> int:
     """Replay ``args.sources`` on Ray; print the summary and metrics a local replay prints. Exit status like it."""
     from inspector.cluster.driver import replay_on_ray
-    from inspector.commands.replay import _print_metrics, _print_summary, progress_bar, verdict_counts
+    from inspector.commands.progress import progress_bar
+    from inspector.commands.replay import VERDICT_FIELDS, _print_metrics, _print_summary, verdict_counts
     from inspector.replay import label_metrics
     from inspector.sinks.jsonl import read_outcomes
 
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace, config: StationFile, labels: dict[int, str] | 
     where = "a local Ray" if options.address is None else f"the Ray cluster at {options.address}"
     console.print(f"replaying {len(args.sources)} source(s) on {where}; model [bold]{config.model.path}[/] ...")
 
-    with progress_bar(console, disable=args.no_progress) as progress:
+    with progress_bar(console, disable=args.no_progress, fields=VERDICT_FIELDS) as progress:
         task = progress.add_task("cluster", total=None, verdicts="")
         result = replay_on_ray(
             args.sources,

@@ -92,8 +92,7 @@ def predictions_for(
     args: argparse.Namespace, config: StationFile, dataset: Dataset, console: Console
 ) -> list[Prediction]:
     """Verdicts for every labelled frame: read from --verdicts, or judged now (then --save-verdicts)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from inspector.commands.progress import progress_bar
     from inspector.evaluation import match_verdicts, read_verdicts, run_inspector, write_verdicts
     from inspector.runtime import load_inspector
 
@@ -106,14 +105,7 @@ def predictions_for(
         return reaggregate(predictions, config.inspection)
     console.print(f"loading model [bold]{config.model.path}[/] ({config.model.backend}) ...")
     inspector = load_inspector(config, warn=lambda text: console.print(f"[bold yellow]warning:[/] {text}"))
-    with Progress(
-        TextColumn("[bold]judging"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=args.no_progress,
-    ) as progress:
+    with progress_bar(console, disable=args.no_progress) as progress:
         task = progress.add_task("judging", total=len(dataset))
         predictions = run_inspector(dataset, inspector, lambda _: progress.advance(task))
     if args.save_verdicts:
@@ -122,7 +114,8 @@ def predictions_for(
     return predictions
 
 
-def _fmt(value: float | None) -> str:
+def format_figure(value: float | None) -> str:
+    """A rate or score to 3 places; n/a where undefined."""
     return "n/a" if value is None else f"{value:.3f}"
 
 
@@ -136,10 +129,10 @@ def print_evaluation(console: Console, evaluation: Evaluation, title: str, *, de
     table.add_row("frames (defective / good)", f"{c.frames} ({c.defective} / {c.good})")
     table.add_row("tiles labelled (ambiguous, left out)", f"{evaluation.labelled_tiles} ({evaluation.ambiguous_tiles})")
     for key in SUMMARY_KEYS:
-        table.add_row(key.replace("_", " "), _fmt(getattr(evaluation, key)))
+        table.add_row(key.replace("_", " "), format_figure(getattr(evaluation, key)))
     table.add_row(
         "tile / frame average precision",
-        f"{_fmt(evaluation.tile_average_precision)} / {_fmt(evaluation.frame_average_precision)}",
+        f"{format_figure(evaluation.tile_average_precision)} / {format_figure(evaluation.frame_average_precision)}",
     )
     table.add_row(
         "TP / FP / TN / FN / UNCERTAIN",
@@ -152,7 +145,13 @@ def print_evaluation(console: Console, evaluation: Evaluation, title: str, *, de
     for column in ("class", "precision", "recall", "F1", "tiles"):
         per_class.add_column(column)
     for name, row in evaluation.per_class.items():
-        per_class.add_row(name, _fmt(row["precision"]), _fmt(row["recall"]), _fmt(row["f1"]), str(row["support"]))
+        per_class.add_row(
+            name,
+            format_figure(row["precision"]),
+            format_figure(row["recall"]),
+            format_figure(row["f1"]),
+            str(row["support"]),
+        )
     console.print(per_class)
 
 

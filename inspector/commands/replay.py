@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from inspector.backends.registry import backend_names
 from inspector.cluster import command as cluster
+from inspector.commands.progress import progress_bar
 from inspector.config import load_config
 from inspector.errors import InspectorError
 from inspector.replay import ReplaySummary, label_metrics
@@ -135,7 +135,7 @@ def _replay_one(source, inspector, sinks, done, summary: ReplaySummary, policy, 
     if args.limit:
         total = min(total, args.limit) if total else args.limit
     frames = _limited(source, args.limit)
-    with progress_bar(console, disable=args.no_progress) as progress:
+    with progress_bar(console, disable=args.no_progress, fields=VERDICT_FIELDS) as progress:
         task = progress.add_task(Path(str(source.source_id)).name[:40], total=total, verdicts="")
 
         def advance(frame, verdict) -> None:
@@ -144,18 +144,7 @@ def _replay_one(source, inspector, sinks, done, summary: ReplaySummary, policy, 
         replay_frames(frames, inspector, sinks, done=done, summary=summary, on_frame=advance, policy=policy)
 
 
-def progress_bar(console: Console, *, disable: bool) -> Progress:
-    """Replay's progress: one task per source (or the cluster), the verdict counts so far beside the bar."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[verdicts]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=disable,
-    )
+VERDICT_FIELDS = "{task.fields[verdicts]}"
 
 
 def verdict_counts(summary: ReplaySummary) -> str:

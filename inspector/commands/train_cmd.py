@@ -115,15 +115,9 @@ def _device(requested: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
+    from inspector.commands.evaluate_cmd import format_figure
+    from inspector.commands.progress import progress_bar
     from inspector.config import load_config
     from inspector.datasets import parse_class_map
     from inspector.training.run import prepare_data, train_model
@@ -169,16 +163,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"training tiles: {describe_counts(prepared.train)}")
     console.print(f"validation tiles: {describe_counts(prepared.val)}")
     total = options.epochs * options.steps_per_epoch
-    progress = Progress(
-        TextColumn("[bold]train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}  val AUROC {task.fields[auroc]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=args.no_progress,
-    )
+    fields = "loss {task.fields[loss]}  val AUROC {task.fields[auroc]}"
+    progress = progress_bar(console, disable=args.no_progress, fields=fields)
     with progress:
         task = progress.add_task("train", total=total, loss="-", auroc="-")
 
@@ -191,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
                             auroc="-" if last.val_auroc is None else f"{last.val_auroc:.3f}")  # fmt: skip
             progress.console.print(
                 f"epoch {last.epoch}: loss {last.train_loss:.3f}, val loss {last.val_loss:.3f}, "
-                f"val AUROC {last.val_auroc}, class accuracy {last.val_class_accuracy} ({last.seconds:.0f} s)"
+                f"val AUROC {format_figure(last.val_auroc)}, "
+                f"class accuracy {format_figure(last.val_class_accuracy)} ({last.seconds:.0f} s)"
             )
 
         trainer, record = train_model(
