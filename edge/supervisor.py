@@ -64,6 +64,7 @@ from inspector.frames import Frame
 from inspector.mqtt import MqttSink
 from inspector.payloads.verdict import FrameVerdict, SourceRef
 from inspector.pipeline import Inspector, describe
+from inspector.runtime import random_weights_warning
 from inspector.sinks.base import Sink
 from inspector.sources import FrameSource, open_source
 
@@ -212,7 +213,7 @@ class EdgeService:
         self.capture = CaptureWorker(
             source, source_opener(config.source), self.frames, reconnect=config.source.reconnect
         )
-        self.live = LiveState(self.name, random_weights=inspector.backend.info.random_weights)
+        self.live = LiveState(self.name, model_warning=random_weights_warning(inspector.backend.info))
         self.publisher = PublishWorker(self.verdicts, sinks, observe=self.live.observe)
         self.lane = Lane(
             self.name, inspector, self.frames, self.verdicts, self.publisher.is_alive,

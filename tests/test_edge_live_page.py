@@ -17,6 +17,7 @@ import pytest
 from edge.web import LivePage, LiveServer, LiveState, LiveStation
 from inspector.frames import Frame
 from inspector.payloads.verdict import Defect, FrameVerdict, ModelRef, SourceRef, StationRef
+from inspector.runtime import RANDOM_WEIGHTS_WARNING
 
 TOKEN = "s3cret-token-0123456789"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -53,7 +54,7 @@ def observe(state: LiveState, result: str, index: int, part: str | None = None) 
 
 @pytest.fixture
 def page() -> tuple[LivePage, LiveState, Controls]:
-    state, controls = LiveState("st", random_weights=True), Controls()
+    state, controls = LiveState("st", model_warning=RANDOM_WEIGHTS_WARNING), Controls()
     live = LivePage({"st": LiveStation(state, controls.pause, controls.resume, controls.paused.is_set)}, TOKEN)
     return live, state, controls
 
@@ -141,6 +142,7 @@ def test_the_page_renders_updates_on_a_new_verdict_and_its_buttons_work(page, tm
             expect(tab.locator("#count-OK")).to_have_text("1", timeout=15_000)
             expect(tab.locator("#verdict")).to_have_text("OK")
             expect(tab.locator("#random")).to_be_visible()
+            expect(tab.locator("#random")).to_have_text(RANDOM_WEIGHTS_WARNING)
 
             observe(state, "NG", 2, "P-2")  # a new verdict arrives
             expect(tab.locator("#count-NG")).to_have_text("1", timeout=15_000)

@@ -47,9 +47,9 @@ class LiveState:
     (the current frame only when a page asks for it), NG thumbnails once, when they happen.
     """
 
-    def __init__(self, station: str, *, random_weights: bool = False) -> None:
+    def __init__(self, station: str, *, model_warning: str | None = None) -> None:
         self.station = station
-        self.random_weights = random_weights
+        self.model_warning = model_warning  # random or demo model (inspector.runtime): shown as a banner
         self._lock = threading.Lock()
         self.counts = {"OK": 0, "NG": 0, "UNCERTAIN": 0}
         self._current: tuple[Frame | None, FrameVerdict] | None = None
@@ -87,7 +87,7 @@ class LiveState:
         return {
             "station": self.station,
             "paused": paused,
-            "random_weights": self.random_weights,
+            "model_warning": self.model_warning,
             "counts": counts,
             "total": total,
             "yield": round(counts["OK"] / total, 4) if total else None,

@@ -42,7 +42,9 @@ function render(state) {
   const badge = document.getElementById("state");
   badge.textContent = state.paused ? "paused" : "inspecting";
   badge.className = "badge " + (state.paused ? "paused" : "online");
-  document.getElementById("random").hidden = !state.random_weights;
+  const warning = document.getElementById("random");
+  warning.hidden = !state.model_warning;
+  warning.textContent = state.model_warning || "";
   for (const kind of ["OK", "NG", "UNCERTAIN"]) text("count-" + kind, state.counts[kind]);
   text("yield", state.yield === null ? "–" : (100 * state.yield).toFixed(1) + " %");
   const now = state.current;
