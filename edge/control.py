@@ -16,7 +16,6 @@ from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from edge.commands import (
-    COMMAND_NAMES,
     MAX_COMMAND_BYTES,
     CommandRejected,
     PauseCommand,
@@ -27,6 +26,7 @@ from edge.commands import (
     parse_command,
     response_payload,
 )
+from inspector.config import DEFAULT_MQTT_COMMANDS
 from inspector.mqtt import Command, MqttSink
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class CommandProcessor(threading.Thread):
         *,
         on_result: Callable[[str | None, bool], None] = lambda command, ok: None,
         max_bytes: int = MAX_COMMAND_BYTES,
-        accepted: Collection[str] = COMMAND_NAMES,
+        accepted: Collection[str] = DEFAULT_MQTT_COMMANDS,
     ) -> None:
         super().__init__(name="commands", daemon=True)
         self._sink = sink

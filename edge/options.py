@@ -8,8 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from edge.commands import COMMAND_NAMES
-from inspector.config import EdgeConfig, StationFile, format_validation_error
+from inspector.config import DEFAULT_MQTT_COMMANDS, EdgeConfig, StationFile, format_validation_error
 from inspector.errors import ConfigError
 
 
@@ -26,7 +25,8 @@ class ServiceOptions:
     stall_timeout_s: float = 60.0
     # Folders reload-config may read (the config file's own first); empty: no path is accepted.
     reload_dirs: tuple[Path, ...] = ()
-    mqtt_commands: tuple[str, ...] = COMMAND_NAMES
+    # reload-config only where a config names it (edge.mqtt_commands): it swaps the model and the prompt.
+    mqtt_commands: tuple[str, ...] = DEFAULT_MQTT_COMMANDS
 
 
 def service_options(settings: EdgeConfig, config_path: Path | None) -> ServiceOptions:

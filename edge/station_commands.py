@@ -98,7 +98,9 @@ class StationCommands:
             self._reload_lock.release()
 
     def _reload(self, command: ReloadConfigCommand) -> dict[str, Any]:
-        candidate = requested_config(command, self.overrides, allowed_dirs=self.options.reload_dirs)
+        candidate = requested_config(
+            command, self.overrides, allowed_dirs=self.options.reload_dirs, current=self.config
+        )
         check_swappable(self.config, candidate)
         if candidate == self.config:
             return {"changed": False}

@@ -77,7 +77,10 @@ def test_an_allow_listed_folder_may_be_read(box: dict[str, Path]) -> None:
     (extra / "b.yaml").write_text(yaml.safe_dump(GOOD))
     assert reload(str(extra / "b.yaml"), [box["configs"]]).startswith("reload-config refused")
     command = ReloadConfigCommand(command="reload-config", path=str(extra / "b.yaml"))
-    assert requested_config(command, Overrides(), allowed_dirs=[box["configs"], extra]).source.uri == "clip.mp4"
+    # Its relative paths are taken from its own folder.
+    assert requested_config(command, Overrides(), allowed_dirs=[box["configs"], extra]).source.uri == str(
+        extra / "clip.mp4"
+    )
 
 
 def test_no_allowed_folder_means_no_path_at_all(box: dict[str, Path]) -> None:
@@ -181,3 +184,65 @@ def test_whatever_the_path_an_accepted_one_lies_inside_the_folder(box: dict[str,
         assert SECRET not in rejected.message and "secrets" not in rejected.message
     else:
         assert resolved.is_relative_to(box["configs"].resolve()) and resolved.is_file()
+
+
+# --------------------------------------------------------------------------- inline configs name no file outside
+
+
+def inline(config: dict, allowed: list[Path], current: object = None) -> str:
+    """The rejection a remote requester reads for an inline reload-config."""
+    command = ReloadConfigCommand(command="reload-config", config=config)
+    with pytest.raises(CommandRejected) as caught:
+        requested_config(command, Overrides(), allowed_dirs=allowed, current=current)
+    return caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("field", "mutate"),
+    [
+        ("model.path", lambda d, s: d.update(model={"path": str(s / "model")})),
+        ("model.path", lambda d, s: d.update(model={"path": "../../secrets/model"})),
+        ("model.path", lambda d, s: d.update(model={"path": "Qwen/Qwen3-VL-4B-Instruct"})),  # a hub id: a download
+        ("model.onnx_dir", lambda d, s: d.update(model={"path": "m", "backend": "onnxruntime", "onnx_dir": str(s)})),
+        ("model.engine_dir", lambda d, s: d.update(model={"path": "m", "backend": "tensorrt", "engine_dir": str(s)})),
+        ("source.uri", lambda d, s: d.update(source={"uri": str(s / "clip.mp4")})),
+        ("source.uri", lambda d, s: d.update(source={"uri": str(s / "*.png")})),
+        ("tiling.roi.mask", lambda d, s: d.update(tiling={"roi": {"mask": str(s / "mask.png")}})),
+        ("sinks.jsonl.path", lambda d, s: d.update(sinks={"jsonl": {"path": str(s / "out.jsonl")}})),
+    ],
+)
+def test_an_inline_config_may_not_name_a_file_outside_the_allowed_folders(
+    box: dict[str, Path], field: str, mutate: object
+) -> None:
+    data = yaml.safe_load(yaml.safe_dump(GOOD))
+    mutate(data, box["secrets"])  # type: ignore[operator]
+    message = inline(data, [box["configs"]])
+    assert "refused" in message and field in message and str(box["secrets"]) not in message
+
+
+def test_inline_paths_inside_the_folder_or_the_running_ones_are_accepted(box: dict[str, Path]) -> None:
+    from inspector.config import parse_config
+
+    running = parse_config({**GOOD, "model": {"path": "/opt/models/qwen"}, "source": {"uri": "rtsp://cam/1"}})
+    # The running model (outside the folder) may be kept; a file inside the folder may be named, relative too.
+    keep = {**GOOD, "model": {"path": "/opt/models/qwen"}, "source": {"uri": "clips/part.mp4"}}
+    config = requested_config(ReloadConfigCommand(command="reload-config", config=keep), Overrides(),
+                              allowed_dirs=[box["configs"]], current=running)  # fmt: skip
+    assert config.model.path == "/opt/models/qwen"
+    assert config.source.uri == str(box["configs"] / "clips" / "part.mp4")
+    # Streams and camera indexes are no files.
+    for uri in ("rtsp://10.0.0.9/stream", 2):
+        live = {**GOOD, "model": {"path": "/opt/models/qwen"}, "source": {"uri": uri}}
+        assert requested_config(ReloadConfigCommand(command="reload-config", config=live), Overrides(),
+                                allowed_dirs=[box["configs"]], current=running).source.uri == uri  # fmt: skip
+    # No allowed folder: an inline config may still change the prompt, but name no new file.
+    assert "model.path" in inline({**GOOD, "model": {"path": "/elsewhere"}}, [], current=running)
+
+
+def test_reload_config_is_not_taken_over_mqtt_unless_the_config_says_so() -> None:
+    from edge.options import ServiceOptions
+    from inspector.config import EdgeConfig
+
+    assert "reload-config" not in EdgeConfig().mqtt_commands
+    assert "reload-config" not in ServiceOptions().mqtt_commands
+    assert "reload-config" in EdgeConfig(mqtt_commands=["reload-config"]).mqtt_commands

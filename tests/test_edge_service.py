@@ -83,6 +83,7 @@ def station_config(tmp_path: Path, model_dir: Path, source: str, **source_extra:
             "jsonl": {"path": str(tmp_path / "verdicts.jsonl")},
             "mqtt": {"outbox": str(tmp_path / "outbox.sqlite"), "topic_root": ROOT},
         },
+        "edge": {"mqtt_commands": ["pause", "resume", "reload-config", "snapshot"]},  # reload-config: opt-in
     }
 
 
