@@ -50,3 +50,13 @@ def edge_settings(config: StationFile, args: argparse.Namespace) -> EdgeConfig:
         return EdgeConfig.model_validate({**config.edge.model_dump(), **flags})
     except ValidationError as error:
         raise ConfigError(format_validation_error("command line (edge settings)", error)) from None
+
+
+def require_a_sink(where: str, *, jsonl: object, mqtt: object, no_sink: bool) -> None:
+    """A station with nowhere to send its verdicts drops every one of them: refuse, unless asked for."""
+    if jsonl is None and mqtt is None and not no_sink:
+        raise ConfigError(
+            f"{where}: no sink configured: every verdict would be dropped",
+            "set sinks.jsonl or sinks.mqtt in the config, pass --publish mqtt://HOST, "
+            "or --no-sink to run without one on purpose (a demo, a soak test)",
+        )

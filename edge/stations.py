@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 from edge.capture import source_opener
 from edge.collectors import StationsCollector
 from edge.inference import InferenceWorker
-from edge.options import edge_settings, service_options
+from edge.options import edge_settings, require_a_sink, service_options
 from edge.sdnotify import SystemdNotifier
 from edge.servers import serve_health, start_live_page
 from edge.supervisor import EdgeService
@@ -128,6 +128,9 @@ def serve_stations(args: argparse.Namespace, stop: threading.Event, received: li
                           device=getattr(args, "device", None), loop=args.loop, pace=args.pace)  # fmt: skip
     configs = {name: overrides.apply(config) for name, config in configs.items()}
     settings = edge_settings(next(iter(configs.values())).model_copy(update={"edge": edge}), args)
+    for name, config in configs.items():
+        require_a_sink(f"{args.config}: stations.{name}", jsonl=config.sinks.jsonl, mqtt=config.sinks.mqtt,
+                       no_sink=getattr(args, "no_sink", False))  # fmt: skip
     notifier = SystemdNotifier()
     with ExitStack() as stack:
         stack.callback(notifier.close)

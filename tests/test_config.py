@@ -214,7 +214,7 @@ def test_onnx_override_switches_torch_to_onnxruntime() -> None:
 
     config = model_config_with(parse_config(_demo()), onnx_dir="graphs")
     model = config.model
-    assert (model.backend, model.onnx_dir, model.path) == ("onnxruntime", Path("graphs"), "../models/tiny")  # the file as written
+    assert (model.backend, model.onnx_dir, model.path) == ("onnxruntime", Path("graphs"), "../models/tiny")
 
 
 def test_backend_override_drops_the_other_backends_options() -> None:

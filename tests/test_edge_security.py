@@ -141,8 +141,18 @@ def test_over_mqtt_an_attacker_learns_nothing_and_refused_commands_do_nothing(
         service.start()
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         ready = threading.Event()
-        client.on_connect = lambda c, *_: (c.subscribe("attacker/answers", qos=1), ready.set())
-        client.on_message = lambda _c, _u, m: answers.__setitem__(m.properties.CorrelationData, json.loads(m.payload))
+        station = f"{ROOT}/s/a/l1/st"
+        other_reject = f"{ROOT}/s/a/l1/other/reject"  # where a PLC of another station listens
+        on_other: list[bytes] = []
+
+        def on_message(_c: object, _u: object, m: mqtt.MQTTMessage) -> None:
+            if m.topic == other_reject:
+                on_other.append(m.payload)
+            else:
+                answers[m.properties.CorrelationData] = json.loads(m.payload)
+
+        client.on_connect = lambda c, *_: (c.subscribe([(f"{station}/response/#", 1), (other_reject, 1)]), ready.set())
+        client.on_message = on_message
         client.connect("127.0.0.1", broker.port)
         client.loop_start()
         try:
@@ -153,11 +163,16 @@ def test_over_mqtt_an_attacker_learns_nothing_and_refused_commands_do_nothing(
                 b"symlink": {"command": "reload-config", "path": "link.yaml"},
                 b"leaky": {"command": "reload-config", "path": "leaky.yaml"},
                 b"snapshot": {"command": "snapshot"},
+                b"elsewhere": {"command": "pause"},  # answered on another station's reject topic
+                b"wildcard": {"command": "pause"},
             }
             for key, body in requests.items():
                 props = Properties(PacketTypes.PUBLISH)
-                props.ResponseTopic, props.CorrelationData = "attacker/answers", key
-                client.publish(f"{ROOT}/s/a/l1/st/cmd", json.dumps(body), qos=1, properties=props)
+                props.ResponseTopic = {b"elsewhere": other_reject, b"wildcard": f"{station}/response/+"}.get(
+                    key, f"{station}/response/attacker"
+                )
+                props.CorrelationData = key
+                client.publish(f"{station}/cmd", json.dumps(body), qos=1, properties=props)
             assert poll(lambda: len(answers) == len(requests), 30), answers
         finally:
             client.loop_stop()
@@ -169,6 +184,9 @@ def test_over_mqtt_an_attacker_learns_nothing_and_refused_commands_do_nothing(
         assert "refused" in answers[key]["error"] and "db.yaml" not in answers[key]["error"]
     assert "db_password: unknown key" in answers[b"leaky"]["error"]
     assert "not accepted over MQTT" in answers[b"snapshot"]["error"]
+    for key in (b"elsewhere", b"wildcard"):  # refused, answered in the station's own namespace, not executed
+        assert "response topic refused" in answers[key]["error"] and f"{station}/response" in answers[key]["error"]
+    assert on_other == [] and not service.lane.paused.is_set()
     assert service.config == config  # nothing changed
 
 
