@@ -27,6 +27,7 @@ from inspector.backends.base import BackendConfig
 from inspector.backends.registry import DEFAULT_BACKEND, PLUGINS
 from inspector.errors import ConfigError
 from inspector.payloads.trigger import RECIPE_ID_PATTERN
+from inspector.plc_config import OpcUaConfig, SparkplugConfig
 
 # Qwen3-VL: 16-px patches merged 2x2, so one visual token covers 32x32 px.
 TILE_MULTIPLE = 32
@@ -323,6 +324,8 @@ class EdgeConfig(_Strict):
         "INSPECTOR_LIVE_TOKEN", description="environment variable holding the live page's token"
     )
     live_token_file: Path | None = Field(None, description="file holding the live page's token (wins over the env)")
+    opcua: OpcUaConfig | None = Field(None, description="the OPC UA server for PLCs and SCADA (docs/opcua.md)")
+    sparkplug: SparkplugConfig | None = Field(None, description="the Sparkplug B edge node (docs/sparkplug.md)")
 
 
 # The recipe the top-level ``inspection`` (and ``model``) sections form when no recipe of that id is listed.
