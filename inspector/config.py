@@ -81,8 +81,10 @@ class SourceConfig(_Strict):
     loop: bool = Field(False, description="files: start again at the end (soak tests, demos)")
     reconnect: ReconnectConfig = ReconnectConfig()
     # Triggered inspection (edge/triggers.py): one verdict per part instead of one per frame.
-    trigger: Literal["none", "mqtt"] = Field(
-        "none", description="none: judge every frame (free-running); mqtt: judge one part per message on .../trigger"
+    trigger: Literal["none", "mqtt", "opcua"] = Field(
+        "none",
+        description="none: judge every frame (free-running); mqtt: judge one part per message on .../trigger (and "
+        "per OPC UA StartSingleJob); opcua: one part per OPC UA StartSingleJob / EdgeService.trigger_part only",
     )
     trigger_frames: int = Field(1, ge=1, le=16, description="frames judged per trigger; the worst verdict wins")
     trigger_timeout_s: float = Field(
