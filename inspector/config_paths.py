@@ -3,14 +3,14 @@
 A relative path written in a config file means "next to this file", whatever folder the
 service was started from (``resolve_relative``); a path the file does not set keeps its
 default, relative to the working directory (the service's state folder under systemd).
-``confine_paths`` checks the paths of a config that came over the wire (reload-config's
+``paths_outside`` checks the paths of a config that came over the wire (reload-config's
 inline form): each must lie inside a folder the station allows, as the ``path`` form's file must.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,9 @@ STATION_PATH_FIELDS: tuple[tuple[str, ...], ...] = (
     ("model", "path"),
     ("model", "onnx_dir"),
     ("model", "engine_dir"),
+    ("recipes", "*", "model", "path"),
+    ("recipes", "*", "model", "onnx_dir"),
+    ("recipes", "*", "model", "engine_dir"),
     ("sinks", "jsonl", "path"),
     ("sinks", "mqtt", "password_file"),
     ("sinks", "mqtt", "outbox"),
@@ -37,45 +40,60 @@ STATION_PATH_FIELDS: tuple[tuple[str, ...], ...] = (
     ("edge", "reload_paths"),
     ("edge", "evidence", "dir"),
     ("edge", "live_token_file"),
+    ("edge", "opcua", "certificate_file"),
+    ("edge", "opcua", "private_key_file"),
+    ("edge", "opcua", "trusted_clients_dir"),
+    ("edge", "opcua", "users_file"),
+    ("edge", "sparkplug", "bdseq_file"),
 )
 
 
-def _is_file_path(location: tuple[str, ...], value: Any, folder: Path | None = None) -> bool:
-    """False for values of a path field that are not files: camera indexes, stream URLs, hub ids.
-
-    A two-part ``model.path`` is a hub id unless ``folder`` holds it; without ``folder``
-    (confinement) every model path counts as one, so a hub id is never taken for a local file."""
-    if location == ("source", "uri"):
+def _is_file_path(location: tuple[str, ...], value: Any) -> bool:
+    """False for values of a path field that are not files: camera indexes and stream URLs."""
+    if location[-2:] == ("source", "uri"):
         text = str(value).strip()
         return not (isinstance(value, int) or text.isdigit() or "://" in text)
-    if location == ("model", "path"):
-        # A hub id (``Qwen/Qwen3-VL-4B-Instruct``) is not a path; a checkpoint path says so.
-        text = str(value)
-        if folder is None or text.startswith((".", "/", "~")) or len(Path(text).parts) != 2:
-            return True
-        return (folder / text).exists()
-    return value is not None
+    return True
 
 
-def _set_fields(model: BaseModel, location: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], BaseModel, str]]:
-    """(location, owner, field) of ``location`` when the file sets it (a default is not the file's)."""
-    owner: Any = model
-    for name in location[:-1]:
-        if not isinstance(owner, BaseModel) or name not in owner.model_fields_set:
-            return
-        owner = getattr(owner, name)
-    if isinstance(owner, BaseModel) and location[-1] in owner.model_fields_set:
-        yield location, owner, location[-1]
+def _is_hub_id(text: str, folder: Path) -> bool:
+    """``owner/name`` (``Qwen/Qwen3-VL-4B-Instruct``) that is no folder next to the config: a hub id.
+    Confinement never asks: there every model path counts as a file, so a hub id is never allowed."""
+    return not text.startswith((".", "/", "~")) and len(Path(text).parts) == 2 and not (folder / text).exists()
 
 
-def written_paths(model: BaseModel, fields: Sequence[tuple[str, ...]]) -> Iterator[tuple[str, str | Path]]:
+PathVisitor = Callable[[tuple[str, ...], Any], Any]
+
+
+def _walk(
+    owner: Any, location: tuple[str, ...], visit: PathVisitor, *, only_set: bool, at: tuple[str, ...] = ()
+) -> Any:
+    """``owner`` with ``visit(where, value)`` applied to each value at ``location`` (``*``: every key of a
+    mapping); with ``only_set``, only where the file wrote it (a default is not the file's)."""
+    if not location:
+        items = owner if isinstance(owner, list) else [owner]
+        done = [visit(at, item) if item is not None and _is_file_path(at, item) else item for item in items]
+        return done if isinstance(owner, list) else done[0]
+    name, rest = location[0], location[1:]
+    if name == "*":
+        if not isinstance(owner, dict):
+            return owner
+        return {key: _walk(value, rest, visit, only_set=only_set, at=(*at, key)) for key, value in owner.items()}
+    if not isinstance(owner, BaseModel) or name not in type(owner).model_fields:
+        return owner
+    if only_set and name not in owner.model_fields_set:
+        return owner
+    value = getattr(owner, name)
+    new = _walk(value, rest, visit, only_set=only_set, at=(*at, name))
+    return owner if new is value else owner.model_copy(update={name: new})
+
+
+def written_paths(model: BaseModel, fields: Sequence[tuple[str, ...]]) -> list[tuple[str, str | Path]]:
     """(dotted field, value) of every file path the config sets (each item of a list field)."""
+    found: list[tuple[str, str | Path]] = []
     for location in fields:
-        for where, owner, name in _set_fields(model, location):
-            value = getattr(owner, name)
-            for item in value if isinstance(value, list) else [value]:
-                if _is_file_path(where, item):
-                    yield ".".join(where), item
+        _walk(model, location, lambda where, value: found.append((".".join(where), value)) or value, only_set=True)
+    return found
 
 
 def _absolute(value: str | Path, folder: Path) -> str | Path:
@@ -89,27 +107,15 @@ def _absolute(value: str | Path, folder: Path) -> str | Path:
 def resolve_relative(model: BaseModel, folder: Path, fields: Sequence[tuple[str, ...]] = STATION_PATH_FIELDS) -> Any:
     """``model`` with the relative paths it sets made absolute against ``folder`` (the config file's)."""
     folder = folder.expanduser().absolute()
+
+    def absolute(where: tuple[str, ...], value: Any) -> Any:
+        if where[-2:] == ("model", "path") and _is_hub_id(str(value), folder):
+            return value
+        return _absolute(value, folder)
+
     for location in fields:
-        model = _resolve_at(model, location, folder)
+        model = _walk(model, location, absolute, only_set=True)
     return model
-
-
-def _resolve_at(model: BaseModel, location: tuple[str, ...], folder: Path) -> BaseModel:
-    # The full location is kept for the file-path test (source.uri, model.path), the rest walked.
-    def walk(owner: BaseModel, depth: int) -> BaseModel:
-        name = location[depth]
-        if name not in owner.model_fields_set:
-            return owner
-        value = getattr(owner, name)
-        if depth < len(location) - 1:
-            if not isinstance(value, BaseModel):
-                return owner
-            return owner.model_copy(update={name: walk(value, depth + 1)})
-        items = value if isinstance(value, list) else [value]
-        done = [_absolute(v, folder) if v is not None and _is_file_path(location, v, folder) else v for v in items]
-        return owner.model_copy(update={name: done if isinstance(value, list) else done[0]})
-
-    return walk(model, 0)
 
 
 def outside(value: str | Path, allowed_dirs: Sequence[Path]) -> bool:
@@ -139,12 +145,8 @@ def paths_outside(
     kept = {(f, str(v)) for f, v in written_paths(unless_as, fields)} if unless_as is not None else set()
     if unless_as is not None:  # the running config's values, defaults included
         for location in fields:
-            owner: Any = unless_as
-            for name in location:
-                owner = getattr(owner, name, None)
-            for item in owner if isinstance(owner, list) else [owner]:
-                if item is not None:
-                    kept.add((".".join(location), str(item)))
+            _walk(unless_as, location, lambda where, value: kept.add((".".join(where), str(value))) or value,
+                  only_set=False)  # fmt: skip
     return sorted(
         {
             f
