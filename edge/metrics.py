@@ -51,6 +51,13 @@ class _ServiceCollector(Collector):
             ("frame_errors", frames.errors, "Frames whose inspection failed (UNCERTAIN verdict with an error)."),
             ("frames_dropped", frames.dropped, "Frames never inspected (stale live frames, queue overflow)."),
             ("source_reconnects", h.source.reconnects, "Times the live source reconnected."),
+            (
+                "verdicts_failed",
+                frames.failed,
+                "Verdicts some sink refused after its retries.",
+            ),
+            ("verdicts_spilled", frames.spilled, "Failed verdicts kept in edge.spill_file."),
+            ("verdicts_lost", frames.lost, "Verdicts neither delivered nor kept."),
         ):
             yield CounterMetricFamily(f"inspector_{name}", text, value=value)
         published = CounterMetricFamily(
@@ -64,6 +71,15 @@ class _ServiceCollector(Collector):
             state.add_metric([name], 1.0 if h.state == name else 0.0)
         yield state
         yield GaugeMetricFamily("inspector_paused", "1 while paused by command.", value=float(h.paused))
+        yield GaugeMetricFamily(
+            "inspector_failing_streak", "Verdicts failed in a row (inspection or sinks).", value=frames.failing_streak
+        )
+        failures = CounterMetricFamily(
+            "inspector_sink_failures", "Sink calls that raised, retries included.", labels=["sink"]
+        )
+        for sink, count in sorted(h.sink_failures.items()):
+            failures.add_metric([sink], count)
+        yield failures
         yield GaugeMetricFamily(
             "inspector_source_healthy", "1 while the source delivers.", value=float(h.source.healthy)
         )

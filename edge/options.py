@@ -27,6 +27,11 @@ class ServiceOptions:
     reload_dirs: tuple[Path, ...] = ()
     # reload-config only where a config names it (edge.mqtt_commands): it swaps the model and the prompt.
     mqtt_commands: tuple[str, ...] = DEFAULT_MQTT_COMMANDS
+    # Verdicts failed in a row: degraded (and no watchdog ping) from degraded_after, exit 1 at exit_after (0: never).
+    degraded_after: int = 5
+    exit_after: int = 200
+    sink_retries: int = 2
+    spill_file: Path | None = None
 
 
 def service_options(settings: EdgeConfig, config_path: Path | None) -> ServiceOptions:
@@ -40,6 +45,10 @@ def service_options(settings: EdgeConfig, config_path: Path | None) -> ServiceOp
         stall_timeout_s=settings.stall_timeout_s,
         reload_dirs=tuple(folders),
         mqtt_commands=tuple(settings.mqtt_commands),
+        degraded_after=settings.degraded_after,
+        exit_after=settings.exit_after,
+        sink_retries=settings.sink_retries,
+        spill_file=settings.spill_file.absolute(),
     )
 
 

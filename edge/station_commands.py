@@ -160,7 +160,6 @@ class StationCommands:
         self._refresh_status()
         return {"changed": True, "model_reloaded": model_reloaded, "source_changed": source_changed}
 
-
     def _rebuilt_recipes(self, candidate: StationFile, new: Inspector) -> RecipeBook:
         try:
             book = RecipeBook(candidate, new)

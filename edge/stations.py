@@ -89,7 +89,10 @@ class MultiStationService:
                 log.error("worker(s) %s stopped unexpectedly; shutting down for a restart", ", ".join(dead))
                 exit_code = 1
                 break
-            if not any(s._stalled() for s in self.services):  # noqa: SLF001 - one watchdog for all stations
+            if any(s.failed_too_often() for s in self.services):
+                exit_code = 1
+                break
+            if all(s.watchdog_ok() for s in self.services):  # one watchdog for all stations
                 self.notifier.watchdog()
             for service in self.services:
                 service.tick()

@@ -340,6 +340,18 @@ class EdgeConfig(_Strict):
     queue_size: int = Field(4, ge=1, le=1024, description="frames buffered between capture and inference (files)")
     drain_timeout_s: float = Field(10.0, ge=0, description="longest wait for the MQTT outbox to empty at shutdown")
     stall_timeout_s: float = Field(60.0, gt=0, description="one frame in inference longer than this is a hang")
+    # The failure policy (docs/security.md): a station that fails every verdict must not look online.
+    degraded_after: int = Field(
+        5, ge=1, description="verdicts failed in a row (inspection errors, or refused by a sink) that make it degraded"
+    )
+    exit_after: int = Field(
+        200, ge=0, description="verdicts failed in a row after which the service exits 1 for a restart (0: never)"
+    )
+    sink_retries: int = Field(2, ge=0, le=10, description="tries again a sink that raised before the verdict is failed")
+    spill_file: Path = Field(
+        Path("undelivered.jsonl"),
+        description="JSON lines of the verdicts a sink refused, kept for replay" + SET_RELATIVE_TO_CONFIG,
+    )
     # Who may steer the station (edge/commands.py, edge/reload.py, edge/web/).
     mqtt_commands: list[Literal["pause", "resume", "reload-config", "snapshot", "select-recipe"]] = Field(
         list(DEFAULT_MQTT_COMMANDS),

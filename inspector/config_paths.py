@@ -37,6 +37,7 @@ STATION_PATH_FIELDS: tuple[tuple[str, ...], ...] = (
     ("sinks", "mqtt", "tls", "cert_file"),
     ("sinks", "mqtt", "tls", "key_file"),
     ("edge", "snapshot_dir"),
+    ("edge", "spill_file"),
     ("edge", "reload_paths"),
     ("edge", "evidence", "dir"),
     ("edge", "live_token_file"),

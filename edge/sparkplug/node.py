@@ -153,9 +153,7 @@ class SparkplugNode:
             if not self._born.is_set():
                 self.undelivered += 1
                 return
-            self._publish(
-                "DDATA", [*spm.verdict_metrics(verdict), *spm.count_metrics(entry.counts)], device
-            )
+            self._publish("DDATA", [*spm.verdict_metrics(verdict), *spm.count_metrics(entry.counts)], device)
 
     # -- the connection thread -----------------------------------------------------------------
 
@@ -271,7 +269,7 @@ class SparkplugNode:
         try:
             online = bool(json.loads(payload.decode("utf-8")).get("online"))
         except (ValueError, UnicodeDecodeError, AttributeError):
-            log.warning("sparkplug: the host STATE message is not JSON {\"online\": ...}; ignored")
+            log.warning('sparkplug: the host STATE message is not JSON {"online": ...}; ignored')
             return
         if online:
             self.rebirth()
