@@ -23,6 +23,7 @@ from edge.capture import CaptureWorker, source_opener
 from edge.collectors import StationCollector
 from edge.control import CommandProcessor
 from edge.evidence import EvidenceStore
+from edge.evidence_worker import EvidenceWriter
 from edge.health import LatencyWindow, RateMeter
 from edge.inference import InferenceWorker, Lane, Outgoing
 from edge.line_control import StationLineControl
@@ -85,10 +86,11 @@ class EdgeService(StationStatus, StationCommands, StationLineControl):
         self.link: StationLink | None = None
         if mqtt_config is not None and (mqtt_triggers or (evidence is not None and evidence.mqtt_snapshot)):
             self.link = StationLink(mqtt_config, config.station, on_trigger=self._on_trigger if mqtt_triggers else None)
-        self.evidence: EvidenceStore | None = None
+        self.evidence: EvidenceWriter | None = None
         if evidence is not None and evidence.enabled:
             snapshot = self.link.publish_snapshot if self.link is not None else None
-            self.evidence = EvidenceStore(evidence, publish_snapshot=snapshot)
+            store = EvidenceStore(evidence, publish_snapshot=snapshot)
+            self.evidence = EvidenceWriter(store, queue_size=evidence.queue_size)  # off the inference thread
         self.latency = LatencyWindow()
         self.frames: BoundedQueue[Frame] = BoundedQueue(options.queue_size)
         self.verdicts: BoundedQueue[Outgoing] = BoundedQueue(max(options.queue_size, 16))
@@ -144,12 +146,13 @@ class EdgeService(StationStatus, StationCommands, StationLineControl):
     @property
     def workers(self) -> list[threading.Thread]:
         """The threads this station depends on (the shared inference worker included)."""
-        return [w for w in (self.capture, self.inference, self.publisher, self.commands) if w is not None]
+        workers = (self.capture, self.inference, self.publisher, self.commands, self.evidence)
+        return [w for w in workers if w is not None]
 
     def start(self) -> None:
         if self.inference is None:
             raise RuntimeError("a station with shared inference needs attach_inference() before start()")
-        for worker in (self.capture, self.publisher, self.commands):
+        for worker in (self.capture, self.publisher, self.commands, self.evidence):
             if worker is not None:
                 worker.start()
         if self._owns_inference:
@@ -244,6 +247,8 @@ class EdgeService(StationStatus, StationCommands, StationLineControl):
         if self.commands is not None:
             self.commands.stop()
             self.commands.join(5.0)
+        if self.evidence is not None:
+            self.evidence.close(self.options.drain_timeout_s)  # the queued pictures (the last NG goes on the link)
         if self.link is not None:
             self.link.close()
         self._heartbeat()

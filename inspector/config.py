@@ -315,6 +315,9 @@ class EvidenceConfig(_Strict):
     max_age_s: float = Field(7 * 86400.0, gt=0, description="remove pictures older than this")
     heatmap: bool = Field(False, description="also draw the per-class probability heatmap beside the frame")
     jpeg_quality: int = Field(85, ge=10, le=100)
+    queue_size: int = Field(
+        8, ge=1, le=1024, description="pictures waiting for the writer; one more is dropped (inference never waits)"
+    )
     mqtt_snapshot: bool = Field(False, description="publish the last NG picture, retained, on .../snapshot")
 
 
