@@ -214,6 +214,10 @@ class InspectionConfig(_Strict):
 
 class JsonlSinkConfig(_Strict):
     path: Path = Field(description="the verdicts file, one JSON object a line" + RELATIVE_TO_CONFIG)
+    max_bytes: int = Field(
+        0, ge=0, description="rotate the file when it would grow past this size (0: never); replay's resume reads all"
+    )
+    keep: int = Field(5, ge=1, le=1000, description="rotated files kept (verdicts.jsonl.1 newest ... .N oldest)")
 
 
 class MqttTLSConfig(_Strict):

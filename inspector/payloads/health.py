@@ -30,9 +30,7 @@ class FrameCounts(_Message):
     published: int = Field(description="verdicts every sink took")
     failed: int = Field(0, description="verdicts some sink refused after its retries (kept in the spill file)")
     spilled: int = Field(0, description="failed verdicts kept in edge.spill_file")
-    lost: int = Field(
-        0, description="verdicts neither delivered nor kept (spill file failed, publisher gone)"
-    )
+    lost: int = Field(0, description="verdicts neither delivered nor kept (spill file failed, publisher gone)")
     failing_streak: int = Field(
         0, description="verdicts in a row that failed: inspection errors or refused by a sink (edge.degraded_after)"
     )
