@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from inspector.backends.base import BackendConfig
+from inspector.camera_config import CameraConfig
 from inspector.backends.registry import DEFAULT_BACKEND, PLUGINS
 from inspector.errors import ConfigError
 
@@ -72,12 +73,19 @@ class ReconnectConfig(_Strict):
 
 
 class SourceConfig(_Strict):
-    """What to inspect: a video file, an image folder or glob, a camera index, or an RTSP/HTTP URL."""
+    """What to inspect: a video file, an image folder or glob, a camera index, an RTSP/HTTP URL, a GenICam camera."""
 
-    uri: str | int | None = Field(None, description="file, folder, glob, camera index, rtsp:// or http(s):// URL")
+    uri: str | int | None = Field(
+        None,
+        description="file, folder, glob, camera index, rtsp:// or http(s):// URL, pylon://SERIAL (Basler, pypylon) "
+        "or genicam://PRODUCER.cti?serial=… (any GenTL producer, harvesters)",
+    )
     pace: bool = Field(False, description="files: yield frames at their recorded fps instead of as fast as possible")
     loop: bool = Field(False, description="files: start again at the end (soak tests, demos)")
     reconnect: ReconnectConfig = ReconnectConfig()
+    camera: CameraConfig = Field(
+        CameraConfig(), description="GenICam cameras: settings and trigger mode (docs/cameras.md)"
+    )
     # Triggered inspection (edge/triggers.py): one verdict per part instead of one per frame.
     trigger: Literal["none", "mqtt"] = Field(
         "none", description="none: judge every frame (free-running); mqtt: judge one part per message on .../trigger"
@@ -91,6 +99,13 @@ class SourceConfig(_Strict):
     )
     trigger_backlog: int = Field(
         8, ge=1, le=1024, description="triggers waiting at most; one more gets an UNCERTAIN verdict at once"
+    )
+    trigger_delay_s: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description="time from a part's trigger to the part being in view: only frames taken at least this long "
+        "after the trigger (by the stream's or camera's own timestamps where it has them) are that part",
     )
 
 
