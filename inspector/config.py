@@ -24,8 +24,8 @@ from pydantic import (
 )
 
 from inspector.backends.base import BackendConfig
-from inspector.camera_config import CameraConfig
 from inspector.backends.registry import DEFAULT_BACKEND, PLUGINS
+from inspector.camera_config import CameraConfig
 from inspector.errors import ConfigError
 
 # Qwen3-VL: 16-px patches merged 2x2, so one visual token covers 32x32 px.

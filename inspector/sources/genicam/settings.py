@@ -51,9 +51,11 @@ def plan_writes(features: FeatureMap, config: CameraConfig, camera: str) -> list
             _number(features, ("Width",), roi.width, camera, "roi.width"),
             _number(features, ("Height",), roi.height, camera, "roi.height"),
         ]
+        x_limit = _offset_limit(features, "Width", roi.width)
+        y_limit = _offset_limit(features, "Height", roi.height)
         writes += [
-            _number(features, ("OffsetX",), roi.x, camera, "roi.x", limit=_offset_limit(features, "Width", roi.width)),
-            _number(features, ("OffsetY",), roi.y, camera, "roi.y", limit=_offset_limit(features, "Height", roi.height)),
+            _number(features, ("OffsetX",), roi.x, camera, "roi.x", limit=x_limit),
+            _number(features, ("OffsetY",), roi.y, camera, "roi.y", limit=y_limit),
         ]
     if config.exposure_us is not None:
         writes.append(_number(features, EXPOSURE, config.exposure_us, camera, "exposure_us"))
