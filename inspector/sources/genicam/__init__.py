@@ -33,7 +33,9 @@ def parse_camera_uri(uri: str) -> tuple[str, str, dict[str, str]]:
     if scheme == "genicam":
         producer = unquote(parts.netloc + parts.path)
         if not producer:
-            raise SourceError(f"source {uri!r} names no GenTL producer", "write genicam:///path/to/producer.cti?serial=…")
+            raise SourceError(
+                f"source {uri!r} names no GenTL producer", "write genicam:///path/to/producer.cti?serial=…"
+            )
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         unknown = sorted(set(query) - set(_SELECTORS))
         if unknown or len(query) > 1:

@@ -51,12 +51,13 @@ def plan_writes(features: FeatureMap, config: CameraConfig, camera: str) -> list
             _number(features, ("Width",), roi.width, camera, "roi.width"),
             _number(features, ("Height",), roi.height, camera, "roi.height"),
         ]
-        x_limit = _offset_limit(features, "Width", roi.width)
-        y_limit = _offset_limit(features, "Height", roi.height)
-        writes += [
-            _number(features, ("OffsetX",), roi.x, camera, "roi.x", limit=x_limit),
-            _number(features, ("OffsetY",), roi.y, camera, "roi.y", limit=y_limit),
-        ]
+        for name, size_feature, size, offset in (
+            ("OffsetX", "Width", roi.width, roi.x),
+            ("OffsetY", "Height", roi.height, roi.y),
+        ):
+            if offset or features.info(name) is not None:  # a camera without offsets can still take offset 0
+                limit = _offset_limit(features, size_feature, size)
+                writes.append(_number(features, (name,), offset, camera, f"roi.{name[-1].lower()}", limit=limit))
     if config.exposure_us is not None:
         writes.append(_number(features, EXPOSURE, config.exposure_us, camera, "exposure_us"))
     if config.gain_db is not None:
