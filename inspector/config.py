@@ -401,7 +401,7 @@ def parse_config(data: object, source: str = "<config>") -> StationFile:
     try:
         return StationFile.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(source, error), "see README.md#configuration") from None
+        raise ConfigError(format_validation_error(source, error), "see docs/configuration.md") from None
 
 
 def load_config(path: str | Path) -> StationFile:

@@ -11,8 +11,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edge.metrics import EdgeMetrics
+from edge.options import ServiceOptions
 from edge.sdnotify import SystemdNotifier
-from edge.supervisor import EdgeService, ServiceOptions
+from edge.supervisor import EdgeService
 from inspector.config import EvidenceConfig, MqttConfig, StationFile, parse_config
 from inspector.mqtt import MqttSink
 
@@ -54,7 +55,7 @@ def build_service(
 
 
 def _no_overrides() -> Any:
-    from edge.supervisor import Overrides
+    from edge.reload import Overrides
 
     return Overrides()
 
