@@ -16,6 +16,12 @@ Every accepted part id gets exactly one verdict, never silence:
   part has passed the camera, and judging the current frame would judge another part;
 - stale (``at`` older than ``trigger_timeout_s`` when it arrives): UNCERTAIN at once.
 
+Which frame is a part's depends on the source (edge/matching.py): a frame taken at least
+``trigger_delay_s`` after the trigger (by the stream's or camera's own timestamps), exactly the
+image a software-triggered camera took for that part id, or, for a camera fired by its input
+line, the frames and the triggers paired in order. ``on_accepted`` hears of every accepted part
+(a software-triggered camera is fired there).
+
 A part id triggered again within ``trigger_duplicate_window_s`` is a duplicate (an MQTT
 QoS 1 re-delivery, a controller retry): it is ignored, logged and counted, so a part never
 gets two verdicts. A payload that is not a valid trigger has no part id to answer for: it
@@ -30,7 +36,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from inspector.config import SourceConfig
@@ -50,6 +56,7 @@ class TriggerSettings:
     timeout_s: float = 2.0
     duplicate_window_s: float = 60.0
     backlog: int = 8
+    delay_s: float = 0.0
 
     @classmethod
     def from_source(cls, source: SourceConfig) -> TriggerSettings:
@@ -58,6 +65,7 @@ class TriggerSettings:
             timeout_s=source.trigger_timeout_s,
             duplicate_window_s=source.trigger_duplicate_window_s,
             backlog=source.trigger_backlog,
+            delay_s=source.trigger_delay_s,
         )
 
 
@@ -67,11 +75,16 @@ class PendingTrigger:
 
     part_id: str
     sequence: int | None
-    received_at: datetime  # UTC; only frames captured after this instant are this part
+    received_at: datetime  # UTC, when the trigger arrived
     deadline: float  # monotonic
     frames: int
     verdicts: list[tuple[FrameVerdict, Frame | None]] = field(default_factory=list)
     resolved: bool = False
+    not_before: datetime | None = None  # frames taken from this instant on are this part (default received_at)
+
+    @property
+    def earliest_frame(self) -> datetime:
+        return self.not_before or self.received_at
 
 
 def worst(verdicts: list[FrameVerdict]) -> FrameVerdict:
@@ -109,9 +122,10 @@ class TriggerBook:
         self._seen: OrderedDict[str, float] = OrderedDict()  # part id -> monotonic time first seen
         self._highest_sequence: int | None = None
         self.doorbell: threading.Event | None = None  # set when a part starts waiting (wakes inference)
+        self.on_accepted: Callable[[PendingTrigger], None] | None = None  # e.g. fire a software-triggered camera
         self.counts: dict[str, int] = {
             "accepted": 0, "served": 0, "timed_out": 0, "backlog_full": 0, "out_of_order": 0,
-            "stale": 0, "duplicate": 0, "malformed": 0, "late_results_discarded": 0,
+            "stale": 0, "duplicate": 0, "malformed": 0, "late_results_discarded": 0, "lost_frames": 0,
         }  # fmt: skip
 
     # -- the line controller's side ------------------------------------------------------------
@@ -145,6 +159,7 @@ class TriggerBook:
                 received_at=arrived,
                 deadline=now + self.settings.timeout_s,
                 frames=message.frames or self.settings.frames,
+                not_before=arrived + timedelta(seconds=self.settings.delay_s),
             )
             highest = self._highest_sequence
             if message.sequence is not None and highest is not None and message.sequence <= highest:
@@ -169,10 +184,17 @@ class TriggerBook:
                 self.counts["accepted"] += 1
                 if self.doorbell is not None:
                     self.doorbell.set()
-                return "accepted"
-            pending.resolved = True
-        self._answer_unserved(pending, refusal)
-        return "unserved"
+            if refusal is not None:
+                pending.resolved = True
+        if refusal is not None:
+            self._answer_unserved(pending, refusal)
+            return "unserved"
+        if self.on_accepted is not None:
+            try:
+                self.on_accepted(pending)
+            except Exception:  # noqa: BLE001 - the part still gets its verdict (by time-out, with the reason)
+                log.exception("part %s: acting on the accepted trigger failed", pending.part_id)
+        return "accepted"
 
     # -- the inference side --------------------------------------------------------------------
 
@@ -181,6 +203,22 @@ class TriggerBook:
         self.expire()
         with self._lock:
             return self._pending[0] if self._pending else None
+
+    def waiting_for(self, part_id: str) -> PendingTrigger | None:
+        """The waiting trigger of ``part_id`` (a software-triggered image names its part), or None."""
+        with self._lock:
+            return next((t for t in self._pending if t.part_id == part_id), None)
+
+    def give_up(self, trigger: PendingTrigger, reason: str) -> bool:
+        """Answer a waiting part with UNCERTAIN now (its frame is known to be lost); False if already answered."""
+        with self._lock:
+            if trigger.resolved:
+                return False
+            trigger.resolved = True
+            self._remove(trigger)
+            self.counts["lost_frames"] += 1
+        self._answer_unserved(trigger, reason)
+        return True
 
     def waiting(self) -> int:
         with self._lock:

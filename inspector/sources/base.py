@@ -208,6 +208,9 @@ class FrameSource:
     fps: float | None = None
     is_live: bool = False
     frame_count: int | None = None
+    # A triggered camera's frames are each a part's: never dropped to keep only the freshest.
+    keeps_every_frame: bool = False
+    problem: str | None = None  # why a live source is not delivering right now, in words
 
     def __init__(self, source_id: str) -> None:
         self.source_id = source_id

@@ -13,7 +13,9 @@ how frames are handed on.
 - ``hardware``: the camera's input line fires it; every frame is kept in order (up to
   ``BACKLOG``) with its block id, its camera timestamp and ``trigger_sequence``, the count of
   line triggers since the source opened, gaps in block ids included (a frame the transport lost
-  still used up a trigger), so part triggers can be matched to frames in order.
+  still used up a trigger), so part triggers can be matched to frames in order. A lost *first*
+  frame is seen only where the driver knows where block ids start (``first_block_id``: pylon
+  USB3 and the emulator 0, GigE 1; harvesters: unknown, the first frame seen counts as 0).
 
 Failures: a grab time-out (free_run: ``max_timeouts`` in a row reopens the camera), an
 incomplete buffer (counted, skipped), the camera unplugged or the SDK failing (``healthy`` goes
@@ -70,6 +72,7 @@ class CameraDriver(Protocol):
     """What a camera SDK must offer; every call comes from the one grab thread."""
 
     name: str  # e.g. "pylon 0815-0000", for logs and errors
+    first_block_id: int | None  # the block id of a session's first frame, None when the transport does not say
 
     def open(self, config: CameraConfig) -> None:
         """Open the device and write the settings; raises CameraUnavailable / CameraSettingError."""
@@ -110,6 +113,7 @@ class CameraSource(FrameSource):
         super().__init__(source_id)
         self.driver = driver
         self.config = config
+        self.keeps_every_frame = config.trigger != "free_run"
         self.reconnect = reconnect or ReconnectConfig()
         self.poll_s = poll_s
         self._clock = clock
@@ -121,6 +125,7 @@ class CameraSource(FrameSource):
         self._seq = 0
         self._sequence_base = 0  # trigger_sequence of the first frame of the current session
         self._first_block: int | None = None
+        self._last_block: int | None = None
         self._last_sequence = -1
         self.problem: str | None = None
         self.grab_timeouts = 0
@@ -197,7 +202,9 @@ class CameraSource(FrameSource):
         self.driver.start(latest_only=self.config.trigger == "free_run")
         self._connected = True
         self.problem = None
-        self._first_block = None
+        # Where this session's block ids start, when the transport says (a lost first frame is then seen).
+        self._first_block = getattr(self.driver, "first_block_id", None)
+        self._last_block = None
         self._sequence_base = self._last_sequence + 1
         self._stream_clock.reset()
         while not self._fire_requests.empty():  # parts fired while the camera was away have moved on
@@ -314,6 +321,10 @@ class CameraSource(FrameSource):
         else:
             if self._first_block is None:
                 self._first_block = block_id
+            if self._last_block is not None and block_id <= self._last_block:
+                # Block ids wrapped (GigE Vision 1.x counts 16 bits): carry on from the last sequence.
+                self._sequence_base, self._first_block = self._last_sequence + 1, block_id
+            self._last_block = block_id
             sequence = self._sequence_base + block_id - self._first_block
         self._last_sequence = max(self._last_sequence, sequence)
         return sequence

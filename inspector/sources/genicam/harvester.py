@@ -64,6 +64,7 @@ class HarvesterDriver:
         self.harvester: Any = None
         self.acquirer: Any = None
         self.incomplete = 0
+        self.first_block_id: int | None = None  # producers differ: the first frame seen counts as the first
 
     def open(self, config: CameraConfig) -> None:
         harvester = self._harvester_type()

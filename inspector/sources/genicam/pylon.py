@@ -42,6 +42,7 @@ class PylonDriver:
         self.camera: Any = None
         self.features: PylonFeatures | None = None
         self._tick_hz = 1e9  # USB3 Vision and GigE ace 2 count ns; GigE ace 1 says otherwise (read at open)
+        self.first_block_id: int | None = 0
 
     def _device_info(self) -> Any:
         factory = self.pylon.TlFactory.GetInstance()
@@ -61,6 +62,8 @@ class PylonDriver:
         pylon = self.pylon
         info = self._device_info()
         self.name = f"pylon {info.GetSerialNumber()} ({info.GetModelName()})"
+        # Block ids count from 0 after StartGrabbing on USB3 (and the emulator), from 1 on GigE Vision.
+        self.first_block_id = 1 if "GigE" in info.GetDeviceClass() else 0
         try:
             camera = pylon.InstantCamera(pylon.TlFactory.GetInstance().CreateDevice(info))
             if config.trigger == "software":
