@@ -23,6 +23,7 @@ import numpy as np
 
 from edge.matching import FrameMatcher
 from edge.queues import POLL_S, BoundedQueue
+from edge.recipes import RecipeBook
 from edge.triggers import PendingTrigger, TriggerBook
 from inspector.classify import StageTimes
 from inspector.frames import Frame
@@ -74,6 +75,9 @@ class Lane:
     triggers: TriggerBook | None = None
     finish: Callable[[Frame, FrameVerdict], FrameVerdict] = _same
     paused: threading.Event = field(default_factory=threading.Event)
+    # Product recipes (edge/recipes.py): a part is judged with its trigger's recipe, a free-running frame
+    # with ``inspector``, the selected recipe's (select_recipe swaps it; a frame already picked up keeps its own).
+    recipes: RecipeBook | None = None
     last: Inspected | None = None
     inspected: int = 0
     errors: int = 0
@@ -98,12 +102,19 @@ class Lane:
             return None if frame is None else (frame, None)
         return self.matcher.next(self.frames, self.triggers)
 
+    def inspector_for(self, trigger: PendingTrigger | None) -> Inspector:
+        """The pipeline this frame is judged with: its part's recipe, else the selected one."""
+        if trigger is not None and trigger.recipe is not None and self.recipes is not None:
+            return self.recipes.inspector(trigger.recipe)
+        return self.inspector
+
 
 @dataclass
 class _Work:
     lane: Lane
     frame: Frame
     trigger: PendingTrigger | None
+    inspector: Inspector  # fixed when the frame is picked up: a recipe switch never lands mid-frame
     prepared: PreparedFrame | None = None
 
 
@@ -187,7 +198,8 @@ class InferenceWorker(threading.Thread):
                 continue
             item = lane.next_frame()
             if item is not None:
-                work.append(_Work(lane, *item))
+                frame, trigger = item
+                work.append(_Work(lane, frame, trigger, lane.inspector_for(trigger)))
         return work
 
     def _round(self, work: list[_Work]) -> None:
@@ -196,11 +208,11 @@ class InferenceWorker(threading.Thread):
             groups: dict[tuple[Any, ...], list[_Work]] = {}
             for item in work:
                 try:
-                    item.prepared = item.lane.inspector.prepare(item.frame)
+                    item.prepared = item.inspector.prepare(item.frame)
                 except Exception as error:  # noqa: BLE001 - one bad frame must not stop the line
                     self._failed(item, error)
                     continue
-                groups.setdefault(_batch_key(item.lane.inspector, item.prepared), []).append(item)
+                groups.setdefault(_batch_key(item.inspector, item.prepared), []).append(item)
             for items in groups.values():
                 self._classify(items)
             self.rounds += 1
@@ -208,7 +220,7 @@ class InferenceWorker(threading.Thread):
             self.busy_since = None
 
     def _classify(self, items: list[_Work]) -> None:
-        classifier = items[0].lane.inspector.classifier
+        classifier = items[0].inspector.classifier
         prepared = [item.prepared for item in items if item.prepared is not None]
         pixel_values = (
             prepared[0].pixel_values if len(prepared) == 1 else np.concatenate([p.pixel_values for p in prepared])
@@ -224,7 +236,7 @@ class InferenceWorker(threading.Thread):
         for item, ready in zip(items, prepared):
             count = len(ready.tiles)
             try:
-                verdict = item.lane.inspector.conclude(ready, results[start : start + count], times)
+                verdict = item.inspector.conclude(ready, results[start : start + count], times)
             except Exception as error:  # noqa: BLE001
                 self._failed(item, error)
             else:
@@ -234,7 +246,7 @@ class InferenceWorker(threading.Thread):
     def _failed(self, item: _Work, error: BaseException) -> None:
         item.lane.errors += 1
         # The station runtime's error policy, as in replay: UNCERTAIN carrying the error, logged.
-        verdict, _failure = failed_frame(item.lane.inspector, item.frame, error, where=f"{item.lane.name}: ")
+        verdict, _failure = failed_frame(item.inspector, item.frame, error, where=f"{item.lane.name}: ")
         self._deliver(item, verdict)
 
     def _deliver(self, item: _Work, verdict: FrameVerdict) -> None:

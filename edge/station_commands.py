@@ -18,6 +18,7 @@ import numpy as np
 from edge.capture import source_opener
 from edge.commands import CommandRejected, ReloadConfigCommand
 from edge.options import ServiceOptions
+from edge.recipes import RecipeBook
 from edge.reload import (
     Overrides,
     build_candidate,
@@ -28,7 +29,9 @@ from edge.reload import (
 )
 from edge.snapshot import save_snapshot
 from inspector.config import StationFile
+from inspector.errors import InspectorError
 from inspector.frames import Frame
+from inspector.pipeline import Inspector
 
 if TYPE_CHECKING:
     from edge.capture import CaptureWorker
@@ -52,6 +55,7 @@ class StationCommands:
     _discarded: int
     _owns_inference: bool
     _reload_lock: threading.Lock
+    recipes: RecipeBook
 
     def _refresh_status(self, *, force: bool = False) -> None:
         raise NotImplementedError
@@ -111,6 +115,8 @@ class StationCommands:
                 "reload-config",
             )
         new = build_candidate(running, candidate)
+        book = self._rebuilt_recipes(candidate, new)
+        new = book.inspector()  # the recipe selected before the reload, when the new config still has it
 
         def trial_and_swap() -> None:
             # On the inference thread, between frames: the model is never used by two threads.
@@ -128,6 +134,7 @@ class StationCommands:
                     "reload-config",
                 ) from None
             self.lane.inspector = new
+            self.lane.recipes = self.recipes = book
 
         try:
             if self.inference is None:
@@ -150,6 +157,16 @@ class StationCommands:
         )
         self._refresh_status()
         return {"changed": True, "model_reloaded": model_reloaded, "source_changed": source_changed}
+
+
+    def _rebuilt_recipes(self, candidate: StationFile, new: Inspector) -> RecipeBook:
+        try:
+            book = RecipeBook(candidate, new)
+        except InspectorError as error:
+            raise CommandRejected(f"reload-config: {error.problem}", "reload-config") from None
+        if self.recipes.selected in book.ids:
+            book.select(self.recipes.selected)
+        return book
 
 
 def _blank_frame(size: tuple[int, int]) -> Frame:

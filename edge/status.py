@@ -150,6 +150,7 @@ class StationStatus:
             "reason": reason,
             "paused": self.lane.paused.is_set(),
             "trigger": self.config.source.trigger,
+            "recipe": inspector.recipe,  # the selected one (edge/recipes.py); each verdict names its own
             # The birth message is fixed at connect; these say what runs now (after reloads).
             "running_model": inspector.model_ref.model_dump(mode="json"),
             "tiling": inspector.config.tiling.model_dump(mode="json"),

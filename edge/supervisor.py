@@ -25,11 +25,13 @@ from edge.control import CommandProcessor
 from edge.evidence import EvidenceStore
 from edge.health import LatencyWindow, RateMeter
 from edge.inference import InferenceWorker, Lane, Outgoing
+from edge.line_control import StationLineControl
 from edge.matching import FrameMatcher
 from edge.metrics import EdgeMetrics
 from edge.options import ServiceOptions
 from edge.publish import PublishWorker
 from edge.queues import BoundedQueue
+from edge.recipes import RecipeBook
 from edge.reload import Overrides
 from edge.sdnotify import SystemdNotifier
 from edge.station_commands import StationCommands
@@ -49,7 +51,7 @@ from inspector.sources import FrameSource
 log = logging.getLogger(__name__)
 
 
-class EdgeService(StationStatus, StationCommands):
+class EdgeService(StationStatus, StationCommands, StationLineControl):
     """One station's long-running inspection. Build it, ``run()`` it, get an exit code."""
 
     def __init__(
@@ -78,11 +80,14 @@ class EdgeService(StationStatus, StationCommands):
         self.metrics = metrics
         self.notifier = notifier
         self.stop_event = stop_event or threading.Event()
-        triggered = config.source.trigger == "mqtt"
+        triggered = config.source.trigger != "none"  # parts from trigger_part (OPC UA, API) and/or MQTT
+        mqtt_triggers = config.source.trigger == "mqtt"
         # The second connection (edge/station_link.py): triggers in, the last NG picture out.
         self.link: StationLink | None = None
-        if mqtt_config is not None and (triggered or (evidence is not None and evidence.mqtt_snapshot)):
-            self.link = StationLink(mqtt_config, config.station, on_trigger=self._on_trigger if triggered else None)
+        if mqtt_config is not None and (mqtt_triggers or (evidence is not None and evidence.mqtt_snapshot)):
+            self.link = StationLink(
+                mqtt_config, config.station, on_trigger=self._on_trigger if mqtt_triggers else None
+            )
         self.evidence: EvidenceStore | None = None
         if evidence is not None and evidence.enabled:
             snapshot = self.link.publish_snapshot if self.link is not None else None
@@ -95,14 +100,17 @@ class EdgeService(StationStatus, StationCommands):
         )
         self.live = LiveState(self.name, model_warning=random_weights_warning(inspector.backend.info))
         self.publisher = PublishWorker(self.verdicts, sinks, observe=self.live.observe)
+        # Every recipe of the config, built now (a recipe that cannot load fails the start, not a part).
+        self.recipes = RecipeBook(config, inspector)
         self.lane = Lane(
             self.name, inspector, self.frames, self.verdicts, self.publisher.is_alive,
-            observe_latency=self._observe_latency, finish=self._finish,
+            observe_latency=self._observe_latency, finish=self._finish, recipes=self.recipes,
         )  # fmt: skip
         if triggered:
             self.lane.triggers = TriggerBook(
                 TriggerSettings.from_source(config.source),
                 unserved=self._unserved, emit=self.lane.emit, problem=self._trigger_problem,
+                recipe_for=self._recipe_for,
             )  # fmt: skip
             self.lane.triggers.on_accepted = self._fire_camera
             self.lane.matcher = FrameMatcher(hold_s=config.source.trigger_timeout_s)
@@ -274,6 +282,7 @@ class EdgeService(StationStatus, StationCommands):
             verdict="UNCERTAIN",
             confidence=0.0,
             model=inspector.model_ref,
+            recipe=trigger.recipe or inspector.recipe,
             error=reason,
         )
 

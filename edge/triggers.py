@@ -14,7 +14,11 @@ Every accepted part id gets exactly one verdict, never silence:
 - ``trigger_backlog`` triggers already waiting: UNCERTAIN at once ("backlog full");
 - out of order (a ``sequence`` not above the highest one accepted): UNCERTAIN at once — that
   part has passed the camera, and judging the current frame would judge another part;
-- stale (``at`` older than ``trigger_timeout_s`` when it arrives): UNCERTAIN at once.
+- stale (``at`` older than ``trigger_timeout_s`` when it arrives): UNCERTAIN at once;
+- naming a recipe the station does not have: UNCERTAIN at once, naming the ones it has.
+
+A part keeps the recipe selected when it was accepted (or the one its trigger names) until its
+verdict: a recipe switch happens between parts, never in the middle of one.
 
 Which frame is a part's depends on the source (edge/matching.py): a frame taken at least
 ``trigger_delay_s`` after the trigger (by the stream's or camera's own timestamps), exactly the
@@ -78,6 +82,7 @@ class PendingTrigger:
     received_at: datetime  # UTC, when the trigger arrived
     deadline: float  # monotonic
     frames: int
+    recipe: str | None = None  # the product recipe this part is judged with, fixed when it was accepted
     verdicts: list[tuple[FrameVerdict, Frame | None]] = field(default_factory=list)
     resolved: bool = False
     not_before: datetime | None = None  # frames taken from this instant on are this part (default received_at)
@@ -110,9 +115,12 @@ class TriggerBook:
         unserved: UnservedVerdict,
         emit: Callable[[FrameVerdict, Frame | None], None],
         problem: Callable[[], str | None] = lambda: None,
+        recipe_for: Callable[[str | None], str | None] = lambda requested: requested,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        # The trigger's recipe, or the selected one; raises ValueError (naming the known ones) for an unknown id.
+        self._recipe_for = recipe_for
         self._unserved = unserved
         self._emit = emit
         self._problem = problem
@@ -125,7 +133,8 @@ class TriggerBook:
         self.on_accepted: Callable[[PendingTrigger], None] | None = None  # e.g. fire a software-triggered camera
         self.counts: dict[str, int] = {
             "accepted": 0, "served": 0, "timed_out": 0, "backlog_full": 0, "out_of_order": 0,
-            "stale": 0, "duplicate": 0, "malformed": 0, "late_results_discarded": 0, "lost_frames": 0,
+            "stale": 0, "duplicate": 0, "malformed": 0, "late_results_discarded": 0, "unknown_recipe": 0,
+            "lost_frames": 0,
         }  # fmt: skip
 
     # -- the line controller's side ------------------------------------------------------------
@@ -143,7 +152,6 @@ class TriggerBook:
     def add(self, message: TriggerMessage, *, received_at: datetime | None = None) -> Outcome:
         now = self._clock()
         arrived = received_at or datetime.now(UTC)
-        refusal: str | None = None
         with self._lock:
             self._forget_old(now)
             if message.part_id in self._seen:
@@ -161,23 +169,8 @@ class TriggerBook:
                 frames=message.frames or self.settings.frames,
                 not_before=arrived + timedelta(seconds=self.settings.delay_s),
             )
-            highest = self._highest_sequence
-            if message.sequence is not None and highest is not None and message.sequence <= highest:
-                self.counts["out_of_order"] += 1
-                refusal = (
-                    f"out-of-order trigger (sequence {message.sequence} after {highest}): "
-                    "the part has passed the camera"
-                )
-            elif message.at is not None and (arrived - message.at).total_seconds() > self.settings.timeout_s:
-                self.counts["stale"] += 1
-                late = (arrived - message.at).total_seconds()
-                refusal = (
-                    f"stale trigger: delivered {late:.1f} s after it was sent (limit {self.settings.timeout_s:g} s)"
-                )
-            elif len(self._pending) >= self.settings.backlog:
-                self.counts["backlog_full"] += 1
-                refusal = f"trigger backlog full ({len(self._pending)} parts waiting for a frame)"
-            else:
+            refusal = self._refusal(message, pending, arrived)
+            if refusal is None:
                 if message.sequence is not None:
                     self._highest_sequence = message.sequence
                 self._pending.append(pending)
@@ -195,6 +188,26 @@ class TriggerBook:
             except Exception:  # noqa: BLE001 - the part still gets its verdict (by time-out, with the reason)
                 log.exception("part %s: acting on the accepted trigger failed", pending.part_id)
         return "accepted"
+
+    def _refusal(self, message: TriggerMessage, pending: PendingTrigger, arrived: datetime) -> str | None:
+        """Why this part is answered UNCERTAIN at once (counted), or None; sets its recipe. Under the lock."""
+        try:
+            pending.recipe = self._recipe_for(message.recipe)
+        except ValueError as error:
+            self.counts["unknown_recipe"] += 1
+            return str(error)
+        highest = self._highest_sequence
+        if message.sequence is not None and highest is not None and message.sequence <= highest:
+            self.counts["out_of_order"] += 1
+            return f"out-of-order trigger (sequence {message.sequence} after {highest}): the part has passed the camera"
+        if message.at is not None and (arrived - message.at).total_seconds() > self.settings.timeout_s:
+            self.counts["stale"] += 1
+            late = (arrived - message.at).total_seconds()
+            return f"stale trigger: delivered {late:.1f} s after it was sent (limit {self.settings.timeout_s:g} s)"
+        if len(self._pending) >= self.settings.backlog:
+            self.counts["backlog_full"] += 1
+            return f"trigger backlog full ({len(self._pending)} parts waiting for a frame)"
+        return None
 
     # -- the inference side --------------------------------------------------------------------
 

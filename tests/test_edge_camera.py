@@ -14,10 +14,10 @@ import pytest
 
 pytest.importorskip("pypylon", reason="the camera tests need the genicam extra (pip install 'line-inspector[genicam]')")
 
-from cameras import emulator_camera, write_emulator_frames  # noqa: E402
 from edge_station import Subscriber, build_service, config_for, station_data  # noqa: E402
-from test_edge_triggered import Running, start  # noqa: E402
+from test_edge_triggered import start  # noqa: E402
 
+from cameras import emulator_camera, write_emulator_frames  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
 from streams import poll  # noqa: E402
 
@@ -79,7 +79,9 @@ def test_camera_settings_the_camera_refuses_degrade_the_station_with_the_reason(
         assert poll(named, WAIT_S), subscriber.json("status")
         status = named()[-1]
         assert status["state"] == "degraded"
-        assert "ExposureTime 0.5 (source.camera.exposure_us) is outside the camera's range 1..10000000" in status["reason"]
+        assert "ExposureTime 0.5 (source.camera.exposure_us) is outside the camera's range 1..10000000" in (
+            status["reason"]
+        )
         subscriber.trigger("st", {"part_id": "P-1"})
         assert poll(lambda: subscriber.json("verdict"), WAIT_S)
         (verdict,) = subscriber.json("verdict")
