@@ -135,7 +135,8 @@ def _config_rows(model: type[BaseModel], prefix: str, rows: list[str], sections:
 
 
 def _anchor(key: str, tag: str) -> str:
-    return f"{key}-{tag}".replace(".", "").replace("_", "")
+    # Only letters, digits and '-': a key like recipes.<name>.model must still make a valid anchor.
+    return "".join(c for c in f"{key}-{tag}" if c.isalnum() or c == "-")
 
 
 def _config_table(title: str, model: type[BaseModel], prefix: str, out: list[str], anchor: str = "") -> None:
