@@ -48,7 +48,7 @@ class TensorRTConfig(BackendConfig):
         None,
         description="the exported ONNX graphs the engines were built from" + RELATIVE_TO_CONFIG,
     )
-    dtype: Precision = "fp8"
+    dtype: Precision = Field("fp8", description="engine precision: fp8 (compute capability >= 8.9) or float16")
     device: str = Field("cuda", description="cuda or cuda:N (TensorRT runs on NVIDIA GPUs only)")
 
     devices: ClassVar[re.Pattern[str]] = re.compile(r"^(auto|cuda(:\d+)?)$")
