@@ -6,15 +6,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from edge.metrics import EdgeMetrics
 from edge.options import ServiceOptions
 from edge.reload import Overrides
 from edge.sdnotify import SystemdNotifier
 from edge.supervisor import EdgeService
 from inspector.config import parse_config
+from inspector.demo_data import write_demo_clip
 from inspector.pipeline import build_inspector
 from inspector.sinks.jsonl import JsonlSink
 
@@ -23,20 +21,12 @@ from streams import poll
 SIZE = (256, 192)
 
 
-def write_video(path: Path, frames: int = 8) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, SIZE)
-    for i in range(frames):
-        writer.write(np.full((SIZE[1], SIZE[0], 3), 10 + i * 20, np.uint8))
-    writer.release()
-    return path
-
-
 def test_a_station_that_fails_every_frame_degrades_stops_the_watchdog_and_exits_1(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     config = parse_config({
         "station": {"site": "s", "area": "a", "line": "l", "station": "st"},
-        "source": {"uri": str(write_video(tmp_path / "clip.avi")), "loop": True},
+        "source": {"uri": str(write_demo_clip(tmp_path, frames=8, size=SIZE, fps=10.0).video), "loop": True},
         # A region of interest outside every frame: each inspection raises (an UNCERTAIN verdict with the error).
         "tiling": {"tile": 256, "overlap": 0.0, "global_view": False, "roi": {"rect": [1000, 1000, 2000, 2000]}},
         "model": {"path": str(tiny_model_dir)},
