@@ -2,7 +2,7 @@
 
     python bench/mqtt.py [--count 5000] [--repeat 3] [--protocol 5] [--producers 4]
 
-Starts its own Mosquitto on a free port (inspector/mqtt/broker.py), then in this one process
+Starts its own Mosquitto on a free port (tests/support/mosquitto.py, the tests' helper), then in this one process
 times, until every message is acknowledged (PUBACK):
 
 - ``outbox_verdicts_per_s``: ``MqttSink.publish(verdict)`` for N verdicts from one thread:
@@ -38,12 +38,14 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))  # the tests' Mosquitto
 
 from inspector.config import MqttConfig, StationConfig  # noqa: E402
 from inspector.mqtt import MqttSink, Topics  # noqa: E402
-from inspector.mqtt.broker import Mosquitto  # noqa: E402
 from inspector.mqtt.connection import message_properties  # noqa: E402
 from inspector.payloads.verdict import SCHEMA_ID, SCHEMA_VERSION, FrameVerdict, ModelRef, SourceRef, StationRef  # noqa: E402
+
+from mosquitto import Mosquitto  # noqa: E402
 
 
 @dataclass(frozen=True)

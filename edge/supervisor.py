@@ -61,10 +61,10 @@ from edge.web.access import load_token
 from edge.workers import BoundedQueue, CaptureWorker, InferenceWorker, Lane, Outgoing, PublishWorker, SourceOpener
 from inspector.config import EdgeConfig, EvidenceConfig, MqttConfig, SourceConfig, StationFile
 from inspector.frames import Frame
+from inspector.model_warning import random_weights_warning
 from inspector.mqtt import MqttSink
 from inspector.payloads.verdict import FrameVerdict, SourceRef
 from inspector.pipeline import Inspector, describe
-from inspector.runtime import random_weights_warning
 from inspector.sinks.base import Sink
 from inspector.sources import FrameSource, open_source
 

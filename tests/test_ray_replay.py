@@ -20,9 +20,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inspector.cluster.command import _publisher
 from inspector.cluster.plan import output_path, plan_spans
 from inspector.cluster.reader import RangeReader, RangeStats
+from inspector.commands.replay_ray import publish_sinks
 from inspector.config import MqttConfig, load_config
 from inspector.demo_data import write_demo_clip
 from inspector.sources import open_source
@@ -163,8 +163,8 @@ def _keyed(paths: list[Path]) -> dict[tuple[str, int], dict]:
 @pytest.fixture(scope="module")
 def reference(station, tmp_path_factory: pytest.TempPathFactory):
     """A local replay of both clips: the verdicts a cluster replay must reproduce."""
+    from inspector.pipeline import load_inspector
     from inspector.replay import ReplaySummary, replay_frames
-    from inspector.runtime import load_inspector
     from inspector.sinks.jsonl import JsonlSink
 
     out = tmp_path_factory.mktemp("local") / "results.jsonl"
@@ -258,7 +258,7 @@ def crash_run(station, reference, ray_local, tmp_path_factory: pytest.TempPathFa
     with Mosquitto(root / "broker") as broker:
         subscriber = _Subscriber(broker.port)
         try:
-            publisher = _publisher(broker.url, config)  # what --publish builds: the driver's durable outbox
+            publisher = publish_sinks(broker.url, config)  # what --publish builds: the driver's durable outbox
             result = replay_on_ray(sources, config, out, options, worker_class=DiesOnce, extra_sinks=publisher)
             published = subscriber.wait_for(result.summary.frames)
         finally:
