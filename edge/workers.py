@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
@@ -32,6 +32,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from edge.triggers import PendingTrigger, TriggerBook
+from inspector.backoff import Backoff
 from inspector.classify import StageTimes
 from inspector.config import ReconnectConfig
 from inspector.errors import InspectorError
@@ -40,7 +41,7 @@ from inspector.payloads.verdict import FrameVerdict
 from inspector.pipeline import Inspector, PreparedFrame
 from inspector.runtime import failed_frame
 from inspector.sinks.base import Sink
-from inspector.sources import FrameSource, SourceStats, backoff_delays
+from inspector.sources import FrameSource, SourceStats
 
 log = logging.getLogger(__name__)
 
@@ -172,17 +173,17 @@ class CaptureWorker(threading.Thread):
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self) -> None:
-        delays = backoff_delays(self._reconnect.initial_s, self._reconnect.max_s)
+        backoff = Backoff.from_policy(self._reconnect)
         while not self._stop_event.is_set():
             source = self._source
             if source is None or source.closed:
-                source = self._open(delays)
+                source = self._open(backoff)
                 if source is None:
                     continue
             delivered = self.captured
             ended = self._pump(source)
             if self.captured > delivered:  # it worked for a while: the next failure starts the backoff afresh
-                delays = backoff_delays(self._reconnect.initial_s, self._reconnect.max_s)
+                backoff.reset()
             if self._stop_event.is_set():
                 break
             if self._reopen.is_set():
@@ -195,10 +196,10 @@ class CaptureWorker(threading.Thread):
                 break
             # A live source ends its iteration only when closed or broken: reopen it after a pause.
             self._retire()
-            self._stop_event.wait(next(delays))
+            self._stop_event.wait(backoff.next_delay())
         self._retire()
 
-    def _open(self, delays: Iterator[float]) -> FrameSource | None:
+    def _open(self, backoff: Backoff) -> FrameSource | None:
         with self._lock:
             opener = self._opener
         try:
@@ -212,7 +213,7 @@ class CaptureWorker(threading.Thread):
                 self._source = source
             self.problem = None
             return source
-        delay = next(delays)
+        delay = backoff.next_delay()
         log.warning("%s; retrying in %.1f s", self.problem, delay)
         self._stop_event.wait(delay)
         return None

@@ -18,11 +18,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from inspector.backoff import Backoff
 from inspector.config import MqttConfig, StationConfig
 from inspector.errors import InspectorError
 from inspector.mqtt.channel import CommandHandler, StationChannel
 from inspector.mqtt.connection import (
-    Backoff,
     Link,
     check_connection_or_warn,
     open_link,
@@ -221,7 +221,7 @@ class MqttSink:
     # -- the sender thread ---------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = Backoff(self.config.reconnect)
+        backoff = Backoff.from_policy(self.config.reconnect)
         while not self._closing.is_set():
             link = None
             try:
