@@ -28,7 +28,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -96,6 +96,7 @@ class Outbox:
         overflow: MqttOverflowPolicy = "drop_oldest_ok",
         sync: Literal["normal", "full"] = "normal",
         memory_rows: int = MEMORY_ROWS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if overflow not in DROP_ORDER:
             raise ValueError(f"unknown overflow policy {overflow!r}")
@@ -114,6 +115,7 @@ class Outbox:
         self._fresh: dict[int, OutboxRow] = {}  # seq -> row, ascending: every stored row with seq >= _fresh_from
         self._commits = 0
         self._memory_rows = memory_rows
+        self._clock = clock  # wall-clock seconds for expiry (rejects); injected by tests
         self._lock_file = lock_exclusive(self.path)
         try:
             self._db = open_db(self.path, sync)
@@ -127,13 +129,14 @@ class Outbox:
             log.info("outbox %s holds %d message(s) from an earlier run; they go first", self.path, self._count)
 
     @classmethod
-    def from_config(cls, config: MqttConfig) -> Outbox:
+    def from_config(cls, config: MqttConfig, *, clock: Callable[[], float] = time.time) -> Outbox:
         return cls(
             config.outbox,
             max_messages=config.outbox_max_messages,
             max_bytes=config.outbox_max_bytes,
             overflow=config.outbox_overflow,
             sync=config.outbox_sync,
+            clock=clock,
         )
 
     # -- producer side -------------------------------------------------------------------
@@ -171,7 +174,7 @@ class Outbox:
 
     def take(self, after_seq: int, limit: int, *, now: float | None = None) -> list[OutboxRow]:
         """Up to ``limit`` rows with ``seq > after_seq``, oldest first; expired rows met on the way are dropped."""
-        now = time.time() if now is None else now
+        now = self._clock() if now is None else now
         with self._lock:
             self._require_open()
             in_memory = after_seq + 1 >= self._fresh_from  # everything after after_seq is in memory
@@ -238,7 +241,7 @@ class Outbox:
 
     def purge_expired(self, *, now: float | None = None) -> int:
         """Drop expired messages (stale rejects) now, counted as ``expired``; returns how many."""
-        now = time.time() if now is None else now
+        now = self._clock() if now is None else now
         with self._db_lock:
             if self._db is None:
                 return 0
@@ -314,7 +317,7 @@ class Outbox:
 
     def _commit_group(self, group: list[_Append]) -> None:
         """One transaction: the pending acknowledgements, then every queued append in order."""
-        now = time.time()
+        now = self._clock()
         with self._db_lock:
             with self._lock:
                 acked = list(self._pending_acks)
