@@ -14,7 +14,11 @@ Every accepted part id gets exactly one verdict, never silence:
 - ``trigger_backlog`` triggers already waiting: UNCERTAIN at once ("backlog full");
 - out of order (a ``sequence`` not above the highest one accepted): UNCERTAIN at once — that
   part has passed the camera, and judging the current frame would judge another part;
-- stale (``at`` older than ``trigger_timeout_s`` when it arrives): UNCERTAIN at once.
+- stale (``at`` older than ``trigger_timeout_s`` when it arrives): UNCERTAIN at once;
+- naming a recipe the station does not have: UNCERTAIN at once, naming the ones it has.
+
+A part keeps the recipe selected when it was accepted (or the one its trigger names) until its
+verdict: a recipe switch happens between parts, never in the middle of one.
 
 A part id triggered again within ``trigger_duplicate_window_s`` is a duplicate (an MQTT
 QoS 1 re-delivery, a controller retry): it is ignored, logged and counted, so a part never
@@ -70,6 +74,7 @@ class PendingTrigger:
     received_at: datetime  # UTC; only frames captured after this instant are this part
     deadline: float  # monotonic
     frames: int
+    recipe: str | None = None  # the product recipe this part is judged with, fixed when it was accepted
     verdicts: list[tuple[FrameVerdict, Frame | None]] = field(default_factory=list)
     resolved: bool = False
 
@@ -97,9 +102,12 @@ class TriggerBook:
         unserved: UnservedVerdict,
         emit: Callable[[FrameVerdict, Frame | None], None],
         problem: Callable[[], str | None] = lambda: None,
+        recipe_for: Callable[[str | None], str | None] = lambda requested: requested,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        # The trigger's recipe, or the selected one; raises ValueError (naming the known ones) for an unknown id.
+        self._recipe_for = recipe_for
         self._unserved = unserved
         self._emit = emit
         self._problem = problem
@@ -111,7 +119,7 @@ class TriggerBook:
         self.doorbell: threading.Event | None = None  # set when a part starts waiting (wakes inference)
         self.counts: dict[str, int] = {
             "accepted": 0, "served": 0, "timed_out": 0, "backlog_full": 0, "out_of_order": 0,
-            "stale": 0, "duplicate": 0, "malformed": 0, "late_results_discarded": 0,
+            "stale": 0, "duplicate": 0, "malformed": 0, "late_results_discarded": 0, "unknown_recipe": 0,
         }  # fmt: skip
 
     # -- the line controller's side ------------------------------------------------------------
@@ -129,7 +137,6 @@ class TriggerBook:
     def add(self, message: TriggerMessage, *, received_at: datetime | None = None) -> Outcome:
         now = self._clock()
         arrived = received_at or datetime.now(UTC)
-        refusal: str | None = None
         with self._lock:
             self._forget_old(now)
             if message.part_id in self._seen:
@@ -146,23 +153,8 @@ class TriggerBook:
                 deadline=now + self.settings.timeout_s,
                 frames=message.frames or self.settings.frames,
             )
-            highest = self._highest_sequence
-            if message.sequence is not None and highest is not None and message.sequence <= highest:
-                self.counts["out_of_order"] += 1
-                refusal = (
-                    f"out-of-order trigger (sequence {message.sequence} after {highest}): "
-                    "the part has passed the camera"
-                )
-            elif message.at is not None and (arrived - message.at).total_seconds() > self.settings.timeout_s:
-                self.counts["stale"] += 1
-                late = (arrived - message.at).total_seconds()
-                refusal = (
-                    f"stale trigger: delivered {late:.1f} s after it was sent (limit {self.settings.timeout_s:g} s)"
-                )
-            elif len(self._pending) >= self.settings.backlog:
-                self.counts["backlog_full"] += 1
-                refusal = f"trigger backlog full ({len(self._pending)} parts waiting for a frame)"
-            else:
+            refusal = self._refusal(message, pending, arrived)
+            if refusal is None:
                 if message.sequence is not None:
                     self._highest_sequence = message.sequence
                 self._pending.append(pending)
@@ -173,6 +165,26 @@ class TriggerBook:
             pending.resolved = True
         self._answer_unserved(pending, refusal)
         return "unserved"
+
+    def _refusal(self, message: TriggerMessage, pending: PendingTrigger, arrived: datetime) -> str | None:
+        """Why this part is answered UNCERTAIN at once (counted), or None; sets its recipe. Under the lock."""
+        try:
+            pending.recipe = self._recipe_for(message.recipe)
+        except ValueError as error:
+            self.counts["unknown_recipe"] += 1
+            return str(error)
+        highest = self._highest_sequence
+        if message.sequence is not None and highest is not None and message.sequence <= highest:
+            self.counts["out_of_order"] += 1
+            return f"out-of-order trigger (sequence {message.sequence} after {highest}): the part has passed the camera"
+        if message.at is not None and (arrived - message.at).total_seconds() > self.settings.timeout_s:
+            self.counts["stale"] += 1
+            late = (arrived - message.at).total_seconds()
+            return f"stale trigger: delivered {late:.1f} s after it was sent (limit {self.settings.timeout_s:g} s)"
+        if len(self._pending) >= self.settings.backlog:
+            self.counts["backlog_full"] += 1
+            return f"trigger backlog full ({len(self._pending)} parts waiting for a frame)"
+        return None
 
     # -- the inference side --------------------------------------------------------------------
 
