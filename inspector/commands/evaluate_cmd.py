@@ -26,7 +26,7 @@ F1 and confusion matrices, and the share of labelled boxes hit by a defect of th
 --data takes footage + labels.json (`inspector demo-data` writes one), a COCO detection
 JSON (CVAT, Label Studio, Roboflow; or a folder holding one) or a folder of class folders
 (ok/, <class>/ ...). Dataset class names must be the station's, or be mapped with --map.
-Tiles are labelled by one rule (README "Labelled data"); ambiguous tiles are left out.
+Tiles are labelled by one rule (docs/data.md); ambiguous tiles are left out.
 
 --verdicts reads verdicts written before (by --save-verdicts or `inspector replay`)
 instead of running the model: they carry every tile's probabilities, which are judged
