@@ -15,6 +15,7 @@ from inspector.version import __version__
 
 # Modules under inspector.commands, in the order `inspector --help` lists them.
 COMMAND_MODULES = (
+    "demo_cmd",
     "replay",
     "compare_cmd",
     "report_cmd",
@@ -33,7 +34,11 @@ COMMAND_MODULES = (
 PLUGIN_GROUP = "inspector.commands"
 
 EPILOG = """\
-first run, offline (a tiny model of the real architecture, trained on synthetic demo footage):
+first run, offline: the whole main job in one command (a tiny model of the real architecture,
+trained on synthetic demo footage, calibrated, then measured on a held-out clip):
+  inspector demo                                    # writes ./demo-run, ends with the figures and a report
+
+the same steps by hand:
   inspector model tiny models/tiny --preset demo    # RANDOM weights: its verdicts mean nothing
   inspector demo-data demo                          # demo clip, training clips, a held-out clip
   inspector train --config configs/demo.yaml --data demo/train --out models/demo   # a DEMO model

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from inspector.backends.registry import backend_names
 from inspector.commands import replay_ray as cluster
+from inspector.commands.explanations import print_explanations
 from inspector.commands.progress import progress_bar
 from inspector.commands.replay_summary import VERDICT_FIELDS, print_metrics, print_summary, verdict_counts
 from inspector.config import load_config
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         summary.skipped_corrupt = sum(s.stats.frames_skipped_corrupt for s in sources)
 
     print_summary(console, summary, out_path)
+    print_explanations(console, summary.explained, summary.explained_total, out_path)
     if labels is not None:
         outcomes = read_outcomes(out_path)
         source_id = sources[0].source_id if len(sources) == 1 else None
