@@ -71,6 +71,11 @@ class CaptureWorker(threading.Thread):
         source = self._source
         return source is not None and source.healthy and self.problem is None
 
+    def reason(self) -> str | None:
+        """Why frames are not coming, in words: the opener's failure, else the source's own (a camera's)."""
+        source = self._source
+        return self.problem or (source.problem if source is not None and not source.healthy else None)
+
     def stats(self) -> SourceStats:
         """Counters summed over every source this worker has opened."""
         with self._lock:
@@ -132,7 +137,7 @@ class CaptureWorker(threading.Thread):
         keep_waiting = lambda: not (self._stop_event.is_set() or self._reopen.is_set())  # noqa: E731
         try:
             for frame in source:
-                if source.is_live:
+                if source.is_live and not source.keeps_every_frame:
                     self._frames.put_latest(frame, keep=1)  # only the freshest frame is worth inspecting
                 elif not self._frames.put_wait(frame, keep_waiting):
                     return False
@@ -184,6 +189,9 @@ def source_opener(config: SourceConfig) -> SourceOpener:
     uri = config.uri
 
     def opener() -> FrameSource:
-        return open_source(uri, pace=config.pace, loop=config.loop, reconnect=config.reconnect, wait_for_first=True)
+        return open_source(
+            uri, pace=config.pace, loop=config.loop, reconnect=config.reconnect, wait_for_first=True,
+            camera=config.camera,
+        )  # fmt: skip
 
     return opener

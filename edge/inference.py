@@ -10,7 +10,6 @@ after a part's trigger (edge/triggers.py).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from edge.matching import FrameMatcher
 from edge.queues import POLL_S, BoundedQueue
 from edge.recipes import RecipeBook
 from edge.triggers import PendingTrigger, TriggerBook
@@ -60,8 +60,9 @@ def _same(frame: Frame, verdict: FrameVerdict) -> FrameVerdict:
 class Lane:
     """One station's path through the inference worker: its frames in, its verdicts out.
 
-    Without ``triggers`` every frame is judged (free-running). With them, only frames captured
-    after the oldest waiting trigger are, carrying its part id; the others are passed over.
+    Without ``triggers`` every frame is judged (free-running). With them, ``matcher`` pairs frames
+    with waiting parts (edge/matching.py: by capture time, by the part id a software-triggered
+    image carries, or in order for a line-triggered camera); the others are passed over.
     ``finish`` runs on each verdict before it is queued (evidence pictures).
     """
 
@@ -81,7 +82,12 @@ class Lane:
     inspected: int = 0
     errors: int = 0
     lost: int = 0  # verdicts that could not be queued because the publisher was gone
-    passed_over: int = 0  # triggered mode: frames no part was waiting for
+    matcher: FrameMatcher = field(default_factory=lambda: FrameMatcher(hold_s=2.0))
+
+    @property
+    def passed_over(self) -> int:
+        """Triggered mode: frames no part was waiting for."""
+        return self.matcher.passed_over
 
     def emit(self, verdict: FrameVerdict, frame: Frame | None = None) -> None:
         """Queue a verdict for the publisher; never drops one unless the publisher is gone for good."""
@@ -94,15 +100,7 @@ class Lane:
         if self.triggers is None:
             frame = self.frames.get(0)
             return None if frame is None else (frame, None)
-        trigger = self.triggers.current()
-        if trigger is None:
-            self.passed_over += self.frames.clear()
-            return None
-        while (frame := self.frames.get(0)) is not None:
-            if frame.captured_at > trigger.received_at:  # taken after the trigger: this part
-                return dataclasses.replace(frame, part_id=trigger.part_id), trigger
-            self.passed_over += 1
-        return None
+        return self.matcher.next(self.frames, self.triggers)
 
     def inspector_for(self, trigger: PendingTrigger | None) -> Inspector:
         """The pipeline this frame is judged with: its part's recipe, else the selected one."""

@@ -84,7 +84,7 @@ class StationStatus:
             source_healthy=self.capture.healthy,
             paused=self.lane.paused.is_set(),
             stopping=self._stopping,
-            source_problem=self.capture.problem,
+            source_problem=self.capture.reason(),
             stalled_s=self._stalled(),
         )
 

@@ -26,6 +26,7 @@ from edge.evidence import EvidenceStore
 from edge.health import LatencyWindow, RateMeter
 from edge.inference import InferenceWorker, Lane, Outgoing
 from edge.line_control import StationLineControl
+from edge.matching import FrameMatcher
 from edge.metrics import EdgeMetrics
 from edge.options import ServiceOptions
 from edge.publish import PublishWorker
@@ -111,6 +112,8 @@ class EdgeService(StationStatus, StationCommands, StationLineControl):
                 unserved=self._unserved, emit=self.lane.emit, problem=self._trigger_problem,
                 recipe_for=self._recipe_for,
             )  # fmt: skip
+            self.lane.triggers.on_accepted = self._fire_camera
+            self.lane.matcher = FrameMatcher(hold_s=config.source.trigger_timeout_s)
         # Several stations in one process share one inference worker (edge/stations.py), which owns it.
         self._owns_inference = not shared_inference
         self.inference: InferenceWorker | None = None if shared_inference else InferenceWorker(self.lane)
@@ -251,6 +254,15 @@ class EdgeService(StationStatus, StationCommands, StationLineControl):
         if self.lane.triggers is not None and not self._stopping:
             self.lane.triggers.submit(payload, received_at=received_at)
 
+    def _fire_camera(self, trigger: PendingTrigger) -> None:
+        """A software-triggered camera takes the part's images now, while the part is in front of it."""
+        source = self.capture.source
+        fire = getattr(source, "fire", None)
+        if fire is None or not source.keeps_every_frame or self.config.source.camera.trigger != "software":
+            return
+        for _ in range(trigger.frames):
+            fire(trigger.part_id)
+
     def _finish(self, frame: Frame, verdict: FrameVerdict) -> FrameVerdict:
         return self.evidence.attach(frame, verdict) if self.evidence is not None else verdict
 
@@ -278,9 +290,12 @@ class EdgeService(StationStatus, StationCommands, StationLineControl):
         if self.lane.paused.is_set():
             return "the station is paused"
         if not self.capture.healthy:
-            return self.capture.problem or "the camera delivers no frames"
+            return self.capture.reason() or "the camera delivers no frames"
         if self._stalled():
             return "inference is stalled"
+        source = self.capture.source
+        if source is not None and source.problem:  # e.g. a camera whose images for the part came back failed
+            return source.problem
         return "no frame captured after the trigger was judged in time (inference behind)"
 
     # -- figures -------------------------------------------------------------------------------

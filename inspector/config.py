@@ -25,6 +25,7 @@ from pydantic import (
 
 from inspector.backends.base import BackendConfig
 from inspector.backends.registry import DEFAULT_BACKEND, PLUGINS
+from inspector.camera_config import CameraConfig
 from inspector.errors import ConfigError
 from inspector.payloads.trigger import RECIPE_ID_PATTERN
 from inspector.plc_config import OpcUaConfig, SparkplugConfig
@@ -56,11 +57,11 @@ TopicLevel = Annotated[str, Field(min_length=1, max_length=64)]
 class StationConfig(_Strict):
     """Where this inspection runs, in ISA-95 terms; it becomes the MQTT topic path."""
 
-    site: TopicLevel = "site"
-    area: TopicLevel = "area"
-    line: TopicLevel = "line"
-    station: TopicLevel = "station"
-    camera: TopicLevel = "cam0"
+    site: TopicLevel = Field("site", description="plant or site; the first level of the MQTT topic path")
+    area: TopicLevel = Field("area", description="area of the site (hall, department)")
+    line: TopicLevel = Field("line", description="production line")
+    station: TopicLevel = Field("station", description="inspection station on the line")
+    camera: TopicLevel = Field("cam0", description="camera of the station (verdicts say which)")
 
     @field_validator("site", "area", "line", "station", "camera")
     @classmethod
@@ -74,12 +75,19 @@ class ReconnectConfig(_Strict):
 
 
 class SourceConfig(_Strict):
-    """What to inspect: a video file, an image folder or glob, a camera index, or an RTSP/HTTP URL."""
+    """What to inspect: a video file, an image folder or glob, a camera index, an RTSP/HTTP URL, a GenICam camera."""
 
-    uri: str | int | None = Field(None, description="file, folder, glob, camera index, rtsp:// or http(s):// URL")
+    uri: str | int | None = Field(
+        None,
+        description="file, folder, glob, camera index, rtsp:// or http(s):// URL, pylon://SERIAL (Basler, pypylon) "
+        "or genicam://PRODUCER.cti?serial=… (any GenTL producer, harvesters)",
+    )
     pace: bool = Field(False, description="files: yield frames at their recorded fps instead of as fast as possible")
     loop: bool = Field(False, description="files: start again at the end (soak tests, demos)")
     reconnect: ReconnectConfig = ReconnectConfig()
+    camera: CameraConfig = Field(
+        CameraConfig(), description="GenICam cameras: settings and trigger mode (docs/cameras.md)"
+    )
     # Triggered inspection (edge/triggers.py): one verdict per part instead of one per frame.
     trigger: Literal["none", "mqtt", "opcua"] = Field(
         "none",
@@ -95,6 +103,13 @@ class SourceConfig(_Strict):
     )
     trigger_backlog: int = Field(
         8, ge=1, le=1024, description="triggers waiting at most; one more gets an UNCERTAIN verdict at once"
+    )
+    trigger_delay_s: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description="time from a part's trigger to the part being in view: only frames taken at least this long "
+        "after the trigger (by the stream's or camera's own timestamps where it has them) are that part",
     )
 
 
@@ -170,7 +185,7 @@ def parse_model_config(data: dict[str, Any], source: str = "model") -> BackendCo
 
 
 class DefectClass(_Strict):
-    description: str = Field(min_length=1)
+    description: str = Field(min_length=1, description="what the defect looks like, in words (goes into the prompt)")
     threshold: float = Field(0.5, gt=0, le=1, description="probability at or above which a tile is NG for this class")
 
 
@@ -178,13 +193,15 @@ class InspectionConfig(_Strict):
     """What the model is asked, and how its answers become verdicts."""
 
     product: str = Field(min_length=1, description="what the camera sees, in words")
-    ok_description: str = "no visible defect"
-    defects: dict[str, DefectClass] = Field(min_length=1)
+    ok_description: str = Field("no visible defect", description="the ok option's description in the prompt")
+    defects: dict[str, DefectClass] = Field(min_length=1, description="the defect classes (at most 25), by name")
     uncertain_band: float = Field(
         0.15, ge=0, lt=1, description="a defect probability within this distance below its threshold is UNCERTAIN"
     )
-    explanation: Literal["never", "defects", "always"] = "defects"
-    max_explanation_tokens: int = Field(48, ge=1, le=1024)
+    explanation: Literal["never", "defects", "always"] = Field(
+        "defects", description="which tiles get an explanation in words: never, NG or uncertain ones, or all"
+    )
+    max_explanation_tokens: int = Field(48, ge=1, le=1024, description="bound on each explanation's length")
 
     @field_validator("defects")
     @classmethod
@@ -209,7 +226,7 @@ class InspectionConfig(_Strict):
 
 
 class JsonlSinkConfig(_Strict):
-    path: Path
+    path: Path = Field(description="JSON-lines file, one verdict per line (replay's default: results.jsonl)")
 
 
 class MqttTLSConfig(_Strict):
@@ -292,7 +309,7 @@ class SinksConfig(_Strict):
 class EvidenceConfig(_Strict):
     """Evidence pictures (edge/evidence.py): a JPEG with boxes for every NG or UNCERTAIN verdict."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="write evidence pictures at all")
     dir: Path = Field(Path("evidence"), description="where the JPEGs go")
     max_files: int = Field(1000, ge=1, description="keep at most this many pictures (oldest removed first)")
     max_age_s: float = Field(7 * 86400.0, gt=0, description="remove pictures older than this")
