@@ -147,6 +147,7 @@ def test_births_a_ddata_per_part_recipe_by_dcmd_rebirth_and_every_bad_command_an
         ddata = host.of("DDATA", "st")
         parts = dict(zip(device_metric(ddata, "Inspection/Part ID"), device_metric(ddata, "Inspection/Recipe")))
         assert parts == {"P-1": "default", "P-2": "grey-tile"}
+        assert poll(lambda: len(subscriber.json("verdict")) == 2, WAIT_S), "the plain MQTT verdicts are missing"
         verdicts = {v["source"]["part_id"]: v["message_id"] for v in subscriber.json("verdict")}
         assert dict(zip(device_metric(ddata, "Inspection/Part ID"), device_metric(ddata, "Inspection/Result ID"))) \
             == verdicts  # fmt: skip
