@@ -140,14 +140,15 @@ class SparkplugNode:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Publish NDEATH ourselves (a clean DISCONNECT sends no Will), then disconnect."""
-        self._stop.set()
         client = self._client
-        if client is not None and self._born.is_set():
+        if client is not None and self._born.is_set():  # before the stop: the thread disconnects on it
+            self._born.clear()  # no data after the death
             info = client.publish(self.topic("NDEATH"), self._death_payload(), qos=1)
             try:
                 info.wait_for_publish(timeout_s)
             except (RuntimeError, ValueError):
                 log.warning("sparkplug: NDEATH not acknowledged before the disconnect")
+        self._stop.set()
         if self._thread.ident is not None:
             self._thread.join(timeout_s + 2.0)
 
