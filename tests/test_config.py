@@ -19,7 +19,7 @@ def _demo() -> dict:
     return yaml.safe_load((CONFIGS / "demo.yaml").read_text())
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "line-example.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "line-example.yaml", "plc-line.yaml"])
 def test_shipped_configs_validate(name: str) -> None:
     config = load_config(CONFIGS / name)
     assert isinstance(config, StationFile)

@@ -12,12 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inspector.datasets.errors import DatasetError
 from inspector.decode import read_image_file, to_bgr_uint8  # noqa: F401 - to_bgr_uint8 re-exported
 
 
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file -> BGR uint8; an unreadable file is an error naming it."""
-    from inspector.datasets.base import DatasetError
 
     if not path.is_file():
         raise DatasetError(f"image {path} does not exist", "check the data set's file names")
@@ -32,7 +32,6 @@ def read_image(path: Path) -> np.ndarray:
 
 def read_video_frame(path: Path, index: int) -> np.ndarray:
     """Frame ``index`` of a video, decoded sequentially (exact; container seeking is not)."""
-    from inspector.datasets.base import DatasetError
     from inspector.sources.files import VideoFileSource
 
     with VideoFileSource(path) as source:
