@@ -90,6 +90,8 @@ def test_triggers_with_part_ids_give_verdicts_and_rejects_carrying_them(
         for verdict in verdicts:
             assert verdict["verdict"] == "NG"
             assert datetime.fromisoformat(verdict["source"]["captured_at"]) > sent_at  # taken after the trigger
+            # The verdict names the picture at once; the evidence writer thread writes it (edge/evidence_worker.py).
+            assert poll(lambda v=verdict: Path(v["evidence"]).exists(), WAIT_S)
             picture = cv2.imread(verdict["evidence"])
             assert picture is not None and picture.shape[:2] == (192, 256)
         rejects = poll(lambda: len(subscriber.json("reject")) >= 3 and subscriber.json("reject"), WAIT_S)
