@@ -131,7 +131,7 @@ def run_path(path: str, args: argparse.Namespace, model: Path, port: int, workdi
     )  # fmt: skip
     if server is not None:
         service.sinks.append(server.add_station(service))
-        server.start()
+        server.start(timeout_s=120.0)  # a loaded machine starts asyncua slowly
     runner = threading.Thread(target=service.run, daemon=True)
     runner.start()
     controller = Controller(port)
