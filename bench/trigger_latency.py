@@ -67,10 +67,11 @@ def main() -> None:
     if unknown := sorted(set(paths) - set(PATHS)):
         parser.error(f"unknown path(s) {', '.join(unknown)}; use {', '.join(PATHS)}")
     logging.basicConfig(level=logging.WARNING)
-    use_checkout()
+    use_checkout()  # this checkout and tests/support (the Mosquitto helper) on sys.path
 
     from inspector.models import write_tiny_model
-    from inspector.mqtt.broker import Mosquitto
+
+    from mosquitto import Mosquitto  # tests/support, on sys.path through _common
 
     workdir = Path(tempfile.mkdtemp(prefix="trigger-bench-"))
     broker = Mosquitto(workdir / "broker")
@@ -196,8 +197,9 @@ def camera_source(workdir: Path, size: tuple[int, int]) -> dict[str, Any]:
 
 def opcua_server() -> Any:
     from edge.opcua.server import OpcUaServer
-    from inspector.mqtt.broker import free_port
     from inspector.plc_config import OpcUaConfig
+
+    from mosquitto import free_port
 
     settings = OpcUaConfig(port=free_port(), security_policies=["None"], allow_anonymous=True)
     return OpcUaServer(settings)

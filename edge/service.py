@@ -166,8 +166,8 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
     from edge.metrics import EdgeMetrics
     from edge.supervisor import EdgeService
     from inspector.mqtt.connection import check_connection_or_warn
-    from inspector.pipeline import warm_up
-    from inspector.runtime import build_sinks, load_inspector, mqtt_settings
+    from inspector.pipeline import load_inspector, warm_up
+    from inspector.runtime import build_sinks, mqtt_settings
 
     # The same overrides and station runtime as `inspector replay` (inspector/runtime.py).
     overrides = Overrides(

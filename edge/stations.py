@@ -115,8 +115,8 @@ def serve_stations(args: argparse.Namespace, stop: threading.Event, received: li
     from edge.metrics import EdgeMetrics
     from edge.reload import build_candidate, trial_frame_size
     from inspector.mqtt.connection import check_connection_or_warn
-    from inspector.pipeline import warm_up
-    from inspector.runtime import Overrides, build_sinks, load_inspector, mqtt_settings
+    from inspector.pipeline import load_inspector, warm_up
+    from inspector.runtime import Overrides, build_sinks, mqtt_settings
 
     if args.source is not None or args.publish is not None:
         raise ConfigError(

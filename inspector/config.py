@@ -57,11 +57,11 @@ TopicLevel = Annotated[str, Field(min_length=1, max_length=64)]
 class StationConfig(_Strict):
     """Where this inspection runs, in ISA-95 terms; it becomes the MQTT topic path."""
 
-    site: TopicLevel = "site"
-    area: TopicLevel = "area"
-    line: TopicLevel = "line"
-    station: TopicLevel = "station"
-    camera: TopicLevel = "cam0"
+    site: TopicLevel = Field("site", description="plant or site; the first level of the MQTT topic path")
+    area: TopicLevel = Field("area", description="area of the site (hall, department)")
+    line: TopicLevel = Field("line", description="production line")
+    station: TopicLevel = Field("station", description="inspection station on the line")
+    camera: TopicLevel = Field("cam0", description="camera of the station (verdicts say which)")
 
     @field_validator("site", "area", "line", "station", "camera")
     @classmethod
@@ -70,8 +70,17 @@ class StationConfig(_Strict):
 
 
 class ReconnectConfig(_Strict):
-    initial_s: float = Field(0.5, gt=0, description="first wait after a live source fails")
+    """Reconnect back-off (inspector/backoff.py): doubles from initial_s to max_s, jittered, reset after a success."""
+
+    initial_s: float = Field(0.5, gt=0, description="first wait after a connection fails")
     max_s: float = Field(30.0, gt=0, description="longest wait between reconnect attempts")
+    jitter: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="each wait is drawn from [(1 - jitter) x delay, delay], so that a line's clients do not "
+        "reconnect in lock-step after a broker or camera restart; 0 = no jitter",
+    )
 
 
 class SourceConfig(_Strict):
@@ -185,7 +194,7 @@ def parse_model_config(data: dict[str, Any], source: str = "model") -> BackendCo
 
 
 class DefectClass(_Strict):
-    description: str = Field(min_length=1)
+    description: str = Field(min_length=1, description="what the defect looks like, in words (goes into the prompt)")
     threshold: float = Field(0.5, gt=0, le=1, description="probability at or above which a tile is NG for this class")
 
 
@@ -193,13 +202,15 @@ class InspectionConfig(_Strict):
     """What the model is asked, and how its answers become verdicts."""
 
     product: str = Field(min_length=1, description="what the camera sees, in words")
-    ok_description: str = "no visible defect"
-    defects: dict[str, DefectClass] = Field(min_length=1)
+    ok_description: str = Field("no visible defect", description="the ok option's description in the prompt")
+    defects: dict[str, DefectClass] = Field(min_length=1, description="the defect classes (at most 25), by name")
     uncertain_band: float = Field(
         0.15, ge=0, lt=1, description="a defect probability within this distance below its threshold is UNCERTAIN"
     )
-    explanation: Literal["never", "defects", "always"] = "defects"
-    max_explanation_tokens: int = Field(48, ge=1, le=1024)
+    explanation: Literal["never", "defects", "always"] = Field(
+        "defects", description="which tiles get an explanation in words: never, NG or uncertain ones, or all"
+    )
+    max_explanation_tokens: int = Field(48, ge=1, le=1024, description="bound on each explanation's length")
 
     @field_validator("defects")
     @classmethod
@@ -224,7 +235,7 @@ class InspectionConfig(_Strict):
 
 
 class JsonlSinkConfig(_Strict):
-    path: Path
+    path: Path = Field(description="JSON-lines file, one verdict per line (replay's default: results.jsonl)")
 
 
 class MqttTLSConfig(_Strict):
@@ -307,7 +318,7 @@ class SinksConfig(_Strict):
 class EvidenceConfig(_Strict):
     """Evidence pictures (edge/evidence.py): a JPEG with boxes for every NG or UNCERTAIN verdict."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="write evidence pictures at all")
     dir: Path = Field(Path("evidence"), description="where the JPEGs go")
     max_files: int = Field(1000, ge=1, description="keep at most this many pictures (oldest removed first)")
     max_age_s: float = Field(7 * 86400.0, gt=0, description="remove pictures older than this")

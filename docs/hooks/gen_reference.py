@@ -29,7 +29,7 @@ from pydantic_core import PydanticUndefined
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the checkout's code, also when the package is not installed
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ["COLUMNS"] = "100"  # argparse wraps help at the terminal width: keep the pages stable
+os.environ["COLUMNS"] = "110"  # argparse wraps help at the terminal width: keep the pages stable
 
 GENERATED_NOTE = "*Generated at build time from {what}; edit the code, not this page.*\n\n"
 
@@ -216,7 +216,9 @@ def _schema_table(schema: dict[str, Any]) -> list[str]:
 def payload_page(path: Path) -> str:
     schema = json.loads(path.read_text(encoding="utf-8"))
     name = path.name.removesuffix(".schema.json")
-    out = [f"# {schema.get('title', name)}\n", GENERATED_NOTE.format(what=f"`inspector/schemas/{path.name}`")]
+    out = [f"# {name.replace('-', ' ').capitalize()}\n", GENERATED_NOTE.format(what=f"`inspector/schemas/{path.name}`")]
+    if schema.get("title"):
+        out.append(f"**{schema['title']}**\n")
     if schema.get("description"):
         out.append(f"{_prose(schema['description'])}\n")
     out.append(f"`$id`: `{schema.get('$id', '')}` · print it with `inspector schema {name}`.\n")
