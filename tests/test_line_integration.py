@@ -106,6 +106,7 @@ def line_station(tmp_path: Path, model_dir: Path, broker: Mosquitto, opcua_port:
         "recipes": RECIPES,
         "sinks": {"mqtt": {"port": broker.port, "outbox": str(tmp_path / "outbox.sqlite"), "topic_root": ROOT}},
         "edge": {
+            "metrics_port": 0, "live_port": 0,
             "opcua": {"port": opcua_port, "security_policies": ["None"], "allow_anonymous": True},
             "sparkplug": {"group_id": "plant", "edge_node_id": "box-1", "bdseq_file": str(tmp_path / "bdseq")},
         },
@@ -146,8 +147,8 @@ def test_a_line_triggers_an_emulated_camera_over_opcua_and_reads_every_verdict_e
     verdicts = Verdicts(broker.port)
     edge = Edge(tmp_path, ["--config", str(config)], env={"PYLON_CAMEMU": "1"})
     try:
-        assert poll(lambda: host.of("DBIRTH"), WAIT_S), edge.log()
-        assert poll(lambda: "camera open" in edge.log(), WAIT_S), edge.log()
+        assert poll(lambda: host.of("DBIRTH"), 2 * WAIT_S), edge.log()  # the child loads the model first
+        assert poll(lambda: "camera open" in edge.log_path.read_text(errors="replace"), WAIT_S), edge.log()
         events = asyncio.run(run_line(f"opc.tcp://127.0.0.1:{opcua_port}"))
         assert poll(lambda: len(verdicts.items) >= len(PARTS) and len(host.of("DDATA")) >= len(PARTS), WAIT_S)
         expected = {part: recipe or "default" for part, recipe in PARTS}
