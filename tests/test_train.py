@@ -116,6 +116,28 @@ def test_resume_after_a_kill_continues_identically(station, prepared, tmp_path: 
     assert strip == [{k: v for k, v in vars(m).items() if k != "seconds"} for m in resumed.state.history]
 
 
+class _CodeOnLoad:
+    """Unpickling this runs ``open(path, "w")``: what a tampered state file could do on --resume."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_resume_refuses_a_state_file_that_carries_code(station, prepared, tmp_path: Path) -> None:
+    out = tmp_path / "tampered"
+    _, record = _train(station, prepared, out, stop_after_epoch=1)
+    assert record is None
+    state = torch.load(out / CHECKPOINT, weights_only=True)  # the real state loads as plain data
+    marker = tmp_path / "pwned"
+    torch.save({**state, "history": _CodeOnLoad(marker)}, out / CHECKPOINT)
+    with pytest.raises(TrainingError, match="refused"):
+        _train(station, prepared, out, resume=True)
+    assert not marker.exists()
+
+
 def test_a_seed_determines_the_model(station, prepared, tmp_path: Path) -> None:
     one = replace(FAST, epochs=1)
     _train(station, prepared, tmp_path / "a", one)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -164,7 +165,15 @@ def load_checkpoint(out: Path) -> dict[str, Any] | None:
     path = out / CHECKPOINT
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: the state is tensors, numbers, strings, lists and dicts; anything else in the
+    # file (a pickled object, i.e. code run on load) is refused instead of executed.
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise TrainingError(
+            f"{path} holds more than training state (refused to unpickle it: {str(error).splitlines()[0]})",
+            "delete that state folder and train afresh into a new --out; never resume from a file you did not write",
+        ) from None
 
 
 def write_model(
