@@ -230,12 +230,15 @@ def test_coco_data_trains(tmp_path: Path, tiny_model_dir: Path) -> None:
 
 
 def test_explanation_loss_trains_the_words_after_the_answer(station, prepared, tmp_path: Path) -> None:
-    from inspector.training.objective import explanation_text
+    from inspector.training.explanation_text import explanation_text, names_class_and_region
 
     inspection = load_config(station[0]).inspection
     assert explanation_text(inspection, 0, None) == inspection.ok_description
-    assert explanation_text(inspection, 2, (0.1, 0.9)) == "a dark blob, bottom left"
-    assert explanation_text(inspection, 1, (0.5, 0.5)) == "a thin bright line, centre"
+    assert explanation_text(inspection, 2, (0.1, 0.9), 0.2) == "spot: a dark blob, bottom left, small"
+    assert explanation_text(inspection, 1, (0.5, 0.5), 0.9) == "scratch: a thin bright line, centre, large"
+    assert names_class_and_region("spot: a dark blob, bottom left, small", "spot", (0.2, 0.8))
+    assert not names_class_and_region("spot: a dark blob, bottom left, small", "scratch", (0.2, 0.8))
+    assert not names_class_and_region("spot: a dark blob, bottom left, small", "spot", (0.5, 0.5))
     trainer, record = _train(station, prepared, tmp_path / "explain", replace(FAST, epochs=1, explain=True))
     words = record["epochs"][0]["explanation_loss"]
     assert words is not None and 0 < words < 20  # cross-entropy over a 151,936-token vocabulary: ln V = 11.9
