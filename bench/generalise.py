@@ -71,43 +71,12 @@ def _lfw(root: Path, model: Path, tile: int) -> tuple[Path, Path, Path]:
 
 
 SETS: dict[str, tuple[Builder, int]] = {
-    "metal-coco": (_frames_set("metal", "coco"), 64),
-    "fabric-clip": (_frames_set("fabric", "clip"), 64),
-    "wood-folders": (_frames_set("wood", "folders", train=150, held=60, tint=True), 64),
-    "concrete-coco": (_frames_set("concrete", "coco", classes=("pit", "stain"), train=80), 96),
     "lfw-real": (_lfw, 64),
+    "metal-coco": (_frames_set("metal", "coco"), 64),
+    "wood-folders": (_frames_set("wood", "folders", train=150, held=60, tint=True), 64),
+    "fabric-clip": (_frames_set("fabric", "clip"), 64),
+    "concrete-coco": (_frames_set("concrete", "coco", classes=("pit", "stain"), train=80), 96),
 }
-
-
-def judge(config: Path, model: Path, heldout: Path) -> dict[str, float | int | None]:
-    """Held-out frame AUROC and class accuracy through the inference pipeline."""
-    from sklearn.metrics import roc_auc_score
-
-    from inspector.config import load_config
-    from inspector.datasets import load_dataset
-    from inspector.pipeline import Inspector
-
-    station = load_config(config)
-    inspector = Inspector.from_config(station, model=str(model))
-    dataset = load_dataset(heldout, station)
-    scores, truth, right = [], [], []
-    for item in dataset.images:
-        verdict = inspector.predict(item.load(), source_id=item.source)
-        tiles = verdict.tiles or []
-        best = max(tiles, key=lambda t: 1.0 - t.probabilities["ok"])
-        scores.append(1.0 - best.probabilities["ok"])
-        truth.append(item.is_defective)
-        if item.is_defective:
-            classes = {item.whole_class} if item.whole_class else {b.class_name for b in item.boxes}
-            defects = {k: v for k, v in best.probabilities.items() if k != "ok"}
-            right.append(max(defects, key=defects.get) in classes)
-    return {
-        "frames": len(truth),
-        "defective": int(sum(truth)),
-        "frame_auroc": round(float(roc_auc_score(truth, scores)), 4),
-        "class_accuracy": round(float(np.mean(right)), 4) if right else None,
-        "classes": len(station.inspection.defects),
-    }
 
 
 def run_set(name: str, work: Path, seed: int) -> dict[str, object]:
@@ -133,7 +102,7 @@ def run_set(name: str, work: Path, seed: int) -> dict[str, object]:
     best = record["best"] or {}
     figures.update(best_epoch=record["best_epoch"], epochs_run=len(record["epochs"]),
                    val_auroc=best.get("val_auroc"), tiles=record["tiles"]["train"])  # fmt: skip
-    figures.update(judge(config, out, heldout))
+    figures.update(fs.judge_frames(config, out, heldout))
     figures["class_accuracy_prior"] = round(1 / figures["classes"], 3)
     return figures
 
@@ -150,7 +119,10 @@ def main() -> None:
         parser.error(f"unknown set(s) {', '.join(unknown)}; choose from {', '.join(SETS)}")
     with tempfile.TemporaryDirectory(prefix="generalise-") as temp:
         work = args.work or Path(temp)
-        results = {name: run_set(name, work, args.seed) for name in names}
+        results = {}
+        for name in names:
+            results[name] = run_set(name, work, args.seed)
+            print(json.dumps({"set_done": name, **results[name]}), file=sys.stderr, flush=True)
     aurocs = [r["frame_auroc"] for r in results.values()]
     _common.emit({"recipe": "inspector train defaults", "seed": args.seed, "worst_frame_auroc": min(aurocs),
                   "median_frame_auroc": float(np.median(aurocs)), "sets": results})  # fmt: skip

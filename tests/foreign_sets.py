@@ -197,3 +197,34 @@ def write_lfw_folders(root: Path, tile: int) -> Path:
         pixels = cv2.resize((image * 255).astype(np.uint8), (tile, tile), interpolation=cv2.INTER_CUBIC)
         cv2.imwrite(str(root / cls / f"{i:03d}.png"), pixels)
     return root
+
+
+def judge_frames(config: Path, model: Path, heldout: Path) -> dict[str, float | int | None]:
+    """Held-out frame AUROC and class accuracy through the inference pipeline."""
+    from sklearn.metrics import roc_auc_score
+
+    from inspector.config import load_config
+    from inspector.datasets import load_dataset
+    from inspector.pipeline import Inspector
+
+    station = load_config(config)
+    inspector = Inspector.from_config(station, model=str(model))
+    dataset = load_dataset(heldout, station)
+    scores, truth, right = [], [], []
+    for item in dataset.images:
+        verdict = inspector.predict(item.load(), source_id=item.source)
+        tiles = verdict.tiles or []
+        best = max(tiles, key=lambda t: 1.0 - t.probabilities["ok"])
+        scores.append(1.0 - best.probabilities["ok"])
+        truth.append(item.is_defective)
+        if item.is_defective:
+            classes = {item.whole_class} if item.whole_class else {b.class_name for b in item.boxes}
+            defects = {k: v for k, v in best.probabilities.items() if k != "ok"}
+            right.append(max(defects, key=defects.get) in classes)
+    return {
+        "frames": len(truth),
+        "defective": int(sum(truth)),
+        "frame_auroc": round(float(roc_auc_score(truth, scores)), 4),
+        "class_accuracy": round(float(np.mean(right)), 4) if right else None,
+        "classes": len(station.inspection.defects),
+    }

@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     from inspector.config import load_config
     from inspector.datasets import parse_class_map
     from inspector.training.run import prepare_data, train_model
-    from inspector.training.trainer import TrainingError, TrainOptions, describe_counts
+    from inspector.training.trainer import TrainingError, TrainOptions, describe_counts, device_precision
 
     console = Console(stderr=True)
     config = load_config(args.config)
@@ -160,8 +160,7 @@ def run(args: argparse.Namespace) -> int:
         lora_rank=args.lora_rank,
         lora_alpha=2 * args.lora_rank,
         device=device,
-        dtype="bfloat16" if device.startswith("cuda") else "float32",
-        gradient_checkpointing=device.startswith("cuda"),
+        **device_precision(device),
     )
     with console.status("cutting labelled tiles"):
         prepared = prepare_data(

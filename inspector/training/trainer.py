@@ -148,6 +148,24 @@ def _schedule(options: TrainOptions) -> Callable[[int], float]:
     return factor
 
 
+def device_precision(device: str) -> dict[str, Any]:
+    """TrainOptions fields a device implies: CUDA trains under bf16 autocast with gradient checkpointing
+    (activation memory of a 4B/8B model); CPU in float32 without (the tiny models need neither)."""
+    cuda = device.startswith("cuda")
+    return {"dtype": "bfloat16" if cuda else "float32", "gradient_checkpointing": cuda}
+
+
+def autocast_for(dtype: str, device: str) -> Any:
+    """bf16 autocast on CUDA when asked, else nothing (CPU autocast would change the numbers it is tested on)."""
+    import contextlib
+
+    import torch
+
+    if dtype == "bfloat16" and device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, 1])
 
@@ -353,13 +371,7 @@ class Trainer:
         return None if self.option_rows is None else self.option_rows.head_rows()
 
     def _autocast(self) -> Any:
-        import contextlib
-
-        import torch
-
-        if self.options.dtype == "bfloat16" and str(self.model.device).startswith("cuda"):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_for(self.options.dtype, str(self.model.device))
 
     def predict(self, tiles: TileSet, batch: int = 32) -> np.ndarray:
         """Class probabilities (N, classes) for ``tiles``, in eval mode, no augmentation."""
