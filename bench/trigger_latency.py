@@ -47,9 +47,11 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
+    from edge.capture import source_opener
     from edge.metrics import EdgeMetrics
+    from edge.options import ServiceOptions
     from edge.sdnotify import SystemdNotifier
-    from edge.supervisor import EdgeService, ServiceOptions, source_opener
+    from edge.supervisor import EdgeService
     from inspector.config import MqttConfig
     from inspector.demo_data import write_demo_clip
     from inspector.models import write_tiny_model

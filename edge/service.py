@@ -18,19 +18,18 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
-from pydantic import ValidationError
-
+from edge.capture import source_opener
+from edge.options import edge_settings, service_options
 from edge.reload import trial_frame_size
 from edge.sdnotify import SystemdNotifier
-from edge.supervisor import source_opener
+from edge.servers import serve_health, start_live_page
 from inspector.backends.registry import backend_names
-from inspector.config import EdgeConfig, StationFile, format_validation_error, load_config
-from inspector.errors import ConfigError, InspectorError
+from inspector.config import load_config
+from inspector.errors import InspectorError
 from inspector.runtime import Overrides
 
 log = logging.getLogger("edge")
@@ -157,28 +156,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def edge_settings(config: StationFile, args: argparse.Namespace) -> EdgeConfig:
-    """The config's ``edge`` section with the flags given on the command line applied, validated."""
-    flags = {name: getattr(args, name) for name in EdgeConfig.model_fields if getattr(args, name, None) is not None}
-    try:
-        return EdgeConfig.model_validate({**config.edge.model_dump(), **flags})
-    except ValidationError as error:
-        raise ConfigError(format_validation_error("command line (edge settings)", error)) from None
-
-
-def serve_health(settings: EdgeConfig, registry: Any, healthz: Callable[[], Any]) -> Any:
-    """The /metrics and /healthz server on ``edge.metrics_host:metrics_port``; a port in use is an InspectorError."""
-    from edge.metrics import HealthServer
-
-    try:
-        return HealthServer(settings.metrics_host, settings.metrics_port, registry, healthz)
-    except OSError as error:
-        raise InspectorError(
-            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {error.strerror or error}",
-            "pick a free port with --metrics-port (0 turns the HTTP server off)",
-        ) from None
-
-
 def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str]) -> int:
     from edge.stations import serve_stations
     from inspector.stations import is_multi_station
@@ -187,7 +164,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
         return serve_stations(args, stop, received)
     # Heavy imports (torch, OpenCV, paho) only once the arguments are known to be sane.
     from edge.metrics import EdgeMetrics
-    from edge.supervisor import EdgeService, service_options, start_live_page
+    from edge.supervisor import EdgeService
     from inspector.mqtt.connection import check_connection_or_warn
     from inspector.pipeline import warm_up
     from inspector.runtime import build_sinks, load_inspector, mqtt_settings

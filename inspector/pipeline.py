@@ -15,7 +15,7 @@ from inspector.aggregate import aggregate
 from inspector.backends.base import Backend, BackendConfig
 from inspector.backends.registry import create_backend, plugin_for
 from inspector.classify import StageTimes, TileClassifier, TileResult
-from inspector.config import StationFile, parse_model_config
+from inspector.config import DEFAULT_RECIPE, StationFile, parse_model_config
 from inspector.frames import Frame
 from inspector.payloads.verdict import FrameVerdict, ModelRef, SourceRef, StationRef, TileVerdict, Timings
 from inspector.tiling import Tile, TilePlanner
@@ -46,6 +46,7 @@ class Inspector:
     config: StationFile
     backend: Backend
     classifier: TileClassifier
+    recipe: str = DEFAULT_RECIPE  # the product recipe (config.recipes) whose prompt and thresholds these are
 
     def __post_init__(self) -> None:
         self.planner = TilePlanner.from_config(self.config.tiling)
@@ -149,6 +150,7 @@ class Inspector:
             confidence=decision.confidence,
             defects=decision.defects,
             model=self.model_ref,
+            recipe=self.recipe,
             timings=timings,
             tiles=tile_verdicts,
         )
@@ -161,6 +163,7 @@ class Inspector:
             verdict="UNCERTAIN",
             confidence=0.0,
             model=self.model_ref,
+            recipe=self.recipe,
             error=f"{type(error).__name__}: {error}",
         )
 
@@ -198,7 +201,10 @@ def model_config_with(config: StationFile, **overrides: Any) -> StationFile:
     return config.model_copy(update={"model": model})
 
 
-def build_inspector(config: StationFile) -> Inspector:
+def build_inspector(config: StationFile, recipe: str | None = None) -> Inspector:
+    """The pipeline for ``recipe`` of ``config`` (default: its ``default_recipe``), loading its model."""
+    recipe = config.default_recipe if recipe is None else recipe
+    config = config.for_recipe(recipe)
     backend, tokenizer = create_backend(config.model, tile=config.tiling.tile)
     classifier = TileClassifier(
         backend,
@@ -208,7 +214,7 @@ def build_inspector(config: StationFile) -> Inspector:
         reasoning=config.model.reasoning,
         max_reasoning_tokens=config.model.max_reasoning_tokens,
     )
-    return Inspector(config, backend, classifier)
+    return Inspector(config, backend, classifier, recipe)
 
 
 _VERSIONED = ("torch", "transformers", "opencv-python-headless", "paho-mqtt", "onnxruntime")

@@ -11,8 +11,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edge.metrics import EdgeMetrics
+from edge.options import ServiceOptions
 from edge.sdnotify import SystemdNotifier
-from edge.supervisor import EdgeService, ServiceOptions
+from edge.supervisor import EdgeService
 from inspector.config import EvidenceConfig, MqttConfig, StationFile, parse_config
 from inspector.mqtt import MqttSink
 
@@ -54,7 +55,7 @@ def build_service(
 
 
 def _no_overrides() -> Any:
-    from edge.supervisor import Overrides
+    from edge.reload import Overrides
 
     return Overrides()
 
@@ -98,6 +99,27 @@ class Subscriber:
     def trigger(self, station: str, body: dict[str, Any] | bytes) -> None:
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.client.publish(f"{ROOT}/s/a/l1/{station}/trigger", payload, qos=1).wait_for_publish(5)
+
+    def command(self, station: str, body: dict[str, Any], timeout_s: float = 30.0) -> dict[str, Any]:
+        """Send one command on ``.../cmd`` (MQTT v5 request/response) and return its response."""
+        import uuid
+
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = f"{ROOT}/responses/{uuid.uuid4().hex}"
+        props.CorrelationData = uuid.uuid4().bytes
+        self.client.publish(f"{ROOT}/s/a/l1/{station}/cmd", json.dumps(body).encode(), qos=1,
+                            properties=props).wait_for_publish(5)  # fmt: skip
+        deadline = threading.Event()
+        for _ in range(int(timeout_s / 0.02)):
+            with self._lock:
+                answers = [json.loads(m) for t, m, _ in self.messages if t == props.ResponseTopic]
+            if answers:
+                return answers[0]
+            deadline.wait(0.02)
+        raise AssertionError(f"no response to {body}")
 
     def close(self) -> None:
         self.client.loop_stop()

@@ -10,8 +10,6 @@ import torch
 
 from inspector.errors import ModelError
 from inspector.models import (
-    FIRST_ADDED_ID,
-    QWEN_ADDED_TOKENS,
     RANDOM_MARKER,
     TinySpec,
     check_checkpoint,
@@ -19,6 +17,7 @@ from inspector.models import (
     tiny_config,
     write_tiny_model,
 )
+from inspector.models.tokenizer import FIRST_ADDED_ID, QWEN_ADDED_TOKENS
 
 
 def test_round_trip_same_weights_and_real_ids(tiny_model_dir: Path, tiny_loaded) -> None:
@@ -97,7 +96,7 @@ def test_missing_relative_directory_reads_as_hub_id_yet_names_the_offline_fix(tm
 
 def test_without_qwen_ranks_auto_falls_back_to_the_trained_vocabulary(tmp_path: Path, monkeypatch) -> None:
     """Where dashscope is absent, `inspector model tiny` still works offline, and the marker says which tokenizer."""
-    monkeypatch.setattr("inspector.models.qwen_ranks_file", lambda: None)
+    monkeypatch.setattr("inspector.models.tokenizer.qwen_ranks_file", lambda: None)
     small = TinySpec(text_layers=3, vision_depth=3, deepstack_indexes=(0, 1, 2))
     out = write_tiny_model(tmp_path / "m", spec=small)  # vocabulary="auto"
     marker = json.loads((out / RANDOM_MARKER).read_text())

@@ -19,14 +19,12 @@ from hypothesis import strategies as st
 from inspector.commands import model_cmd
 from inspector.errors import ModelError
 from inspector.models import (
-    FIRST_ADDED_ID,
-    QWEN_ADDED_TOKENS,
-    QWEN_VOCAB_SIZE,
     RANDOM_MARKER,
     build_qwen_tokenizer,
     load_tokenizer,
     qwen_ranks_file,
 )
+from inspector.models.tokenizer import FIRST_ADDED_ID, QWEN_ADDED_TOKENS, QWEN_VOCAB_SIZE
 from inspector.prompting import EXPLANATION_LEAD, build_prompt
 
 needs_ranks = pytest.mark.skipif(

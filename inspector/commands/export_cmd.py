@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.onnx} holds FP8 graphs: they differ from the float reference by design, so the float "
                 "parity tolerance does not apply",
                 "measure what FP8 costs on the line's footage: `inspector replay` with the float and the FP8 "
-                "export, then `inspector compare float.jsonl fp8.jsonl` (README: FP8 and TensorRT)",
+                "export, then `inspector compare float.jsonl fp8.jsonl` (docs/deployment.md: FP8 and TensorRT)",
             )
 
         inspection = DEFAULT_INSPECTION

@@ -42,7 +42,7 @@ examples:
 
 
 # The default recipe (docs/training.md: what it is, why, and what it measured on data sets this
-# project did not make). The offline demo trains with it unchanged.
+# project did not make; docs/model-training.md: the command). The offline demo trains with it unchanged.
 DEFAULTS: dict[str, Any] = {
     "epochs": 8,
     "steps_per_epoch": 75,
