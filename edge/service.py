@@ -23,7 +23,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from edge.capture import source_opener
-from edge.options import edge_settings, service_options
+from edge.options import edge_settings, require_a_sink, service_options
 from edge.reload import trial_frame_size
 from edge.sdnotify import SystemdNotifier
 from edge.servers import serve_health, start_live_page
@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="one frame in inference longer than this counts as a hang: status degraded and no "
         "systemd watchdog ping, so systemd restarts the service (default 60)",
     )
+    parser.add_argument(
+        "--no-sink",
+        action="store_true",
+        help="run although no sink is configured (verdicts are dropped; without it the service refuses to start)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -163,11 +168,12 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
     if is_multi_station(args.config):  # several cameras, one model (edge/stations.py)
         return serve_stations(args, stop, received)
     # Heavy imports (torch, OpenCV, paho) only once the arguments are known to be sane.
+    from edge.line_links import open_line_links
     from edge.metrics import EdgeMetrics
     from edge.supervisor import EdgeService
     from inspector.mqtt.connection import check_connection_or_warn
-    from inspector.pipeline import warm_up
-    from inspector.runtime import build_sinks, load_inspector, mqtt_settings
+    from inspector.pipeline import load_inspector, warm_up
+    from inspector.runtime import build_sinks, mqtt_settings
 
     # The same overrides and station runtime as `inspector replay` (inspector/runtime.py).
     overrides = Overrides(
@@ -176,6 +182,8 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
     )  # fmt: skip
     config = overrides.apply(load_config(args.config))  # a rejected override is a ConfigError naming the field
     settings = edge_settings(config, args)
+    require_a_sink(str(args.config), jsonl=config.sinks.jsonl, mqtt=args.publish or config.sinks.mqtt,
+                   no_sink=args.no_sink)  # fmt: skip
     notifier = SystemdNotifier()
     with ExitStack() as stack:
         stack.callback(notifier.close)
@@ -184,6 +192,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
         mqtt_config = mqtt_settings(config, args.publish, from_config=True)
         if mqtt_config is not None:  # bad credentials or TLS trust fail now; a broker that is down only warns
             check_connection_or_warn(mqtt_config, logger=log)
+        links = open_line_links(settings, mqtt_config)  # OPC UA server, Sparkplug node: checked before the model
         if stop.is_set():
             return 0
         notifier.status("loading model")
@@ -197,15 +206,18 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
             ) from None
         jsonl = config.sinks.jsonl.path if config.sinks.jsonl is not None else None
         station_sinks = build_sinks(config, inspector, jsonl=jsonl, mqtt=mqtt_config)
-        sinks, mqtt = station_sinks.sinks, station_sinks.mqtt
+        sinks, mqtt = station_sinks.sinks + links.sinks_for(config.station.station), station_sinks.mqtt
         if not sinks:
-            log.warning("no sink configured (sinks.jsonl, sinks.mqtt or --publish): verdicts go nowhere")
+            log.warning("no sink configured (--no-sink): verdicts go nowhere")
         metrics = EdgeMetrics()
         service = EdgeService(
             config, inspector, source, sinks=sinks, mqtt=mqtt, metrics=metrics, notifier=notifier,
             options=service_options(settings, args.config), overrides=overrides, stop_event=stop,
             evidence=settings.evidence, mqtt_config=mqtt_config,
         )  # fmt: skip
+        links.attach(service)
+        stack.callback(links.close)  # after the station has stopped: NDEATH, the OPC UA server's end
+        links.start()
         live = start_live_page(settings, {service.name: service.live_station()})
         if live is not None:
             stack.callback(live.close)

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 from edge.capture import source_opener
 from edge.collectors import StationsCollector
 from edge.inference import InferenceWorker
-from edge.options import edge_settings, service_options
+from edge.options import edge_settings, require_a_sink, service_options
 from edge.sdnotify import SystemdNotifier
 from edge.servers import serve_health, start_live_page
 from edge.supervisor import EdgeService
@@ -89,7 +89,10 @@ class MultiStationService:
                 log.error("worker(s) %s stopped unexpectedly; shutting down for a restart", ", ".join(dead))
                 exit_code = 1
                 break
-            if not any(s._stalled() for s in self.services):  # noqa: SLF001 - one watchdog for all stations
+            if any(s.failed_too_often() for s in self.services):
+                exit_code = 1
+                break
+            if all(s.watchdog_ok() for s in self.services):  # one watchdog for all stations
                 self.notifier.watchdog()
             for service in self.services:
                 service.tick()
@@ -112,11 +115,12 @@ class MultiStationService:
 
 def serve_stations(args: argparse.Namespace, stop: threading.Event, received: list[str]) -> int:
     """``inspector-edge --config stations.yaml``: every station in the file, one model."""
+    from edge.line_links import open_line_links
     from edge.metrics import EdgeMetrics
     from edge.reload import build_candidate, trial_frame_size
     from inspector.mqtt.connection import check_connection_or_warn
-    from inspector.pipeline import warm_up
-    from inspector.runtime import Overrides, build_sinks, load_inspector, mqtt_settings
+    from inspector.pipeline import load_inspector, warm_up
+    from inspector.runtime import Overrides, build_sinks, mqtt_settings
 
     if args.source is not None or args.publish is not None:
         raise ConfigError(
@@ -128,6 +132,9 @@ def serve_stations(args: argparse.Namespace, stop: threading.Event, received: li
                           device=getattr(args, "device", None), loop=args.loop, pace=args.pace)  # fmt: skip
     configs = {name: overrides.apply(config) for name, config in configs.items()}
     settings = edge_settings(next(iter(configs.values())).model_copy(update={"edge": edge}), args)
+    for name, config in configs.items():
+        require_a_sink(f"{args.config}: stations.{name}", jsonl=config.sinks.jsonl, mqtt=config.sinks.mqtt,
+                       no_sink=getattr(args, "no_sink", False))  # fmt: skip
     notifier = SystemdNotifier()
     with ExitStack() as stack:
         stack.callback(notifier.close)
@@ -138,6 +145,9 @@ def serve_stations(args: argparse.Namespace, stop: threading.Event, received: li
         for config in configs.values():
             if config.sinks.mqtt is not None:
                 check_connection_or_warn(config.sinks.mqtt, logger=log)
+        # One OPC UA server and one Sparkplug node for the box; a station is an object / a device of them.
+        first_mqtt = next((c.sinks.mqtt for c in configs.values() if c.sinks.mqtt is not None), None)
+        links = open_line_links(settings, first_mqtt)
         if stop.is_set():
             return 0
         notifier.status("loading model")
@@ -160,7 +170,7 @@ def serve_stations(args: argparse.Namespace, stop: threading.Event, received: li
                     config,
                     inspector,
                     sources[name],
-                    sinks=station_sinks.sinks,
+                    sinks=station_sinks.sinks + links.sinks_for(config.station.station),
                     mqtt=station_sinks.mqtt,
                     metrics=station_metrics,
                     notifier=SystemdNotifier(""),
@@ -172,6 +182,10 @@ def serve_stations(args: argparse.Namespace, stop: threading.Event, received: li
                     shared_inference=True,
                 )  # fmt: skip
             )
+        for service in services:
+            links.attach(service)
+        stack.callback(links.close)  # after the stations have stopped
+        links.start()
         runner = MultiStationService(services, notifier=notifier, stop_event=stop)
         if settings.metrics_port:
             registry = CollectorRegistry()
