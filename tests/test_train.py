@@ -180,7 +180,7 @@ def test_demo_label_flows_into_verdicts(station, prepared, tmp_path: Path) -> No
     verdict = inspector.inspect(Frame(image=image, source_id="t", index=0, captured_at=datetime.now(UTC)))
     payload = json.loads(verdict.model_dump_json(by_alias=True))
     assert payload["model"]["demo_model"] is True and payload["model"]["random_weights"] is False
-    assert payload["schema_version"] >= "1.1"  # demo_model arrived in 1.1
+    assert tuple(map(int, payload["schema_version"].split("."))) >= (1, 1)  # demo_model arrived in 1.1
 
 
 def test_refuses_to_overwrite_a_checkpoint_it_did_not_write(station, prepared, tiny_model_dir) -> None:
