@@ -14,6 +14,7 @@ from inspector.errors import InspectorError
 
 # Modules under inspector.commands, in the order `inspector --help` lists them.
 COMMAND_MODULES = (
+    "demo_cmd",
     "replay",
     "compare_cmd",
     "report_cmd",
@@ -30,7 +31,11 @@ COMMAND_MODULES = (
 )
 
 EPILOG = """\
-first run, offline (a tiny model of the real architecture, trained on synthetic demo footage):
+first run, offline: the whole main job in one command (a tiny model of the real architecture,
+trained on synthetic demo footage, calibrated, then measured on a held-out clip):
+  inspector demo                                    # writes ./demo-run, ends with the figures and a report
+
+the same steps by hand:
   inspector model tiny models/tiny --preset demo    # RANDOM weights: its verdicts mean nothing
   inspector demo-data demo                          # demo clip, training clips, a held-out clip
   inspector train --config configs/demo.yaml --data demo/train --out models/demo   # a DEMO model

@@ -207,11 +207,13 @@ def test_cli_writes_the_default_clip(
 
 def test_cli_options(only_demo_command: None, tmp_path: Path) -> None:
     argv = ["demo-data", str(tmp_path), "--frames", "4", "--seed", "2", "--size", "256x128", "--fps", "5",
-            "--train-clips", "2", "--train-frames", "3", "--heldout-frames", "5"]  # fmt: skip
+            "--train-clips", "2", "--train-frames", "3", "--heldout-frames", "5",
+            "--calibration-frames", "6"]  # fmt: skip
     assert cli.main(argv) == 0
     train = [load_labels(tmp_path / "train" / f"clip-0{n}" / "labels.json") for n in (0, 1)]
     heldout = load_labels(tmp_path / "heldout" / "labels.json")
     assert [len(t["frames"]) for t in train] == [3, 3] and len(heldout["frames"]) == 5
+    assert len(load_labels(tmp_path / "calibration" / "labels.json")["frames"]) == 6
     labels = load_labels(tmp_path / "labels.json")
     assert (labels["width"], labels["height"], labels["fps"], labels["seed"], len(labels["frames"])) == (
         256,
@@ -259,6 +261,33 @@ def test_the_held_out_clip_has_a_seed_and_a_surface_no_training_clip_has(tmp_pat
         drawn = decode(clip.video)[frame["index"]]
         x0, y0, x1, y1 = frame["defects"][0]["bbox"]
         assert np.abs(drawn[y0:y1, x0:x1].astype(int) - clean[y0:y1, x0:x1]).mean() > 5
+
+
+def test_the_calibration_clip_is_neither_training_nor_held_out(tmp_path: Path) -> None:
+    written = write_demo_set(tmp_path, frames=2, size=(128, 96), seed=3, train_clips=3, train_frames=4,
+                             heldout_frames=4, calibration_frames=4)  # fmt: skip
+    assert written.calibration is not None and written.heldout is not None
+    assert written.calibration.video == tmp_path / "calibration" / "clip.mp4"
+    others = [written.clip, *written.train, written.heldout]
+    assert written.calibration.labels["seed"] not in {c.labels["seed"] for c in others}
+    # Not one of its frames is a frame of another clip (same surface as the held-out clip, other pixels).
+    calibration_frames = decode(written.calibration.video)
+    for clip in others:
+        for frame in decode(clip.video):
+            assert all(np.abs(frame.astype(int) - c).mean() > 1 for c in calibration_frames)
+    # Its clean frames render back from its labels, turned as they were written.
+    labels = written.calibration.labels
+    upright = {key: value for key, value in labels.items() if key != "turned"}
+    for frame in labels["frames"]:
+        drawn = calibration_frames[frame["index"]].astype(int)
+        error = np.abs(render_clean_frame(labels, frame["index"]) - drawn).mean()
+        assert error < np.abs(render_clean_frame(upright, frame["index"]) - drawn).mean()
+
+
+def test_no_calibration_clip_when_asked_for_none(tmp_path: Path) -> None:
+    written = write_demo_set(tmp_path, frames=2, size=(128, 96), train_clips=1, train_frames=2, heldout_frames=2,
+                             calibration_frames=0)  # fmt: skip
+    assert written.calibration is None and not (tmp_path / "calibration").exists()
 
 
 def test_an_unknown_surface_is_a_clear_error(tmp_path: Path) -> None:

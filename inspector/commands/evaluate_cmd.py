@@ -164,10 +164,15 @@ def is_demo(predictions: list[Prediction]) -> bool:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    evaluate_and_report(args, Console(stderr=True))
+    return 0
+
+
+def evaluate_and_report(args: argparse.Namespace, console: Console) -> Evaluation:
+    """What `inspector evaluate` does (the figures, --html, then the table or --json); the figures back."""
     from inspector.evaluation import evaluate
     from inspector.evaluation.report import render_report
 
-    console = Console(stderr=True)
     if args.verdicts and args.save_verdicts:
         raise InspectorError("--verdicts and --save-verdicts together would copy a file", "pass one of them")
     config, dataset = load_station_and_data(args)
@@ -187,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(evaluation.summary()))
     else:
         print_evaluation(console, evaluation, f"evaluation on {dataset.source}", demo=is_demo(predictions))
-    return 0
+    return evaluation
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from inspector.backends.registry import backend_names
 from inspector.cluster import command as cluster
+from inspector.commands.explanations import print_explanations
 from inspector.commands.progress import progress_bar
 from inspector.config import load_config
 from inspector.errors import InspectorError
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         summary.skipped_corrupt = sum(s.stats.frames_skipped_corrupt for s in sources)
 
     _print_summary(console, summary, out_path)
+    print_explanations(console, summary.explained, summary.explained_total, out_path)
     if labels is not None:
         outcomes = read_outcomes(out_path)
         source_id = sources[0].source_id if len(sources) == 1 else None
