@@ -61,7 +61,7 @@ STEPS = {
     "torch": ("build_4b", "torch"),
     "onnx": ("build_4b", "torch", "onnx_export", "onnx_verdict"),
     # The FP8 export first: its peak RSS is the figure that matters most, and needs no other phase.
-    "fp8": ("build_4b", "fp8_export", "torch", "onnx_export", "onnx_verdict", "fp8_verdict"),
+    "fp8": ("build_4b", "fp8_export", "torch", "fp8_verdict", "onnx_export", "onnx_verdict"),
     "8b": ("build_8b", "export_8b"),
     "lora": ("build_4b", "lora_train", "lora_export"),
 }
@@ -197,15 +197,7 @@ def _ort_station(work: Path, onnx_dir: str) -> Any:
 
 
 def phase_onnx_verdict(work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    judged = judge(_ort_station(work, "onnx-fp16"), args.tiles)
-    reference = result(work, "torch")
-    versus = compare(judged["probabilities"], reference["probabilities"])
-    versus["tolerance"] = FP16_PROBABILITY_TOL
-    versus["within_tolerance"] = versus["max_abs_probability_diff"] <= FP16_PROBABILITY_TOL
-    judged["vs_torch_fp16"] = versus
-    judged["verdict_agrees_with_torch"] = judged["verdict"] == reference["verdict"]
-    judged["s_per_tile_vs_torch"] = judged["s_per_tile"] / reference["s_per_tile"]
-    return judged
+    return judge(_ort_station(work, "onnx-fp16"), args.tiles)
 
 
 def phase_fp8_export(work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -243,12 +235,29 @@ def phase_fp8_export(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def phase_fp8_verdict(work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    judged = judge(_ort_station(work, "onnx-fp8"), args.tiles)
-    fp16 = result(work, "onnx_verdict")
-    judged["vs_fp16"] = compare(judged["probabilities"], fp16["probabilities"])
-    judged["verdict_agrees_with_fp16"] = judged["verdict"] == fp16["verdict"]
-    judged["s_per_tile_vs_fp16"] = judged["s_per_tile"] / fp16["s_per_tile"]
-    return judged
+    return judge(_ort_station(work, "onnx-fp8"), args.tiles)
+
+
+def comparisons(phases: dict[str, Any]) -> dict[str, Any]:
+    """onnxruntime float16 vs torch float16, FP8 vs float16 (and vs torch): per-tile probabilities, verdicts.
+
+    Computed from the phases' results, so the phases may run in any order (the FP8 export first).
+    """
+    pairs = {"onnx_fp16_vs_torch_fp16": ("onnx_verdict", "torch"), "fp8_vs_onnx_fp16": ("fp8_verdict", "onnx_verdict"),
+             "fp8_vs_torch_fp16": ("fp8_verdict", "torch")}  # fmt: skip
+    out: dict[str, Any] = {}
+    for name, (ours, reference) in pairs.items():
+        a, b = phases.get(ours, {}), phases.get(reference, {})
+        if "probabilities" not in a or "probabilities" not in b:
+            continue
+        versus = compare(a["probabilities"], b["probabilities"])
+        versus["verdict_agrees"] = a["verdict"] == b["verdict"]
+        versus["s_per_tile_ratio"] = a["s_per_tile"] / b["s_per_tile"]
+        if name == "onnx_fp16_vs_torch_fp16":
+            versus["tolerance"] = FP16_PROBABILITY_TOL
+            versus["within_tolerance"] = versus["max_abs_probability_diff"] <= FP16_PROBABILITY_TOL
+        out[name] = versus
+    return out
 
 
 def phase_export_8b(work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -417,6 +426,7 @@ def main() -> int:
                 break
             if phase in PRUNE_AFTER and not args.keep:
                 shutil.rmtree(work / PRUNE_AFTER[phase], ignore_errors=True)
+    report["comparisons"] = comparisons(report["phases"])
     for figures in report["phases"].values():
         figures.pop("probabilities", None)
     _common.emit(report)
