@@ -3,7 +3,7 @@
     python bench/multicam.py [--cameras 4] [--seconds 20] [--model DIR] [--device cpu|cuda] [--tile 256]
                              [--batch-size 16]
 
-In one process: ONE model, the edge service's shared inference worker (edge/workers.py) with
+In one process: ONE model, the edge service's shared inference worker (edge/inference.py) with
 one lane per camera, and per camera a feeder thread that keeps the lane's queue holding a
 fresh frame (a live camera that is always ahead of inference). Each frame is 2x2 tiles. The
 worker takes the freshest frame of every camera per round and sends all their tiles through
@@ -34,7 +34,9 @@ from _common import bench_station
 
 def measure(inspectors: list, seconds: float, size: tuple[int, int]) -> tuple[float, float, float]:
     """(tiles/s, frames/s, frames per round) for one lane per inspector over ``seconds``."""
-    from edge.workers import BoundedQueue, InferenceWorker, Lane, PublishWorker
+    from edge.inference import InferenceWorker, Lane
+    from edge.publish import PublishWorker
+    from edge.queues import BoundedQueue
     from inspector.frames import Frame
 
     stop = threading.Event()

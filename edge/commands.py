@@ -14,6 +14,7 @@ Request examples::
     {"command": "reload-config", "path": "/etc/line-inspector/station.yaml"}
     {"command": "reload-config", "config": {"station": {...}, "model": {...}, ...}}
     {"command": "snapshot", "label": "operator-check"}
+    {"command": "select-recipe", "recipe": "red-brick"}
 
 Response (on the request's MQTT v5 response topic, correlation data echoed)::
 
@@ -37,6 +38,7 @@ from inspector.payloads.command import (  # noqa: F401 - re-exported for edge mo
     PauseCommand,
     ReloadConfigCommand,
     ResumeCommand,
+    SelectRecipeCommand,
     SnapshotCommand,
 )
 from inspector.payloads.command import CommandPayload as Command

@@ -22,6 +22,7 @@ from edge.commands import (
     PauseCommand,
     ReloadConfigCommand,
     ResumeCommand,
+    SelectRecipeCommand,
     SnapshotCommand,
     check_accepted,
     parse_command,
@@ -44,6 +45,8 @@ class Controllable(Protocol):
     def reload_config(self, command: ReloadConfigCommand) -> dict[str, Any]: ...
 
     def snapshot(self, label: str | None) -> dict[str, Any]: ...
+
+    def select_recipe(self, recipe_id: str) -> dict[str, Any]: ...
 
 
 class CommandProcessor(threading.Thread):
@@ -130,6 +133,8 @@ class CommandProcessor(threading.Thread):
             return self._target.reload_config(command)
         if isinstance(command, SnapshotCommand):
             return self._target.snapshot(command.label)
+        if isinstance(command, SelectRecipeCommand):
+            return self._target.select_recipe(command.recipe)
         raise CommandRejected(f"command {command.command!r} is not implemented")  # pragma: no cover
 
     def _answer(

@@ -163,22 +163,25 @@ def needs_model_load(current: StationFile, candidate: StationFile) -> bool:
     return any(getattr(current.model, f, None) != getattr(candidate.model, f, None) for f in MODEL_LOAD_FIELDS)
 
 
-def build_candidate(running: Inspector, candidate: StationFile) -> Inspector:
-    """An Inspector for ``candidate``, reusing the loaded model when only prompts/tiling/thresholds changed."""
+def build_candidate(running: Inspector, candidate: StationFile, recipe: str | None = None) -> Inspector:
+    """An Inspector for ``recipe`` of ``candidate`` (default: its ``default_recipe``), reusing the loaded
+    model when only prompts/tiling/thresholds differ."""
+    recipe = candidate.default_recipe if recipe is None else recipe
+    applied = candidate.for_recipe(recipe)
     try:
-        if needs_model_load(running.config, candidate):
-            log.info("reload-config: loading model %s (%s)", candidate.model.path, candidate.model.backend)
-            return build_inspector(candidate)
-        model = candidate.model
+        if needs_model_load(running.config, applied):
+            log.info("loading model %s (%s) for recipe %s", applied.model.path, applied.model.backend, recipe)
+            return build_inspector(candidate, recipe)
+        model = applied.model
         classifier = TileClassifier(
             running.backend,
             running.classifier.tokenizer,
-            candidate.inspection,
+            applied.inspection,
             batch_size=model.batch_size,
             reasoning=model.reasoning,
             max_reasoning_tokens=model.max_reasoning_tokens,
         )
-        return Inspector(candidate, running.backend, classifier)
+        return Inspector(applied, running.backend, classifier, recipe)
     except Exception as error:  # noqa: BLE001 - a model that fails to load must not take the service down
         # The details (paths, values) go to the local log only; the remote answer names the section.
         log.error("reload-config: building the new pipeline failed: %s", error, exc_info=True)

@@ -18,19 +18,18 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
-from pydantic import ValidationError
-
+from edge.capture import source_opener
+from edge.options import edge_settings, service_options
 from edge.reload import trial_frame_size
 from edge.sdnotify import SystemdNotifier
-from edge.supervisor import source_opener
+from edge.servers import serve_health, start_live_page
 from inspector.backends.registry import backend_names
-from inspector.config import EdgeConfig, StationFile, format_validation_error, load_config
-from inspector.errors import ConfigError, InspectorError
+from inspector.config import load_config
+from inspector.errors import InspectorError
 from inspector.runtime import Overrides
 
 log = logging.getLogger("edge")
@@ -157,28 +156,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def edge_settings(config: StationFile, args: argparse.Namespace) -> EdgeConfig:
-    """The config's ``edge`` section with the flags given on the command line applied, validated."""
-    flags = {name: getattr(args, name) for name in EdgeConfig.model_fields if getattr(args, name, None) is not None}
-    try:
-        return EdgeConfig.model_validate({**config.edge.model_dump(), **flags})
-    except ValidationError as error:
-        raise ConfigError(format_validation_error("command line (edge settings)", error)) from None
-
-
-def serve_health(settings: EdgeConfig, registry: Any, healthz: Callable[[], Any]) -> Any:
-    """The /metrics and /healthz server on ``edge.metrics_host:metrics_port``; a port in use is an InspectorError."""
-    from edge.metrics import HealthServer
-
-    try:
-        return HealthServer(settings.metrics_host, settings.metrics_port, registry, healthz)
-    except OSError as error:
-        raise InspectorError(
-            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {error.strerror or error}",
-            "pick a free port with --metrics-port (0 turns the HTTP server off)",
-        ) from None
-
-
 def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str]) -> int:
     from edge.stations import serve_stations
     from inspector.stations import is_multi_station
@@ -186,11 +163,12 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
     if is_multi_station(args.config):  # several cameras, one model (edge/stations.py)
         return serve_stations(args, stop, received)
     # Heavy imports (torch, OpenCV, paho) only once the arguments are known to be sane.
+    from edge.line_links import open_line_links
     from edge.metrics import EdgeMetrics
-    from edge.supervisor import EdgeService, service_options, start_live_page
+    from edge.supervisor import EdgeService
     from inspector.mqtt.connection import check_connection_or_warn
-    from inspector.pipeline import warm_up
-    from inspector.runtime import build_sinks, load_inspector, mqtt_settings
+    from inspector.pipeline import load_inspector, warm_up
+    from inspector.runtime import build_sinks, mqtt_settings
 
     # The same overrides and station runtime as `inspector replay` (inspector/runtime.py).
     overrides = Overrides(
@@ -207,6 +185,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
         mqtt_config = mqtt_settings(config, args.publish, from_config=True)
         if mqtt_config is not None:  # bad credentials or TLS trust fail now; a broker that is down only warns
             check_connection_or_warn(mqtt_config, logger=log)
+        links = open_line_links(settings, mqtt_config)  # OPC UA server, Sparkplug node: checked before the model
         if stop.is_set():
             return 0
         notifier.status("loading model")
@@ -220,7 +199,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
             ) from None
         jsonl = config.sinks.jsonl.path if config.sinks.jsonl is not None else None
         station_sinks = build_sinks(config, inspector, jsonl=jsonl, mqtt=mqtt_config)
-        sinks, mqtt = station_sinks.sinks, station_sinks.mqtt
+        sinks, mqtt = station_sinks.sinks + links.sinks_for(config.station.station), station_sinks.mqtt
         if not sinks:
             log.warning("no sink configured (sinks.jsonl, sinks.mqtt or --publish): verdicts go nowhere")
         metrics = EdgeMetrics()
@@ -229,6 +208,9 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
             options=service_options(settings, args.config), overrides=overrides, stop_event=stop,
             evidence=settings.evidence, mqtt_config=mqtt_config,
         )  # fmt: skip
+        links.attach(service)
+        stack.callback(links.close)  # after the station has stopped: NDEATH, the OPC UA server's end
+        links.start()
         live = start_live_page(settings, {service.name: service.live_station()})
         if live is not None:
             stack.callback(live.close)

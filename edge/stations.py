@@ -14,7 +14,7 @@ A multi-station file has a ``stations:`` mapping instead of one station's sectio
 Each station is a whole station config (validated as one, errors name ``stations.<name>``), with
 its own topics, status, outbox, commands, triggers, evidence and live-page panel; its
 ``station.station`` defaults to its key. Every station must name the same ``model``: the
-process loads it once, and one inference worker (edge/workers.py) takes the freshest frame of
+process loads it once, and one inference worker (edge/inference.py) takes the freshest frame of
 each camera per round and sends their tiles through the model as one batch. A camera that is
 dead or slow only has no frame in a round; the others are judged without waiting for it.
 """
@@ -25,42 +25,23 @@ import argparse
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
+from edge.capture import source_opener
+from edge.collectors import StationsCollector
+from edge.inference import InferenceWorker
+from edge.options import edge_settings, service_options
 from edge.sdnotify import SystemdNotifier
+from edge.servers import serve_health, start_live_page
 from edge.supervisor import EdgeService
-from edge.workers import InferenceWorker
 from inspector.config import EdgeConfig
 from inspector.errors import ConfigError, InspectorError
 from inspector.stations import load_stations
 
 log = logging.getLogger(__name__)
-
-
-class StationsCollector(Collector):
-    """Every station's metrics in one ``/metrics``, each sample labelled ``station``; process figures once."""
-
-    def __init__(self, registries: Mapping[str, CollectorRegistry]) -> None:
-        self._registries = dict(registries)
-
-    def collect(self) -> Iterable[Metric]:
-        merged: dict[str, Metric] = {}
-        for index, (station, registry) in enumerate(self._registries.items()):
-            for family in registry.collect():
-                per_process = family.name.startswith(("process_", "python_"))
-                if per_process and index > 0:
-                    continue
-                out = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
-                for sample in family.samples:
-                    labels = sample.labels if per_process else {**sample.labels, "station": station}
-                    out.add_sample(sample.name, labels, sample.value, sample.timestamp, sample.exemplar)
-        return list(merged.values())
 
 
 class MultiStationService:
@@ -131,13 +112,12 @@ class MultiStationService:
 
 def serve_stations(args: argparse.Namespace, stop: threading.Event, received: list[str]) -> int:
     """``inspector-edge --config stations.yaml``: every station in the file, one model."""
+    from edge.line_links import open_line_links
     from edge.metrics import EdgeMetrics
     from edge.reload import build_candidate, trial_frame_size
-    from edge.service import edge_settings, serve_health
-    from edge.supervisor import service_options, source_opener, start_live_page
     from inspector.mqtt.connection import check_connection_or_warn
-    from inspector.pipeline import warm_up
-    from inspector.runtime import Overrides, build_sinks, load_inspector, mqtt_settings
+    from inspector.pipeline import load_inspector, warm_up
+    from inspector.runtime import Overrides, build_sinks, mqtt_settings
 
     if args.source is not None or args.publish is not None:
         raise ConfigError(
@@ -159,6 +139,9 @@ def serve_stations(args: argparse.Namespace, stop: threading.Event, received: li
         for config in configs.values():
             if config.sinks.mqtt is not None:
                 check_connection_or_warn(config.sinks.mqtt, logger=log)
+        # One OPC UA server and one Sparkplug node for the box; a station is an object / a device of them.
+        first_mqtt = next((c.sinks.mqtt for c in configs.values() if c.sinks.mqtt is not None), None)
+        links = open_line_links(settings, first_mqtt)
         if stop.is_set():
             return 0
         notifier.status("loading model")
@@ -181,7 +164,7 @@ def serve_stations(args: argparse.Namespace, stop: threading.Event, received: li
                     config,
                     inspector,
                     sources[name],
-                    sinks=station_sinks.sinks,
+                    sinks=station_sinks.sinks + links.sinks_for(config.station.station),
                     mqtt=station_sinks.mqtt,
                     metrics=station_metrics,
                     notifier=SystemdNotifier(""),
@@ -193,6 +176,10 @@ def serve_stations(args: argparse.Namespace, stop: threading.Event, received: li
                     shared_inference=True,
                 )  # fmt: skip
             )
+        for service in services:
+            links.attach(service)
+        stack.callback(links.close)  # after the stations have stopped
+        links.start()
         runner = MultiStationService(services, notifier=notifier, stop_event=stop)
         if settings.metrics_port:
             registry = CollectorRegistry()

@@ -1,6 +1,6 @@
 """Tile verdicts -> one frame verdict: per-class thresholds, an uncertain band, merged defects.
 
-Rules (documented in README "Verdict rules"):
+Rules (documented in docs/how-it-works.md):
 - a local tile is NG for class c when p(c) >= threshold(c); UNCERTAIN for c when
   threshold(c) - band <= p(c) < threshold(c);
 - NG tiles of the same class whose boxes overlap or touch merge into one defect (box =

@@ -8,12 +8,14 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
-from inspector import __version__
 from inspector.errors import InspectorError
+from inspector.version import __version__
 
 # Modules under inspector.commands, in the order `inspector --help` lists them.
 COMMAND_MODULES = (
+    "demo_cmd",
     "replay",
     "compare_cmd",
     "report_cmd",
@@ -26,11 +28,17 @@ COMMAND_MODULES = (
     "config_cmd",
     "model_cmd",
     "schema_cmd",
-    "export_cmd",
 )
+# Commands other packages add (``export`` adds `inspector export`): entry points, so that the
+# CLI never imports them by name and the layers stay one-way.
+PLUGIN_GROUP = "inspector.commands"
 
 EPILOG = """\
-first run, offline (a tiny model of the real architecture, trained on synthetic demo footage):
+first run, offline: the whole main job in one command (a tiny model of the real architecture,
+trained on synthetic demo footage, calibrated, then measured on a held-out clip):
+  inspector demo                                    # writes ./demo-run, ends with the figures and a report
+
+the same steps by hand:
   inspector model tiny models/tiny --preset demo    # RANDOM weights: its verdicts mean nothing
   inspector demo-data demo                          # demo clip, training clips, a held-out clip
   inspector train --config configs/demo.yaml --data demo/train --out models/demo   # a DEMO model
@@ -54,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"inspector.commands.{name}").register(subparsers)
+    for entry in sorted(metadata.entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        entry.load()(subparsers)
     return parser
 
 

@@ -25,7 +25,10 @@ from pydantic import (
 
 from inspector.backends.base import BackendConfig
 from inspector.backends.registry import DEFAULT_BACKEND, PLUGINS
+from inspector.camera_config import CameraConfig
 from inspector.errors import ConfigError
+from inspector.payloads.trigger import RECIPE_ID_PATTERN
+from inspector.plc_config import OpcUaConfig, SparkplugConfig
 
 # Qwen3-VL: 16-px patches merged 2x2, so one visual token covers 32x32 px.
 TILE_MULTIPLE = 32
@@ -54,11 +57,11 @@ TopicLevel = Annotated[str, Field(min_length=1, max_length=64)]
 class StationConfig(_Strict):
     """Where this inspection runs, in ISA-95 terms; it becomes the MQTT topic path."""
 
-    site: TopicLevel = "site"
-    area: TopicLevel = "area"
-    line: TopicLevel = "line"
-    station: TopicLevel = "station"
-    camera: TopicLevel = "cam0"
+    site: TopicLevel = Field("site", description="plant or site; the first level of the MQTT topic path")
+    area: TopicLevel = Field("area", description="area of the site (hall, department)")
+    line: TopicLevel = Field("line", description="production line")
+    station: TopicLevel = Field("station", description="inspection station on the line")
+    camera: TopicLevel = Field("cam0", description="camera of the station (verdicts say which)")
 
     @field_validator("site", "area", "line", "station", "camera")
     @classmethod
@@ -67,20 +70,38 @@ class StationConfig(_Strict):
 
 
 class ReconnectConfig(_Strict):
-    initial_s: float = Field(0.5, gt=0, description="first wait after a live source fails")
+    """Reconnect back-off (inspector/backoff.py): doubles from initial_s to max_s, jittered, reset after a success."""
+
+    initial_s: float = Field(0.5, gt=0, description="first wait after a connection fails")
     max_s: float = Field(30.0, gt=0, description="longest wait between reconnect attempts")
+    jitter: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="each wait is drawn from [(1 - jitter) x delay, delay], so that a line's clients do not "
+        "reconnect in lock-step after a broker or camera restart; 0 = no jitter",
+    )
 
 
 class SourceConfig(_Strict):
-    """What to inspect: a video file, an image folder or glob, a camera index, or an RTSP/HTTP URL."""
+    """What to inspect: a video file, an image folder or glob, a camera index, an RTSP/HTTP URL, a GenICam camera."""
 
-    uri: str | int | None = Field(None, description="file, folder, glob, camera index, rtsp:// or http(s):// URL")
+    uri: str | int | None = Field(
+        None,
+        description="file, folder, glob, camera index, rtsp:// or http(s):// URL, pylon://SERIAL (Basler, pypylon) "
+        "or genicam://PRODUCER.cti?serial=… (any GenTL producer, harvesters)",
+    )
     pace: bool = Field(False, description="files: yield frames at their recorded fps instead of as fast as possible")
     loop: bool = Field(False, description="files: start again at the end (soak tests, demos)")
     reconnect: ReconnectConfig = ReconnectConfig()
+    camera: CameraConfig = Field(
+        CameraConfig(), description="GenICam cameras: settings and trigger mode (docs/cameras.md)"
+    )
     # Triggered inspection (edge/triggers.py): one verdict per part instead of one per frame.
-    trigger: Literal["none", "mqtt"] = Field(
-        "none", description="none: judge every frame (free-running); mqtt: judge one part per message on .../trigger"
+    trigger: Literal["none", "mqtt", "opcua"] = Field(
+        "none",
+        description="none: judge every frame (free-running); mqtt: judge one part per message on .../trigger (and "
+        "per OPC UA StartSingleJob); opcua: one part per OPC UA StartSingleJob / EdgeService.trigger_part only",
     )
     trigger_frames: int = Field(1, ge=1, le=16, description="frames judged per trigger; the worst verdict wins")
     trigger_timeout_s: float = Field(
@@ -91,6 +112,13 @@ class SourceConfig(_Strict):
     )
     trigger_backlog: int = Field(
         8, ge=1, le=1024, description="triggers waiting at most; one more gets an UNCERTAIN verdict at once"
+    )
+    trigger_delay_s: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description="time from a part's trigger to the part being in view: only frames taken at least this long "
+        "after the trigger (by the stream's or camera's own timestamps where it has them) are that part",
     )
 
 
@@ -166,7 +194,7 @@ def parse_model_config(data: dict[str, Any], source: str = "model") -> BackendCo
 
 
 class DefectClass(_Strict):
-    description: str = Field(min_length=1)
+    description: str = Field(min_length=1, description="what the defect looks like, in words (goes into the prompt)")
     threshold: float = Field(0.5, gt=0, le=1, description="probability at or above which a tile is NG for this class")
 
 
@@ -174,13 +202,15 @@ class InspectionConfig(_Strict):
     """What the model is asked, and how its answers become verdicts."""
 
     product: str = Field(min_length=1, description="what the camera sees, in words")
-    ok_description: str = "no visible defect"
-    defects: dict[str, DefectClass] = Field(min_length=1)
+    ok_description: str = Field("no visible defect", description="the ok option's description in the prompt")
+    defects: dict[str, DefectClass] = Field(min_length=1, description="the defect classes (at most 25), by name")
     uncertain_band: float = Field(
         0.15, ge=0, lt=1, description="a defect probability within this distance below its threshold is UNCERTAIN"
     )
-    explanation: Literal["never", "defects", "always"] = "defects"
-    max_explanation_tokens: int = Field(48, ge=1, le=1024)
+    explanation: Literal["never", "defects", "always"] = Field(
+        "defects", description="which tiles get an explanation in words: never, NG or uncertain ones, or all"
+    )
+    max_explanation_tokens: int = Field(48, ge=1, le=1024, description="bound on each explanation's length")
 
     @field_validator("defects")
     @classmethod
@@ -205,7 +235,7 @@ class InspectionConfig(_Strict):
 
 
 class JsonlSinkConfig(_Strict):
-    path: Path
+    path: Path = Field(description="JSON-lines file, one verdict per line (replay's default: results.jsonl)")
 
 
 class MqttTLSConfig(_Strict):
@@ -288,7 +318,7 @@ class SinksConfig(_Strict):
 class EvidenceConfig(_Strict):
     """Evidence pictures (edge/evidence.py): a JPEG with boxes for every NG or UNCERTAIN verdict."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="write evidence pictures at all")
     dir: Path = Field(Path("evidence"), description="where the JPEGs go")
     max_files: int = Field(1000, ge=1, description="keep at most this many pictures (oldest removed first)")
     max_age_s: float = Field(7 * 86400.0, gt=0, description="remove pictures older than this")
@@ -308,8 +338,9 @@ class EdgeConfig(_Strict):
     drain_timeout_s: float = Field(10.0, ge=0, description="longest wait for the MQTT outbox to empty at shutdown")
     stall_timeout_s: float = Field(60.0, gt=0, description="one frame in inference longer than this is a hang")
     # Who may steer the station (edge/commands.py, edge/reload.py, edge/web/).
-    mqtt_commands: list[Literal["pause", "resume", "reload-config", "snapshot"]] = Field(
-        ["pause", "resume", "reload-config", "snapshot"], description="commands accepted on .../cmd; others are refused"
+    mqtt_commands: list[Literal["pause", "resume", "reload-config", "snapshot", "select-recipe"]] = Field(
+        ["pause", "resume", "reload-config", "snapshot", "select-recipe"],
+        description="commands accepted on .../cmd; others are refused",
     )
     reload_paths: list[Path] = Field(
         default_factory=list, description="folders reload-config may read, besides the config file's own folder"
@@ -321,6 +352,24 @@ class EdgeConfig(_Strict):
         "INSPECTOR_LIVE_TOKEN", description="environment variable holding the live page's token"
     )
     live_token_file: Path | None = Field(None, description="file holding the live page's token (wins over the env)")
+    opcua: OpcUaConfig | None = Field(None, description="the OPC UA server for PLCs and SCADA (docs/opcua.md)")
+    sparkplug: SparkplugConfig | None = Field(None, description="the Sparkplug B edge node (docs/sparkplug.md)")
+
+
+# The recipe the top-level ``inspection`` (and ``model``) sections form when no recipe of that id is listed.
+DEFAULT_RECIPE = "default"
+
+
+class RecipeConfig(_Strict):
+    """One product the station can inspect: its taxonomy, prompt and thresholds, optionally its own model."""
+
+    description: str | None = Field(None, description="what the recipe is for, in words (status, OPC UA, docs)")
+    inspection: InspectionConfig = Field(
+        description="the product, its defect classes (taxonomy), their thresholds and the uncertain band"
+    )
+    model: ModelConfig | None = Field(
+        None, description="a model of its own (loaded at start beside the station's); default: the station's model"
+    )
 
 
 class StationFile(_Strict):
@@ -331,8 +380,38 @@ class StationFile(_Strict):
     tiling: TilingConfig = TilingConfig()
     model: ModelConfig
     inspection: InspectionConfig
+    recipes: dict[Annotated[str, Field(pattern=RECIPE_ID_PATTERN)], RecipeConfig] = Field(
+        default_factory=dict,
+        description="product recipes the line controller selects by id (OPC UA SelectRecipe, MQTT select-recipe, "
+        "Sparkplug DCMD); the top-level inspection and model sections are the recipe 'default' unless one of "
+        "that id is listed",
+    )
+    default_recipe: str = Field(DEFAULT_RECIPE, description="the recipe selected at start")
     sinks: SinksConfig = SinksConfig()
     edge: EdgeConfig = EdgeConfig()
+
+    @model_validator(mode="after")
+    def _default_recipe_exists(self) -> StationFile:
+        if self.default_recipe not in self.recipe_ids:
+            raise ValueError(
+                f"default_recipe {self.default_recipe!r} is not a recipe of this station; "
+                f"use one of: {', '.join(self.recipe_ids)}"
+            )
+        return self
+
+    @property
+    def recipe_ids(self) -> list[str]:
+        """Every recipe id this station accepts, the implicit 'default' first."""
+        return [DEFAULT_RECIPE, *(rid for rid in self.recipes if rid != DEFAULT_RECIPE)]
+
+    def for_recipe(self, recipe_id: str) -> StationFile:
+        """This config with ``inspection`` (and ``model``) replaced by the recipe's; KeyError for an unknown id."""
+        recipe = self.recipes.get(recipe_id)
+        if recipe is None:
+            if recipe_id != DEFAULT_RECIPE:
+                raise KeyError(recipe_id)
+            return self
+        return self.model_copy(update={"inspection": recipe.inspection, "model": recipe.model or self.model})
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -386,7 +465,7 @@ def parse_config(data: object, source: str = "<config>") -> StationFile:
     try:
         return StationFile.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(source, error), "see README.md#configuration") from None
+        raise ConfigError(format_validation_error(source, error), "see docs/configuration.md") from None
 
 
 def load_config(path: str | Path) -> StationFile:

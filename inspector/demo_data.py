@@ -57,10 +57,12 @@ def write_demo_clip(
     fps: float = 8.0,
     seed: int = 0,
     surface: str | None = None,
+    turned: bool = False,
 ) -> DemoClip:
     """Write ``out_dir/clip.mp4`` (mp4v) and ``out_dir/labels.json``; return both and the labels.
 
-    ``surface`` (one of ``SURFACES``) overrides the seed's choice of texture.
+    ``surface`` (one of ``SURFACES``) overrides the seed's choice of texture; ``turned`` shows it
+    upside down: the same material, but no clean frame equals one of an upright clip.
     """
     width, height = _check_args(frames, size, fps, seed)
     if surface is not None and surface not in SURFACES:
@@ -70,7 +72,7 @@ def write_demo_clip(
     rng = np.random.default_rng(seed)
     drawn = SURFACES[int(rng.integers(_DRAWN_SURFACES))]  # always drawn: the rest of the clip stays the same
     surface = surface or drawn
-    scene = _Scene(surface, (width, height), frames, rng)
+    scene = _Scene(surface, (width, height), frames, rng, turned=turned)
     plan = _plan_defects(frames, (width, height), rng)
 
     video = out_dir / "clip.mp4"
@@ -104,6 +106,7 @@ def write_demo_clip(
         "classes": list(CLASSES),
         "seed": seed,
         "surface": f"skimage.data.{surface}",
+        **({"turned": True} if turned else {}),
         "frames": frame_labels,
     }
     labels_path = out_dir / "labels.json"
@@ -114,17 +117,22 @@ def write_demo_clip(
 
 @dataclass(frozen=True)
 class DemoSet:
-    """What ``write_demo_set`` writes: the demo clip, training clips and a held-out clip."""
+    """What ``write_demo_set`` writes: the demo clip, training clips, a calibration clip and a held-out clip."""
 
     clip: DemoClip
     train: list[DemoClip]
     heldout: DemoClip | None
+    calibration: DemoClip | None = None
 
 
 # Training clips cycle over these; the held-out clip is on a surface none of them shows.
 TRAIN_SURFACES = ("gravel", "brick", "moon")
 HELDOUT_SURFACE = "grass"
 HELDOUT_SEED_OFFSET = 1000
+# The calibration clip: the held-out clip's surface (the product the thresholds are set for, as a
+# line calibrates on its own footage), turned upside down and with its own seed, so no frame of it
+# is a training or held-out one (an upright clip of the same surface starts on the same clean frame).
+CALIBRATION_SEED_OFFSET = 2000
 
 
 def write_demo_set(
@@ -137,10 +145,13 @@ def write_demo_set(
     train_clips: int = 0,
     train_frames: int = 24,
     heldout_frames: int = 48,
+    calibration_frames: int = 48,
 ) -> DemoSet:
     """``out_dir/clip.mp4`` (as ``write_demo_clip``), plus, with ``train_clips``: ``out_dir/train/clip-NN/``
-    (seeds seed+1.., surfaces cycling over ``TRAIN_SURFACES``) and ``out_dir/heldout/`` (seed
-    seed+1000 on ``HELDOUT_SURFACE``: a seed and a surface no training clip has)."""
+    (seeds seed+1.., surfaces cycling over ``TRAIN_SURFACES``), ``out_dir/heldout/`` (seed
+    seed+1000 on ``HELDOUT_SURFACE``: a seed and a surface no training clip has) and, with
+    ``calibration_frames``, ``out_dir/calibration/`` (seed seed+2000: the clip thresholds are
+    calibrated on, neither training nor held-out)."""
     out_dir = Path(out_dir)
     clip = write_demo_clip(out_dir, frames=frames, size=size, fps=fps, seed=seed)
     if train_clips <= 0:
@@ -160,7 +171,13 @@ def write_demo_set(
         out_dir / "heldout", frames=heldout_frames, size=size, fps=fps, seed=seed + HELDOUT_SEED_OFFSET,
         surface=HELDOUT_SURFACE,
     )  # fmt: skip
-    return DemoSet(clip, train, heldout)
+    calibration = None
+    if calibration_frames > 0:
+        calibration = write_demo_clip(
+            out_dir / "calibration", frames=calibration_frames, size=size, fps=fps,
+            seed=seed + CALIBRATION_SEED_OFFSET, surface=HELDOUT_SURFACE, turned=True,
+        )  # fmt: skip
+    return DemoSet(clip, train, heldout, calibration)
 
 
 def render_clean_frame(labels: dict[str, Any], index: int) -> np.ndarray:
@@ -169,7 +186,7 @@ def render_clean_frame(labels: dict[str, Any], index: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     rng.integers(_DRAWN_SURFACES)
     surface = str(labels["surface"]).removeprefix("skimage.data.")
-    return _Scene(surface, (width, height), frames, rng).render(index)
+    return _Scene(surface, (width, height), frames, rng, turned=bool(labels.get("turned"))).render(index)
 
 
 def _check_args(frames: int, size: tuple[int, int], fps: float, seed: int) -> tuple[int, int]:
@@ -191,13 +208,17 @@ def _check_args(frames: int, size: tuple[int, int], fps: float, seed: int) -> tu
 class _Scene:
     """The clean surface: a texture photograph, tinted, mirrored to fill a strip wider than the frame."""
 
-    def __init__(self, surface: str, size: tuple[int, int], frames: int, rng: np.random.Generator) -> None:
+    def __init__(
+        self, surface: str, size: tuple[int, int], frames: int, rng: np.random.Generator, *, turned: bool = False
+    ) -> None:
         import skimage.data  # heavy import, only needed here
 
         width, height = size
         texture = np.asarray(getattr(skimage.data, surface)(), dtype=np.uint8)
         if texture.ndim == 3:
             texture = cv2.cvtColor(texture, cv2.COLOR_RGB2GRAY)
+        if turned:
+            texture = texture[::-1]
         scale = height / texture.shape[0]
         texture = cv2.resize(texture, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         # Conveyor motion: a few px per frame, at least 1 so consecutive frames differ.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,8 +16,9 @@ from inspector.aggregate import aggregate
 from inspector.backends.base import Backend, BackendConfig
 from inspector.backends.registry import create_backend, plugin_for
 from inspector.classify import StageTimes, TileClassifier, TileResult
-from inspector.config import StationFile, parse_model_config
+from inspector.config import DEFAULT_RECIPE, StationFile, parse_model_config
 from inspector.frames import Frame
+from inspector.model_warning import random_weights_warning
 from inspector.payloads.verdict import FrameVerdict, ModelRef, SourceRef, StationRef, TileVerdict, Timings
 from inspector.tiling import Tile, TilePlanner
 from inspector.vision import patch_bytes, patch_shape
@@ -46,6 +48,7 @@ class Inspector:
     config: StationFile
     backend: Backend
     classifier: TileClassifier
+    recipe: str = DEFAULT_RECIPE  # the product recipe (config.recipes) whose prompt and thresholds these are
 
     def __post_init__(self) -> None:
         self.planner = TilePlanner.from_config(self.config.tiling)
@@ -80,13 +83,10 @@ class Inspector:
         ``device="auto"`` picks cuda when available). Logs a warning for a random or demo model.
         """
         from inspector.config import load_config
-        from inspector.runtime import Overrides, load_inspector
 
         station = config if isinstance(config, StationFile) else load_config(config)
-        overrides = Overrides(
-            model=model, backend=backend, onnx_dir=None if onnx_dir is None else str(onnx_dir), device=device
-        )
-        return load_inspector(overrides.apply(station))
+        onnx = None if onnx_dir is None else str(onnx_dir)
+        return load_inspector(model_config_with(station, path=model, backend=backend, onnx_dir=onnx, device=device))
 
     def predict(self, image: ImageInput, *, part_id: str | None = None, source_id: str | None = None) -> FrameVerdict:
         """Judge one image: a file path, a numpy array (BGR uint8 as OpenCV gives, or grayscale) or a PIL image.
@@ -149,6 +149,7 @@ class Inspector:
             confidence=decision.confidence,
             defects=decision.defects,
             model=self.model_ref,
+            recipe=self.recipe,
             timings=timings,
             tiles=tile_verdicts,
         )
@@ -161,6 +162,7 @@ class Inspector:
             verdict="UNCERTAIN",
             confidence=0.0,
             model=self.model_ref,
+            recipe=self.recipe,
             error=f"{type(error).__name__}: {error}",
         )
 
@@ -198,7 +200,10 @@ def model_config_with(config: StationFile, **overrides: Any) -> StationFile:
     return config.model_copy(update={"model": model})
 
 
-def build_inspector(config: StationFile) -> Inspector:
+def build_inspector(config: StationFile, recipe: str | None = None) -> Inspector:
+    """The pipeline for ``recipe`` of ``config`` (default: its ``default_recipe``), loading its model."""
+    recipe = config.default_recipe if recipe is None else recipe
+    config = config.for_recipe(recipe)
     backend, tokenizer = create_backend(config.model, tile=config.tiling.tile)
     classifier = TileClassifier(
         backend,
@@ -208,7 +213,20 @@ def build_inspector(config: StationFile) -> Inspector:
         reasoning=config.model.reasoning,
         max_reasoning_tokens=config.model.max_reasoning_tokens,
     )
-    return Inspector(config, backend, classifier)
+    return Inspector(config, backend, classifier, recipe)
+
+
+def load_inspector(config: StationFile, *, warn: Callable[[str], None] | None = None) -> Inspector:
+    """Load the model the config names and build its Inspector.
+
+    The random-weights / demo-model warning goes to ``warn`` (the CLI's console), else to the log.
+    """
+    log.info("loading model %s (%s)", config.model.path, config.model.backend)
+    inspector = build_inspector(config)
+    warning = random_weights_warning(inspector.backend.info)
+    if warning:
+        (warn or log.warning)(warning)
+    return inspector
 
 
 _VERSIONED = ("torch", "transformers", "opencv-python-headless", "paho-mqtt", "onnxruntime")
@@ -219,8 +237,8 @@ def describe(inspector: Inspector) -> dict[str, Any]:
     import sys
     from importlib import metadata
 
-    from inspector import __version__
     from inspector.sources import redact_uri
+    from inspector.version import __version__
 
     info = inspector.backend.info
     versions = {"python": sys.version.split()[0], "line-inspector": __version__}

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from inspector.explanations import Explained, explained
 from inspector.frames import Frame
+from inspector.model_warning import random_weights_warning
 from inspector.payloads.verdict import FrameVerdict
-from inspector.runtime import ErrorPolicy, FailFast, FrameFailure, random_weights_warning
+from inspector.runtime import ErrorPolicy, FailFast, FrameFailure
 from inspector.sinks.base import Sink
 
 if TYPE_CHECKING:
@@ -37,6 +39,9 @@ class ReplaySummary:
     failed: int = 0
     failures: list[FrameFailure] = field(default_factory=list)
     stopped_at: FrameFailure | None = None  # --fail-fast: the failure that ended the replay
+    # NG frames with an explanation: how many, and the first few (for the summary).
+    explained_total: int = 0
+    explained: list[Explained] = field(default_factory=list)
 
     def record(self, verdict: FrameVerdict, *, keep: int = 20) -> None:
         """Count one verdict written (local and cluster replays alike); a failed frame carries its error."""
@@ -50,6 +55,12 @@ class ReplaySummary:
             if len(self.failures) < keep:
                 self.failures.append(FrameFailure(*key, verdict.error))
         self.outcomes[key] = verdict.verdict
+        if verdict.verdict == "NG" and any(d.explanation for d in verdict.defects):
+            self.explained_total += 1
+            if len(self.explained) < keep:
+                words = explained(verdict.model_dump(by_alias=True, exclude={"tiles"}))
+                if words is not None:
+                    self.explained.append(words)
 
     @property
     def latency_mean_ms(self) -> float:

@@ -9,10 +9,11 @@ for a whole batch:
 
 * rescale + normalise are a 256-entry float32 lookup table built with the reference's own
   operations, so every value is bit-identical (no float re-association);
-* the patch order is made in uint8 (1 byte per value): OpenCV splits the channels, then
-  whole 16-pixel runs move as 16-byte items; the table lookup is ``cv2.LUT`` on
-  cache-sized chunks, and the temporal repeat is a broadcast copy straight into the
-  (optionally preallocated) output, so the big float32 array is written exactly once.
+* the patch order, and the repeat over the 2 temporal frames, are made in uint8 (1 byte per
+  value): OpenCV splits the channels, then whole 16-pixel runs move as 16-byte items, each
+  written to both temporal frames by one broadcast copy. One ``cv2.LUT`` per tile then turns
+  those bytes (1.5 MiB for 512 px, still in cache) into the float32 output in a single
+  sequential pass, so the big array is written exactly once, at memory speed.
 
 The output is large (a 512-px tile is 6 MiB of float32, twice its information because of
 the temporal repeat), so memory bandwidth is the bound: pass ``out=`` to reuse one buffer
@@ -51,9 +52,6 @@ _LUT = ((np.arange(256, dtype=np.float64) * RESCALE_FACTOR).astype(np.float32) -
 # numpy copies 16-byte items with one load/store instead of 16 byte moves.
 _RUN = np.dtype(np.complex128)
 assert _RUN.itemsize == PATCH_SIZE
-# Bytes of uint8 patch data handled per step: small enough that its float32 form (4x)
-# stays in a per-core L2 cache between the lookup and the broadcast copy.
-_CHUNK_BYTES = 128 * 1024
 
 
 def smart_resize(
@@ -108,15 +106,18 @@ def grid_for(size: int) -> tuple[int, int, int]:
 
 
 def _reorder_tile(tile_rgb: np.ndarray, ordered_runs: np.ndarray) -> None:
-    """One (S, S, 3) tile's bytes into the reference's patch order (wy, wx, my, mx, c, py, px).
+    """One (S, S, 3) tile's bytes into the reference's patch order (wy, wx, my, mx, c, [t,] py, px).
 
     De-interleave the channels (SIMD in OpenCV), then move whole 16-px runs: a plane is
-    (wy, my, py, wx, mx) runs, reordered to (wy, wx, my, mx, py) in one copy each.
+    (wy, my, py, wx, mx) runs, reordered to (wy, wx, my, mx, py) in one copy each. With a
+    temporal axis in ``ordered_runs`` (wy, wx, my, mx, c, t, py), the same copy broadcasts
+    every run to both frames.
     """
     windows = ordered_runs.shape[0]
     for c, plane in enumerate(cv2.split(np.ascontiguousarray(tile_rgb))):
-        runs = plane.view(_RUN).reshape(windows, MERGE_SIZE, PATCH_SIZE, windows, MERGE_SIZE)
-        np.copyto(ordered_runs[:, :, :, :, c], runs.transpose(0, 3, 1, 4, 2))
+        runs = plane.view(_RUN).reshape(windows, MERGE_SIZE, PATCH_SIZE, windows, MERGE_SIZE).transpose(0, 3, 1, 4, 2)
+        target = ordered_runs[:, :, :, :, c]
+        np.copyto(target, runs[:, :, :, :, None, :] if target.ndim == 6 else runs)
 
 
 def patch_bytes(
@@ -149,14 +150,24 @@ def patch_bytes(
 
 
 def normalise_patch_bytes(patches: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
-    """Patch bytes (N, P, 768) uint8 -> ``pixel_values`` (N, P, 1536) float32, bit-identical to the reference."""
+    """Patch bytes (N, P, 768) uint8 -> ``pixel_values`` (N, P, 1536) float32, bit-identical to the reference.
+
+    ``out``, if given, must be a C-contiguous float32 array of that shape; it is filled and returned.
+    """
     if patches.dtype != np.uint8 or patches.ndim != 3 or patches.shape[2] != PATCH_BYTES_DIM:
         raise ValueError(f"patch bytes must be (N, P, {PATCH_BYTES_DIM}) uint8, got {patches.shape} {patches.dtype}")
     n, p = patches.shape[:2]
     if out is None:
         out = np.empty((n, p, PATCH_DIM), dtype=np.float32)
-    values = _LUT[patches].reshape(n, p, CHANNELS, 1, PATCH_SIZE * PATCH_SIZE)
-    out.reshape(n, p, CHANNELS, TEMPORAL_PATCH_SIZE, PATCH_SIZE * PATCH_SIZE)[...] = values
+    elif out.shape != (n, p, PATCH_DIM) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {(n, p, PATCH_DIM)}, got {out.shape}")
+    # Repeat over the temporal frames in uint8 (cheap), then one table lookup per tile writes
+    # the float32 output in a single sequential pass.
+    doubled = np.empty((p, CHANNELS, TEMPORAL_PATCH_SIZE, PATCH_SIZE * PATCH_SIZE), np.uint8)
+    doubled_rows = doubled.reshape(p, PATCH_DIM)
+    for i in range(n):
+        np.copyto(doubled, patches[i].reshape(p, CHANNELS, 1, PATCH_SIZE * PATCH_SIZE))
+        _into(out[i], cv2.LUT(doubled_rows, _LUT, dst=out[i]))
     return out
 
 
@@ -204,24 +215,17 @@ def patchify(
     elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}, got {out.shape} {out.dtype}")
 
-    # Patch rows per window row, and window rows per chunk (at least one).
-    row_patches = windows * MERGE_SIZE * MERGE_SIZE
-    chunk_rows = max(1, _CHUNK_BYTES // (row_patches * CHANNELS * PATCH_SIZE * PATCH_SIZE))
-    # One tile's uint8 pixels in the reference's order: (wy, wx, my, mx, c, py, px).
-    ordered = np.empty((windows, windows, MERGE_SIZE, MERGE_SIZE, CHANNELS, PATCH_SIZE, PATCH_SIZE), np.uint8)
-    ordered_runs = ordered.view(_RUN)[..., 0]  # (wy, wx, my, mx, c, py): 16-px runs as single items
-    ordered_rows = ordered.reshape(windows, row_patches * CHANNELS, PATCH_SIZE * PATCH_SIZE)
-    scratch = np.empty((chunk_rows * row_patches * CHANNELS, PATCH_SIZE * PATCH_SIZE), np.float32)
-    # out viewed as (tile, window row, patch in row, channel, temporal, 256 pixels).
-    out_view = out.reshape(n, windows, row_patches, CHANNELS, TEMPORAL_PATCH_SIZE, PATCH_SIZE * PATCH_SIZE)
+    # One tile's bytes in the reference's order with the temporal repeat, (wy, wx, my, mx, c, t, py, px):
+    # small enough to stay in cache until the lookup below turns it into float32.
+    doubled = np.empty(
+        (windows, windows, MERGE_SIZE, MERGE_SIZE, CHANNELS, TEMPORAL_PATCH_SIZE, PATCH_SIZE, PATCH_SIZE), np.uint8
+    )
+    doubled_runs = doubled.view(_RUN)[..., 0]  # (wy, wx, my, mx, c, t, py): 16-px runs as single items
+    doubled_rows = doubled.reshape(patches, PATCH_DIM)
     for i in range(n):
-        _reorder_tile(tiles_rgb[i], ordered_runs)
-        for r0 in range(0, windows, chunk_rows):
-            rows = min(chunk_rows, windows - r0)
-            f32 = scratch[: rows * row_patches * CHANNELS]
-            _into(f32, cv2.LUT(ordered_rows[r0 : r0 + rows].reshape(-1, PATCH_SIZE * PATCH_SIZE), _LUT, dst=f32))
-            # Broadcast over the temporal axis: both frames get the same patch.
-            out_view[i, r0 : r0 + rows] = f32.reshape(rows, row_patches, CHANNELS, 1, PATCH_SIZE * PATCH_SIZE)
+        _reorder_tile(tiles_rgb[i], doubled_runs)
+        # rescale + normalise: the 256-entry table, written straight into this tile's rows of out.
+        _into(out[i], cv2.LUT(doubled_rows, _LUT, dst=out[i]))
     return out, grid
 
 

@@ -11,8 +11,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edge.metrics import EdgeMetrics
+from edge.options import ServiceOptions
 from edge.sdnotify import SystemdNotifier
-from edge.supervisor import EdgeService, ServiceOptions
+from edge.supervisor import EdgeService
 from inspector.config import EvidenceConfig, MqttConfig, StationFile, parse_config
 from inspector.mqtt import MqttSink
 
@@ -40,21 +41,23 @@ def mqtt_config(port: int, outbox: Path) -> MqttConfig:
 
 def build_service(
     config: StationFile, inspector: Any, port: int, tmp_path: Path, *, evidence: EvidenceConfig | None = None,
-    shared_inference: bool = False, **options: Any,
+    shared_inference: bool = False, extra_sinks: list[Any] | None = None, **options: Any,
 ) -> EdgeService:  # fmt: skip
-    """An EdgeService as ``inspector-edge`` assembles it, publishing to the broker on ``port``."""
+    """An EdgeService as ``inspector-edge`` assembles it, publishing to the broker on ``port``
+    (and to ``extra_sinks``: the OPC UA server's, the Sparkplug node's)."""
     station = config.station.station
     link = mqtt_config(port, tmp_path / f"outbox-{station}.sqlite")
     sink = MqttSink(link, config.station)
     return EdgeService(
-        config, inspector, None, sinks=[sink], mqtt=sink, metrics=EdgeMetrics(), notifier=SystemdNotifier(),
+        config, inspector, None, sinks=[sink, *(extra_sinks or [])], mqtt=sink, metrics=EdgeMetrics(),
+        notifier=SystemdNotifier(),
         options=ServiceOptions(heartbeat_s=1.0, tick_s=0.05, snapshot_dir=tmp_path / "snapshots", **options),
         overrides=_no_overrides(), evidence=evidence, mqtt_config=link, shared_inference=shared_inference,
     )  # fmt: skip
 
 
 def _no_overrides() -> Any:
-    from edge.supervisor import Overrides
+    from edge.reload import Overrides
 
     return Overrides()
 
@@ -99,6 +102,43 @@ class Subscriber:
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.client.publish(f"{ROOT}/s/a/l1/{station}/trigger", payload, qos=1).wait_for_publish(5)
 
+    def command(self, station: str, body: dict[str, Any], timeout_s: float = 30.0) -> dict[str, Any]:
+        """Send one command on ``.../cmd`` (MQTT v5 request/response) and return its response."""
+        import uuid
+
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = f"{ROOT}/responses/{uuid.uuid4().hex}"
+        props.CorrelationData = uuid.uuid4().bytes
+        self.client.publish(f"{ROOT}/s/a/l1/{station}/cmd", json.dumps(body).encode(), qos=1,
+                            properties=props).wait_for_publish(5)  # fmt: skip
+        deadline = threading.Event()
+        for _ in range(int(timeout_s / 0.02)):
+            with self._lock:
+                answers = [json.loads(m) for t, m, _ in self.messages if t == props.ResponseTopic]
+            if answers:
+                return answers[0]
+            deadline.wait(0.02)
+        raise AssertionError(f"no response to {body}")
+
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+class RunningService:
+    """A service's supervisor loop in a thread; ``stop()`` ends it and returns its exit code."""
+
+    def __init__(self, service: EdgeService) -> None:
+        self.service = service
+        self.code: list[int] = []
+        self.thread = threading.Thread(target=lambda: self.code.append(service.run()), daemon=True)
+        self.thread.start()
+
+    def stop(self) -> int:
+        self.service.stop_event.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the service did not stop"
+        return self.code[0]

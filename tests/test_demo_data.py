@@ -86,8 +86,9 @@ def test_labels_are_consistent(clip: DemoClip) -> None:
     assert {d["class"] for f in ng for d in f["defects"]} == set(CLASSES)
 
 
-def test_defect_pixels_differ_from_the_clean_surface(clip: DemoClip, decoded: list[np.ndarray]) -> None:
-    for frame, image in zip(clip.labels["frames"], decoded):
+def assert_defects_where_labelled(clip: DemoClip, decoded: list[np.ndarray]) -> None:
+    """Every labelled box holds drawn pixels, and nothing changed outside the boxes (OK frames: nowhere)."""
+    for frame, image in zip(clip.labels["frames"], decoded, strict=True):
         clean = render_clean_frame(clip.labels, frame["index"])
         diff = np.abs(image.astype(np.int16) - clean.astype(np.int16)).max(axis=2)
         outside = np.ones(diff.shape, bool)
@@ -96,8 +97,12 @@ def test_defect_pixels_differ_from_the_clean_surface(clip: DemoClip, decoded: li
             outside[y0:y1, x0:x1] = False
             changed = (diff[y0:y1, x0:x1] > 40).mean()
             assert changed > 0.02, f"frame {frame['index']}: {defect['class']} barely visible in its bbox"
-        # Elsewhere only compression noise: the labels cover every drawn defect.
-        assert (diff[outside] > 40).mean() < 0.001
+        # Elsewhere only compression noise: the labels cover every drawn defect, and OK frames are clean.
+        assert (diff[outside] > 40).mean() < 0.001, f"frame {frame['index']}: pixels changed outside the labels"
+
+
+def test_defect_pixels_differ_from_the_clean_surface(clip: DemoClip, decoded: list[np.ndarray]) -> None:
+    assert_defects_where_labelled(clip, decoded)
 
 
 def test_frames_move_like_a_conveyor(clip: DemoClip) -> None:
@@ -207,11 +212,13 @@ def test_cli_writes_the_default_clip(
 
 def test_cli_options(only_demo_command: None, tmp_path: Path) -> None:
     argv = ["demo-data", str(tmp_path), "--frames", "4", "--seed", "2", "--size", "256x128", "--fps", "5",
-            "--train-clips", "2", "--train-frames", "3", "--heldout-frames", "5"]  # fmt: skip
+            "--train-clips", "2", "--train-frames", "3", "--heldout-frames", "5",
+            "--calibration-frames", "6"]  # fmt: skip
     assert cli.main(argv) == 0
     train = [load_labels(tmp_path / "train" / f"clip-0{n}" / "labels.json") for n in (0, 1)]
     heldout = load_labels(tmp_path / "heldout" / "labels.json")
     assert [len(t["frames"]) for t in train] == [3, 3] and len(heldout["frames"]) == 5
+    assert len(load_labels(tmp_path / "calibration" / "labels.json")["frames"]) == 6
     labels = load_labels(tmp_path / "labels.json")
     assert (labels["width"], labels["height"], labels["fps"], labels["seed"], len(labels["frames"])) == (
         256,
@@ -251,14 +258,36 @@ def test_the_held_out_clip_has_a_seed_and_a_surface_no_training_clip_has(tmp_pat
     assert train_surfaces == {f"skimage.data.{s}" for s in TRAIN_SURFACES}
     assert written.heldout.labels["surface"] == f"skimage.data.{HELDOUT_SURFACE}"
     assert written.heldout.labels["surface"] not in train_surfaces
-    # Each clip renders back from its own labels (surface included) and its defects are drawn.
+    # Each clip renders back from its own labels (surface included), its defects exactly where they say.
     for clip in [*written.train, written.heldout]:
-        assert len(decode(clip.video)) == len(clip.labels["frames"])
-        frame = next(f for f in clip.labels["frames"] if f["defects"])
-        clean = render_clean_frame(clip.labels, frame["index"])
-        drawn = decode(clip.video)[frame["index"]]
-        x0, y0, x1, y1 = frame["defects"][0]["bbox"]
-        assert np.abs(drawn[y0:y1, x0:x1].astype(int) - clean[y0:y1, x0:x1]).mean() > 5
+        assert_defects_where_labelled(clip, decode(clip.video))
+
+
+def test_the_calibration_clip_is_neither_training_nor_held_out(tmp_path: Path) -> None:
+    written = write_demo_set(tmp_path, frames=2, size=(128, 96), seed=3, train_clips=3, train_frames=4,
+                             heldout_frames=4, calibration_frames=4)  # fmt: skip
+    assert written.calibration is not None and written.heldout is not None
+    assert written.calibration.video == tmp_path / "calibration" / "clip.mp4"
+    others = [written.clip, *written.train, written.heldout]
+    assert written.calibration.labels["seed"] not in {c.labels["seed"] for c in others}
+    # Not one of its frames is a frame of another clip (same surface as the held-out clip, other pixels).
+    calibration_frames = decode(written.calibration.video)
+    for clip in others:
+        for frame in decode(clip.video):
+            assert all(np.abs(frame.astype(int) - c).mean() > 1 for c in calibration_frames)
+    # Its clean frames render back from its labels, turned as they were written.
+    labels = written.calibration.labels
+    upright = {key: value for key, value in labels.items() if key != "turned"}
+    for frame in labels["frames"]:
+        drawn = calibration_frames[frame["index"]].astype(int)
+        error = np.abs(render_clean_frame(labels, frame["index"]) - drawn).mean()
+        assert error < np.abs(render_clean_frame(upright, frame["index"]) - drawn).mean()
+
+
+def test_no_calibration_clip_when_asked_for_none(tmp_path: Path) -> None:
+    written = write_demo_set(tmp_path, frames=2, size=(128, 96), train_clips=1, train_frames=2, heldout_frames=2,
+                             calibration_frames=0)  # fmt: skip
+    assert written.calibration is None and not (tmp_path / "calibration").exists()
 
 
 def test_an_unknown_surface_is_a_clear_error(tmp_path: Path) -> None:

@@ -58,7 +58,8 @@ def test_only_weight_changing_model_fields_reload_the_model() -> None:
 
 
 def test_edge_settings_come_from_the_config_and_flags_override_them() -> None:
-    from edge.service import build_parser, edge_settings
+    from edge.options import edge_settings
+    from edge.service import build_parser
 
     station = config(edge={"heartbeat_s": 2.5, "metrics_port": 0, "queue_size": 8})
     from_config = edge_settings(station, build_parser().parse_args(["--config", "x.yaml"]))
@@ -79,7 +80,8 @@ def test_edge_settings_come_from_the_config_and_flags_override_them() -> None:
     ],
 )
 def test_bad_edge_flag_names_the_setting(flags: list[str], field: str) -> None:
-    from edge.service import build_parser, edge_settings
+    from edge.options import edge_settings
+    from edge.service import build_parser
     from inspector.errors import ConfigError
 
     with pytest.raises(ConfigError, match=field):

@@ -13,9 +13,10 @@ import pytest
 import yaml
 from edge_station import ROOT, Subscriber, build_service, config_for, station_data
 
+from edge.collectors import StationsCollector
 from edge.reload import build_candidate
 from edge.sdnotify import SystemdNotifier
-from edge.stations import MultiStationService, StationsCollector
+from edge.stations import MultiStationService
 from inspector.errors import ConfigError
 from inspector.stations import is_multi_station, load_stations
 

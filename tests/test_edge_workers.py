@@ -13,7 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.workers import BoundedQueue, CaptureWorker, InferenceWorker, Lane, PublishWorker
+from edge.capture import CaptureWorker
+from edge.inference import InferenceWorker, Lane
+from edge.publish import PublishWorker
+from edge.queues import BoundedQueue
 from inspector.config import ReconnectConfig, parse_config
 from inspector.frames import Frame
 from inspector.sinks.jsonl import JsonlSink

@@ -54,6 +54,25 @@ def test_replay_writes_valid_verdicts_labelled_random(station, tmp_path: Path, c
     assert "RANDOM" in err and "precision / recall" in err
 
 
+def test_replay_summary_prints_what_the_model_said_about_ng_frames(station, tmp_path: Path, capsys) -> None:
+    config = yaml.safe_load(station["config"].read_text())
+    for rule in config["inspection"]["defects"].values():
+        rule["threshold"] = 0.01  # every frame NG: each gets its words
+    config["inspection"]["explanation"] = "defects"
+    path = tmp_path / "eager.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "results.jsonl"
+    assert main(["replay", str(station["clip"]), "--config", str(path), "--out", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "what the model said about NG frames" in err and "RANDOM model: meaningless" in err
+    lines = _lines(out)
+    assert all(line["verdict"] == "NG" for line in lines)
+    for line in lines:
+        best = max(line["defects"], key=lambda d: d["confidence"])
+        assert f"frame {line['source']['frame_index']}: {best['class']}" in err
+        assert " ".join(best["explanation"].split())[:20] in " ".join(err.split())
+
+
 def test_replay_resumes_without_duplicates(station, tmp_path: Path) -> None:
     out = tmp_path / "results.jsonl"
     assert _replay(station, out, "--limit", "2") == 0

@@ -48,11 +48,13 @@ class BackendConfig(BaseModel):
 
     backend: str
     path: str = Field(description="checkpoint directory, or a hub id such as Qwen/Qwen3-VL-4B-Instruct")
-    dtype: Precision = "float32"
+    dtype: Precision = Field(
+        "float32", description="weights and compute: float32, bfloat16, float16, fp8 (compute capability >= 8.9)"
+    )
     device: str = Field("auto", description="auto (cuda when available, else cpu), cpu, cuda, cuda:N")
     batch_size: int = Field(4, ge=1, le=256, description="tiles per model call")
     reasoning: bool = Field(False, description="Thinking models: reason before answering (slower)")
-    max_reasoning_tokens: int = Field(256, ge=1, le=8192)
+    max_reasoning_tokens: int = Field(256, ge=1, le=8192, description="bound on a Thinking model's reasoning")
 
     # Which devices this backend runs on; subclasses narrow it (TensorRT: GPUs only).
     devices: ClassVar[re.Pattern[str]] = DEVICE_PATTERN

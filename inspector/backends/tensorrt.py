@@ -44,7 +44,7 @@ class TensorRTConfig(BackendConfig):
     backend: Literal["tensorrt"] = "tensorrt"
     engine_dir: Path = Field(description="TensorRT engines built by `inspector export` for this GPU")
     onnx_dir: Path | None = Field(None, description="the exported ONNX graphs the engines were built from")
-    dtype: Precision = "fp8"
+    dtype: Precision = Field("fp8", description="engine precision: fp8 (compute capability >= 8.9) or float16")
     device: str = Field("cuda", description="cuda or cuda:N (TensorRT runs on NVIDIA GPUs only)")
 
     devices: ClassVar[re.Pattern[str]] = re.compile(r"^(auto|cuda(:\d+)?)$")

@@ -26,6 +26,10 @@ Writes:
   DIR/heldout/{clip.mp4,labels.json}
                    a held-out clip to measure a trained model on: seed S+1000 on grass,
                    a seed and a surface no training clip has
+  DIR/calibration/{clip.mp4,labels.json}
+                   the clip `inspector calibrate` sets thresholds on: seed S+2000 on the
+                   held-out surface, neither training nor held-out (--calibration-frames,
+                   default 48; 0 for none), so the held-out figures stay honest
 
 The same --seed always gives the same clips and labels.
 """
@@ -107,6 +111,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--heldout-frames", type=_positive_int, default=48, metavar="N", help="frames of DIR/heldout (default 48)"
     )
+    parser.add_argument(
+        "--calibration-frames", type=_seed, default=48, metavar="N",
+        help="frames of DIR/calibration (default 48; 0 for none)",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -122,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         train_clips=args.train_clips,
         train_frames=args.train_frames,
         heldout_frames=args.heldout_frames,
+        calibration_frames=args.calibration_frames,
     )
     console = Console()
     _print_clip(console, written.clip)
@@ -136,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
     if written.heldout is not None:
         console.print("held-out clip (a seed and a surface not in training):")
         _print_clip(console, written.heldout)
+    if written.calibration is not None:
+        console.print("calibration clip (its own seed: thresholds are set here, never on the held-out clip):")
+        _print_clip(console, written.calibration)
     return 0
 
 

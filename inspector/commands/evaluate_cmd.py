@@ -26,7 +26,7 @@ F1 and confusion matrices, and the share of labelled boxes hit by a defect of th
 --data takes footage + labels.json (`inspector demo-data` writes one), a COCO detection
 JSON (CVAT, Label Studio, Roboflow; or a folder holding one) or a folder of class folders
 (ok/, <class>/ ...). Dataset class names must be the station's, or be mapped with --map.
-Tiles are labelled by one rule (README "Labelled data"); ambiguous tiles are left out.
+Tiles are labelled by one rule (docs/data.md); ambiguous tiles are left out.
 
 --verdicts reads verdicts written before (by --save-verdicts or `inspector replay`)
 instead of running the model: they carry every tile's probabilities, which are judged
@@ -94,7 +94,7 @@ def predictions_for(
     """Verdicts for every labelled frame: read from --verdicts, or judged now (then --save-verdicts)."""
     from inspector.commands.progress import progress_bar
     from inspector.evaluation import match_verdicts, read_verdicts, run_inspector, write_verdicts
-    from inspector.runtime import load_inspector
+    from inspector.pipeline import load_inspector
 
     if args.verdicts:
         from inspector.evaluation.calibrate import reaggregate
@@ -164,10 +164,15 @@ def is_demo(predictions: list[Prediction]) -> bool:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    evaluate_and_report(args, Console(stderr=True))
+    return 0
+
+
+def evaluate_and_report(args: argparse.Namespace, console: Console) -> Evaluation:
+    """What `inspector evaluate` does (the figures, --html, then the table or --json); the figures back."""
     from inspector.evaluation import evaluate
     from inspector.evaluation.report import render_report
 
-    console = Console(stderr=True)
     if args.verdicts and args.save_verdicts:
         raise InspectorError("--verdicts and --save-verdicts together would copy a file", "pass one of them")
     config, dataset = load_station_and_data(args)
@@ -187,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(evaluation.summary()))
     else:
         print_evaluation(console, evaluation, f"evaluation on {dataset.source}", demo=is_demo(predictions))
-    return 0
+    return evaluation
 
 
 def _write_text(path: Path, text: str) -> None:

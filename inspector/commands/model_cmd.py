@@ -10,7 +10,7 @@ from inspector.models import TinySpec, write_tiny_model
 
 # "test": the smallest widths, fast for the test suite. "demo": the starting point of the
 # offline demo's `inspector train` (chosen by measuring what learns the demo defects in a few
-# CPU minutes; see README "Training").
+# CPU minutes; see docs/model-training.md).
 PRESETS: dict[str, TinySpec] = {
     "test": TinySpec(),
     # A wider vision tower: at the test widths (32) the demo's held-out AUROC stayed ~0.7.

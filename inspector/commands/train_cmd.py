@@ -41,7 +41,7 @@ examples:
 """
 
 
-# The recipe the offline demo trains with (README "Training"), also the flags' defaults.
+# The recipe the offline demo trains with (docs/model-training.md), also the flags' defaults.
 DEFAULTS: dict[str, Any] = {
     "epochs": 6,
     "steps_per_epoch": 100,

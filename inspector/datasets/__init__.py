@@ -93,7 +93,7 @@ def detect_format(path: Path) -> tuple[str, Path]:
         return "folders", path
     raise DatasetError(
         f"{path} holds no labels.json, no COCO JSON and no class folders",
-        "see README.md#labelled-data for the formats",
+        "see docs/data.md for the formats",
     )
 
 

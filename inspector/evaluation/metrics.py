@@ -1,6 +1,6 @@
 """Metrics against labels, all computed by scikit-learn: tile and frame level, escapes and overkill.
 
-Definitions (README "Evaluation"):
+Definitions (docs/evaluation.md):
 
 - tile truth: THE labelling rule (``inspector.datasets.rule``); ambiguous tiles are left out.
   Tile score = 1 - p(ok); tile class = the most probable option.

@@ -10,6 +10,7 @@ only what a request looks like. Committed schema: ``inspector/schemas/command.sc
     {"command": "reload-config", "path": "/etc/line-inspector/station.yaml"}
     {"command": "reload-config", "config": {"station": {...}, "model": {...}, ...}}
     {"command": "snapshot", "label": "operator-check"}
+    {"command": "select-recipe", "recipe": "red-brick"}
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-COMMAND_SCHEMA_VERSION = "1.0"
-COMMAND_NAMES: tuple[str, ...] = ("pause", "resume", "reload-config", "snapshot")
+from inspector.payloads.trigger import RECIPE_ID_PATTERN
+
+COMMAND_SCHEMA_VERSION = "1.1"  # 1.1: select-recipe
+COMMAND_NAMES: tuple[str, ...] = ("pause", "resume", "reload-config", "snapshot", "select-recipe")
 
 
 class _Command(BaseModel):
@@ -58,8 +61,16 @@ class SnapshotCommand(_Command):
     label: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="added to the file names")
 
 
+class SelectRecipeCommand(_Command):
+    """Judge the parts triggered from now on with another product recipe (station config ``recipes``)."""
+
+    command: Literal["select-recipe"]
+    recipe: str = Field(pattern=RECIPE_ID_PATTERN, description="a recipe id of the station config")
+
+
 CommandPayload = Annotated[
-    PauseCommand | ResumeCommand | ReloadConfigCommand | SnapshotCommand, Field(discriminator="command")
+    PauseCommand | ResumeCommand | ReloadConfigCommand | SnapshotCommand | SelectRecipeCommand,
+    Field(discriminator="command"),
 ]
 COMMAND_ADAPTER: TypeAdapter[CommandPayload] = TypeAdapter(CommandPayload)
 

@@ -3,8 +3,8 @@
 One message per part that arrives in front of the camera. Only ``part_id`` is required::
 
     {"part_id": "P-000123"}
-    {"schema": "line-inspector/trigger", "schema_version": "1.0",
-     "part_id": "P-000123", "sequence": 123, "at": "2026-12-01T18:00:00.000Z", "frames": 3}
+    {"schema": "line-inspector/trigger", "schema_version": "1.1",
+     "part_id": "P-000123", "sequence": 123, "at": "2026-12-01T18:00:00.000Z", "frames": 3, "recipe": "red-brick"}
 
 - ``sequence``: the controller's counter, increasing per part. A trigger whose sequence is
   not above the highest one already served is out of order: that part has passed the camera,
@@ -13,6 +13,8 @@ One message per part that arrives in front of the camera. Only ``part_id`` is re
   ``source.trigger_timeout_s`` after ``at`` (a backlog in the broker) is answered UNCERTAIN.
 - ``frames``: judge this many frames for this part (default ``source.trigger_frames``); the
   worst verdict wins.
+- ``recipe``: judge this part with that product recipe (default: the station's selected one);
+  an id the station does not know gets the part an UNCERTAIN verdict naming the known ones.
 
 The committed JSON Schema is ``inspector/schemas/trigger.schema.json`` (a test keeps it in sync).
 """
@@ -26,8 +28,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from inspector.payloads._schema import published_schema
 
+# Recipe ids (inspector/config.py `recipes`) travel in triggers and commands: letters, digits, _ . : -
+RECIPE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+
 TRIGGER_SCHEMA_ID = "line-inspector/trigger"
-TRIGGER_SCHEMA_VERSION = "1.0"
+TRIGGER_SCHEMA_VERSION = "1.1"  # 1.1: optional `recipe`
 # A part id becomes part of file names and log lines: printable, no path separators.
 PART_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:#-]{0,127}$"
 MAX_TRIGGER_BYTES = 4096
@@ -47,6 +52,9 @@ class TriggerMessage(BaseModel):
     sequence: int | None = Field(None, ge=0, description="the controller's per-part counter (out-of-order detection)")
     at: AwareDatetime | None = Field(None, description="when the controller fired (staleness detection)")
     frames: int | None = Field(None, ge=1, le=16, description="frames to judge for this part; the worst verdict wins")
+    recipe: str | None = Field(
+        None, pattern=RECIPE_ID_PATTERN, description="product recipe for this part (since 1.1); default: the selected"
+    )
 
 
 def parse_trigger(payload: bytes | str) -> TriggerMessage:

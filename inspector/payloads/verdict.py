@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from inspector.payloads._schema import published_schema
 
 SCHEMA_ID = "line-inspector/frame-verdict"
-SCHEMA_VERSION = "1.1"  # 1.1: optional `evidence`, `model.demo_model`
+SCHEMA_VERSION = "1.2"  # 1.1: optional `evidence`, `model.demo_model`; 1.2: optional `recipe`
 
 Verdict = Literal["OK", "NG", "UNCERTAIN"]
 BBox = tuple[int, int, int, int]
@@ -99,6 +99,9 @@ class FrameVerdict(_Payload):
     confidence: float = Field(ge=0, le=1, description="probability behind the verdict")
     defects: list[Defect] = Field(default_factory=list)
     model: ModelRef
+    recipe: str | None = Field(
+        None, description="id of the product recipe the frame was judged with (station config `recipes`; since 1.2)"
+    )
     timings: Timings = Timings()
     error: str | None = Field(None, description="set when the frame could not be judged (verdict UNCERTAIN)")
     evidence: str | None = Field(

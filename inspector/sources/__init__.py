@@ -1,4 +1,4 @@
-"""Frame sources: video files, image folders/globs, cameras and RTSP/HTTP streams.
+"""Frame sources: video files, image folders/globs, cameras, RTSP/HTTP streams, GenICam cameras.
 
 ``open_source`` classifies a URI, validates it before any work starts (a missing or
 corrupt file is a ``SourceError`` naming the fix, never an OpenCV traceback) and returns
@@ -7,7 +7,9 @@ a ``FrameSource``: an iterable of ``Frame`` and a context manager.
 Files yield every frame (index = frame number in the file), optionally paced at the
 recorded fps. Live sources (camera, RTSP/HTTP) run a background reader that keeps only
 the freshest frame, so a slow consumer inspects what the line looks like *now*, and
-reconnect with exponential backoff when the stream fails or ends.
+reconnect with exponential backoff when the stream fails or ends. GenICam cameras
+(``pylon://SERIAL``, ``genicam://PRODUCER.cti?serial=…``; inspector/sources/genicam/) take their
+settings and trigger mode from ``camera`` (``source.camera`` in a station config).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from inspector.camera_config import CameraConfig
 from inspector.config import ReconnectConfig
 from inspector.errors import SourceError
-from inspector.sources.base import FrameSource, SourceStats, backoff_delays, redact_uri, source_kind
+from inspector.sources.base import FrameSource, SourceStats, redact_uri, source_kind
 from inspector.sources.files import ImageFilesSource, VideoFileSource, folder_source, glob_source
 from inspector.sources.live import LiveSource
 
@@ -29,7 +32,6 @@ __all__ = [
     "LiveSource",
     "SourceStats",
     "VideoFileSource",
-    "backoff_delays",
     "open_source",
     "redact_uri",
     "source_kind",
@@ -43,14 +45,25 @@ def open_source(
     loop: bool = False,
     reconnect: ReconnectConfig | None = None,
     wait_for_first: bool = False,
+    camera: CameraConfig | None = None,
 ) -> FrameSource:
     """Open a camera index, rtsp(s)/http(s) URL, image folder, glob, image or video file.
 
     Raises ``SourceError`` before any work starts when the source is missing, corrupt or
     empty. ``pace``/``loop`` apply to files; ``reconnect`` and ``wait_for_first`` to live
-    sources (``wait_for_first=True``: start even when the camera is down and keep retrying).
+    sources (``wait_for_first=True``: start even when the camera is down and keep retrying);
+    ``camera`` (settings, trigger mode) to GenICam cameras.
     """
     kind = source_kind(uri)
+    if kind == "genicam":
+        from inspector.sources.genicam import open_camera  # the SDKs load only for a camera URI
+
+        return open_camera(str(uri), camera, reconnect=reconnect, wait_for_first=wait_for_first)
+    if camera is not None and camera != CameraConfig():
+        raise SourceError(
+            f"source.camera applies to pylon:// and genicam:// cameras; {redact_uri(str(uri))!r} is a {kind}",
+            "remove the camera section, or use a GenICam camera URI",
+        )
     if kind in ("camera", "stream"):
         if pace or loop:
             log.debug("pace/loop ignore live source %s", uri)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"})
 STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https"})
+CAMERA_SCHEMES = frozenset({"pylon", "genicam"})  # GenICam cameras (inspector/sources/genicam/)
 _GLOB_CHARS = re.compile(r"[*?\[]")
 # Query keys whose values are secrets in camera URLs (e.g. ``?user=admin&password=...``).
 _SECRET_KEYS = frozenset(
@@ -53,7 +54,7 @@ FILE_MAX_BAD_READS = 30
 # A live stream that fails this many reads in a row (or none good for read_timeout_s) is lost.
 LIVE_MAX_BAD_READS = 3
 
-SourceKind = Literal["camera", "stream", "folder", "glob", "image", "video"]
+SourceKind = Literal["camera", "stream", "genicam", "folder", "glob", "image", "video"]
 
 
 @dataclass
@@ -95,14 +96,6 @@ def redact_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-def backoff_delays(initial_s: float, max_s: float) -> Iterator[float]:
-    """initial_s, 2*initial_s, 4*initial_s, ... capped at max_s, forever."""
-    delay = min(initial_s, max_s)
-    while True:
-        yield delay
-        delay = min(delay * 2.0, max_s)
-
-
 def source_kind(uri: str | int | Path) -> SourceKind:
     """Which kind of source ``uri`` names (no I/O beyond stat calls)."""
     if isinstance(uri, bool):
@@ -116,9 +109,12 @@ def source_kind(uri: str | int | Path) -> SourceKind:
         scheme = text.split("://", 1)[0].lower()
         if scheme in STREAM_SCHEMES:
             return "stream"
+        if scheme in CAMERA_SCHEMES:
+            return "genicam"
         raise SourceError(
             f"source {redact_uri(text)!r} uses the unsupported scheme {scheme}://",
-            "use rtsp://, rtsps://, http:// or https:// for streams, or a local file path",
+            "use rtsp://, rtsps://, http:// or https:// for streams, pylon:// or genicam:// for GenICam cameras, "
+            "or a local file path",
         )
     path = Path(text).expanduser()
     if path.is_dir():
@@ -204,6 +200,9 @@ class FrameSource:
     fps: float | None = None
     is_live: bool = False
     frame_count: int | None = None
+    # A triggered camera's frames are each a part's: never dropped to keep only the freshest.
+    keeps_every_frame: bool = False
+    problem: str | None = None  # why a live source is not delivering right now, in words
 
     def __init__(self, source_id: str) -> None:
         self.source_id = source_id

@@ -6,11 +6,14 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
+from inspector.backoff import Backoff
 from inspector.config import ReconnectConfig
 from inspector.errors import SourceError
 from inspector.frames import Frame
@@ -18,13 +21,13 @@ from inspector.sources.base import (
     LIVE_MAX_BAD_READS,
     STREAM_SCHEMES,
     FrameSource,
-    backoff_delays,
     capture_fps,
     open_capture,
     read_frame,
     redact_uri,
     utcnow,
 )
+from inspector.sources.clock import StreamClock
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,9 @@ class LiveSource(FrameSource):
     background (``healthy`` stays False) instead of raising ``SourceError``.
     ``target`` may be any string OpenCV's FFmpeg backend opens, a video file included
     (how the tests exercise reconnection: a file "stream" ends and is reopened).
+    ``captured_at`` comes from the stream's own timestamps (OpenCV's ``CAP_PROP_POS_MSEC``: RTSP
+    and file PTS, V4L2 buffer times) through ``StreamClock``, so frames that sat in a buffer are
+    dated when they were taken, not when they were decoded; ``clock`` is the wall clock (tests).
     """
 
     is_live = True
@@ -53,8 +59,11 @@ class LiveSource(FrameSource):
         open_timeout_s: float = 10.0,
         read_timeout_s: float = 5.0,
         poll_s: float = 0.5,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         super().__init__(source_id or _live_id(target))
+        self._clock = clock
+        self._stream_clock = StreamClock()
         self.target = target
         self.reconnect = reconnect or ReconnectConfig()
         self.open_timeout_s = open_timeout_s
@@ -114,7 +123,7 @@ class LiveSource(FrameSource):
         return (f"live source {self.source_id} cannot be opened", "check the path or URL")
 
     def _run(self, cap: cv2.VideoCapture | None) -> None:
-        delays = backoff_delays(self.reconnect.initial_s, self.reconnect.max_s)
+        backoff = Backoff.from_policy(self.reconnect)
         ever_connected = cap is not None
         bad = 0
         last_good = time.monotonic()
@@ -123,7 +132,7 @@ class LiveSource(FrameSource):
                 if cap is None:
                     cap = self._try_open()
                     if cap is None:
-                        delay = next(delays)
+                        delay = backoff.next_delay()
                         log.debug("%s: open failed; retrying in %.2f s", self.source_id, delay)
                         self._closed.wait(delay)
                         continue
@@ -132,6 +141,7 @@ class LiveSource(FrameSource):
                         log.info("%s: reconnected", self.source_id)
                     ever_connected = True
                     self.fps = capture_fps(cap) or self.fps
+                    self._stream_clock.reset()  # a reopened stream counts its time afresh
                     self._connected = True
                     bad = 0
                     last_good = time.monotonic()
@@ -145,7 +155,7 @@ class LiveSource(FrameSource):
                     cap.release()
                     cap = None
                     self._connected = False
-                    delay = next(delays)
+                    delay = backoff.next_delay()
                     log.warning("%s: stream lost or ended; reconnecting in %.2f s", self.source_id, delay)
                     self._closed.wait(delay)
                     continue
@@ -153,9 +163,9 @@ class LiveSource(FrameSource):
                     self.stats.frames_skipped_corrupt += bad
                     bad = 0
                 # A good frame proves the connection: the next failure starts the backoff afresh.
-                delays = backoff_delays(self.reconnect.initial_s, self.reconnect.max_s)
+                backoff.reset()
                 last_good = time.monotonic()
-                self._publish(image)
+                self._publish(image, _position_s(cap))
         except Exception:  # the reader must not die silently: log, mark unhealthy, stop
             log.exception("%s: reader thread failed", self.source_id)
         finally:
@@ -165,8 +175,11 @@ class LiveSource(FrameSource):
             with self._cond:
                 self._cond.notify_all()
 
-    def _publish(self, image: np.ndarray) -> None:
-        frame = Frame(image=image, source_id=self.source_id, index=self._seq, captured_at=utcnow())
+    def _publish(self, image: np.ndarray, position_s: float | None) -> None:
+        arrived = self._clock()
+        meta: dict[str, object] = {} if position_s is None else {"stream_pts_s": position_s}
+        captured_at = self._stream_clock.stamp(position_s, arrived)
+        frame = Frame(image=image, source_id=self.source_id, index=self._seq, captured_at=captured_at, meta=meta)
         self._seq += 1
         self.stats.frames_read += 1
         with self._cond:
@@ -208,6 +221,15 @@ class LiveSource(FrameSource):
             self._thread.join(timeout_s)
             if self._thread.is_alive():
                 log.debug("%s: reader still inside OpenCV; it will exit after its read times out", self.source_id)
+
+
+def _position_s(cap: cv2.VideoCapture) -> float | None:
+    """The decoded frame's stream time in seconds, None when the backend has none."""
+    try:
+        position_ms = float(cap.get(cv2.CAP_PROP_POS_MSEC))
+    except cv2.error:
+        return None
+    return position_ms / 1000.0 if position_ms == position_ms and position_ms >= 0 else None
 
 
 def _live_id(target: str | int) -> str:

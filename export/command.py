@@ -1,4 +1,9 @@
-"""`inspector export onnx|engine|check`: a Qwen3-VL checkpoint -> ONNX graphs (float or FP8) -> TensorRT engines."""
+"""`inspector export onnx|engine|check`: a Qwen3-VL checkpoint -> ONNX graphs (float or FP8) -> TensorRT engines.
+
+The command lives with the exporter, not in inspector/commands: ``inspector`` never imports
+``export`` (import-linter checks it). The CLI finds it through the ``inspector.commands``
+entry point that pyproject.toml declares.
+"""
 
 from __future__ import annotations
 
@@ -145,7 +150,7 @@ def register(subparsers: Any) -> None:
 
 def _show_progress() -> None:
     # A 4B export runs for minutes: show its stages even without -v.
-    for name in ("export", "inspector.commands.export_cmd"):
+    for name in ("export",):
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() > logging.INFO:
             logger.setLevel(logging.INFO)
@@ -255,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.onnx} holds FP8 graphs: they differ from the float reference by design, so the float "
                 "parity tolerance does not apply",
                 "measure what FP8 costs on the line's footage: `inspector replay` with the float and the FP8 "
-                "export, then `inspector compare float.jsonl fp8.jsonl` (README: FP8 and TensorRT)",
+                "export, then `inspector compare float.jsonl fp8.jsonl` (docs/deployment.md: FP8 and TensorRT)",
             )
 
         inspection = DEFAULT_INSPECTION
