@@ -37,6 +37,7 @@ from inspector.backends.base import (
     VisualFeatures,
     greedy_decode,
 )
+from inspector.config_paths import RELATIVE_TO_CONFIG
 from inspector.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:  # onnx, the checkpoint identity and prompting load with the model, not with the config
@@ -49,7 +50,10 @@ class OnnxRuntimeConfig(BackendConfig):
     """``model.backend: onnxruntime``: the graphs `inspector export onnx` wrote, on CPU or CUDA."""
 
     backend: Literal["onnxruntime"] = "onnxruntime"
-    onnx_dir: Path | None = Field(None, description="exported graphs (`inspector export onnx --out DIR`)")
+    onnx_dir: Path | None = Field(
+        None, description="exported graphs (`inspector export onnx --out DIR`)" + RELATIVE_TO_CONFIG
+    )
+
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

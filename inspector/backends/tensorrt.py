@@ -26,6 +26,7 @@ from pydantic import Field
 
 from inspector.backends.base import BackendConfig, BackendInfo, BackendPlugin, Precision
 from inspector.backends.onnxruntime import _NUMPY_IO, OnnxRuntimeBackend
+from inspector.config_paths import RELATIVE_TO_CONFIG
 from inspector.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,13 @@ class TensorRTConfig(BackendConfig):
     """``model.backend: tensorrt``: prebuilt TensorRT engines on an NVIDIA GPU."""
 
     backend: Literal["tensorrt"] = "tensorrt"
-    engine_dir: Path = Field(description="TensorRT engines built by `inspector export` for this GPU")
-    onnx_dir: Path | None = Field(None, description="the exported ONNX graphs the engines were built from")
+    engine_dir: Path = Field(
+        description="TensorRT engines built by `inspector export` for this GPU" + RELATIVE_TO_CONFIG
+    )
+    onnx_dir: Path | None = Field(
+        None,
+        description="the exported ONNX graphs the engines were built from" + RELATIVE_TO_CONFIG,
+    )
     dtype: Precision = Field("fp8", description="engine precision: fp8 (compute capability >= 8.9) or float16")
     device: str = Field("cuda", description="cuda or cuda:N (TensorRT runs on NVIDIA GPUs only)")
 
