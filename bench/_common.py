@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 CHECKOUT = Path(__file__).resolve().parents[1]
+# The tests' Mosquitto helper (tests/support/mosquitto.py): benches start the broker the tests check.
+TEST_SUPPORT = CHECKOUT / "tests" / "support"
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 def use_checkout() -> None:
     """Run from a checkout without installing; never touch the hub."""
-    if str(CHECKOUT) not in sys.path:
-        sys.path.insert(0, str(CHECKOUT))
+    for path in (TEST_SUPPORT, CHECKOUT):
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

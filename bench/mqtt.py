@@ -2,7 +2,7 @@
 
     python bench/mqtt.py [--count 5000] [--repeat 3] [--protocol 5] [--producers 4]
 
-Starts its own Mosquitto on a free port (inspector/mqtt/broker.py), then in this one process
+Starts its own Mosquitto on a free port (tests/support/mosquitto.py, the tests' helper), then in this one process
 times, until every message is acknowledged (PUBACK):
 
 - ``outbox_verdicts_per_s``: ``MqttSink.publish(verdict)`` for N verdicts from one thread:
@@ -19,13 +19,17 @@ times, until every message is acknowledged (PUBACK):
   group commit shares one transaction among the verdicts that arrive during a commit.
 
 All verdicts are OK (one message each; NG adds a reject message). Each side runs --repeat
-times, alternating; the median counts. Prints one JSON line.
+times (5), alternating which goes first; the JSON gives the median, min and max of each side,
+the ratio of the medians and the spread of the per-pair ratios. ``machine_before/after``: the
+load average; on a shared machine the wall-clock rates swing with it, the ratios much less.
+Prints one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -38,12 +42,14 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))  # the tests' Mosquitto
 
 from inspector.config import MqttConfig, StationConfig  # noqa: E402
 from inspector.mqtt import MqttSink, Topics  # noqa: E402
-from inspector.mqtt.broker import Mosquitto  # noqa: E402
 from inspector.mqtt.connection import message_properties  # noqa: E402
 from inspector.payloads.verdict import SCHEMA_ID, SCHEMA_VERSION, FrameVerdict, ModelRef, SourceRef, StationRef  # noqa: E402
+
+from mosquitto import Mosquitto  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -144,12 +150,21 @@ def run_bare(config: MqttConfig, station: StationConfig, verdicts: list[FrameVer
         client.loop_stop()
 
 
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
+
+
 def compare(config: MqttConfig, station: StationConfig, verdicts: list, workdir: Path, repeat: int,
             producers: int) -> dict[str, object]:  # fmt: skip
+    """``repeat`` pairs, alternating which side goes first (ABBA), so a load change hits both sides alike."""
     outbox_runs, bare_runs = [], []
-    for _ in range(repeat):
-        outbox_runs.append(run_outbox(config, station, verdicts, workdir, producers))
-        bare_runs.append(run_bare(config, station, verdicts, producers))
+    for k in range(repeat):
+        if k % 2 == 0:
+            outbox_runs.append(run_outbox(config, station, verdicts, workdir, producers))
+            bare_runs.append(run_bare(config, station, verdicts, producers))
+        else:
+            bare_runs.append(run_bare(config, station, verdicts, producers))
+            outbox_runs.append(run_outbox(config, station, verdicts, workdir, producers))
     outbox_rate = statistics.median(r.per_s for r in outbox_runs)
     bare_rate = statistics.median(r.per_s for r in bare_runs)
     outbox_cpu = statistics.median(r.cpu_us for r in outbox_runs)
@@ -157,20 +172,29 @@ def compare(config: MqttConfig, station: StationConfig, verdicts: list, workdir:
     return {
         "outbox_verdicts_per_s": round(outbox_rate, 1),
         "bare_paho_per_s": round(bare_rate, 1),
-        "ratio": round(outbox_rate / bare_rate, 3),
+        "ratio": round(outbox_rate / bare_rate, 3),  # median over median
+        # Each outbox run over the bare run beside it: drift in the machine's load cancels within a pair.
+        "pair_ratio": _spread([o.per_s / b.per_s for o, b in zip(outbox_runs, bare_runs, strict=True)]),
+        "outbox_per_s": _spread([r.per_s for r in outbox_runs]),
+        "bare_per_s": _spread([r.per_s for r in bare_runs]),
         "outbox_cpu_us_per_verdict": round(outbox_cpu, 1),
         "bare_cpu_us_per_verdict": round(bare_cpu, 1),
         "cpu_ratio": round(bare_cpu / outbox_cpu, 3),
         "commits_per_verdict": round(statistics.median(r.commits or 0.0 for r in outbox_runs), 3),
-        "outbox_runs": [round(r.per_s, 1) for r in outbox_runs],
-        "bare_runs": [round(r.per_s, 1) for r in bare_runs],
     }
+
+
+def machine() -> dict[str, object]:
+    """How busy the machine is: on a shared box wall-clock rates swing, the ratios much less."""
+    cpus = os.cpu_count() or 1
+    load = os.getloadavg()[0]
+    return {"cpus": cpus, "loadavg_1m": round(load, 2), "shared": load > 0.5 * cpus}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=5000, help="verdicts per run")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per side (median reported)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per side, alternating (median, min, max reported)")
     parser.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
     parser.add_argument("--producers", type=int, default=4, help="publishing threads of the second figure (0: skip)")
     args = parser.parse_args()
@@ -178,6 +202,7 @@ def main() -> int:
     station = StationConfig(site="plant-lyon", area="machining", line="line-3", station="final-check")
     verdicts = make_verdicts(args.count, station)
     with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp, Mosquitto(Path(tmp) / "broker") as broker:
+        # Both sides: QoS 1, the same in-flight window (paho's default is 20; the sink's 100).
         config = MqttConfig(host=broker.host, port=broker.port, protocol=args.protocol)
         warm = verdicts[: min(500, len(verdicts))]
         run_outbox(config, station, warm, Path(tmp))
@@ -188,11 +213,20 @@ def main() -> int:
             "repeat": args.repeat,
             "protocol": args.protocol,
             "payload_bytes": len(verdicts[0].to_json(include_tiles=False)),
+            "settings": {
+                "qos": 1,
+                "max_inflight": config.max_inflight,
+                "outbox_sync": config.outbox_sync,  # normal: survives a process crash, not a power loss
+                "sqlite": "WAL, synchronous=" + ("FULL" if config.outbox_sync == "full" else "NORMAL"),
+                "broker": "local Mosquitto, persistence true, autosave_interval 1",
+            },
+            "machine_before": machine(),
         }
         figures.update(compare(config, station, verdicts, Path(tmp), args.repeat, 1))
         if args.producers > 1:
             many = compare(config, station, verdicts, Path(tmp), args.repeat, args.producers)
-            figures[f"producers_{args.producers}"] = {k: v for k, v in many.items() if not k.endswith("_runs")}
+            figures[f"producers_{args.producers}"] = many
+        figures["machine_after"] = machine()
     print(json.dumps(figures))
     return 0
 

@@ -54,8 +54,7 @@ cv2.setNumThreads(1)
 
 from inspector.config import StationFile, parse_config  # noqa: E402
 from inspector.models import write_tiny_model  # noqa: E402
-from inspector.pipeline import Inspector  # noqa: E402
-from inspector.runtime import load_inspector  # noqa: E402
+from inspector.pipeline import Inspector, load_inspector  # noqa: E402
 from inspector.sources import open_source  # noqa: E402
 from inspector.vision import normalise_patch_bytes, patch_bytes, patchify, to_hf_layout  # noqa: E402
 

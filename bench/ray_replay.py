@@ -26,8 +26,8 @@ from inspector.cluster import ClusterOptions, replay_on_ray
 from inspector.config import load_config
 from inspector.demo_data import write_demo_clip
 from inspector.models import write_tiny_model
+from inspector.pipeline import load_inspector
 from inspector.replay import ReplaySummary, replay_frames
-from inspector.runtime import load_inspector
 from inspector.sinks.jsonl import JsonlSink
 from inspector.sources import open_source
 

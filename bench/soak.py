@@ -41,8 +41,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+sys.path.insert(0, str(REPO / "tests" / "support"))  # the tests' Mosquitto helper
 
-from inspector.mqtt.broker import Mosquitto, MosquittoNotFound, free_port  # noqa: E402
+from mosquitto import Mosquitto, MosquittoNotFound, free_port  # noqa: E402
 
 log = logging.getLogger("soak")
 MIB = 1024 * 1024

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from _common import bench_station
+from _common import bench_station, use_checkout
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=30.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    use_checkout()  # this checkout and tests/support (the Mosquitto helper) on sys.path
 
     from edge.capture import source_opener
     from edge.metrics import EdgeMetrics
@@ -56,9 +57,10 @@ def main() -> None:
     from inspector.demo_data import write_demo_clip
     from inspector.models import write_tiny_model
     from inspector.mqtt import MqttSink
-    from inspector.mqtt.broker import Mosquitto
     from inspector.pipeline import build_inspector, warm_up
     from inspector.runtime import Overrides
+
+    from mosquitto import Mosquitto  # tests/support, on sys.path through _common
 
     workdir = Path(tempfile.mkdtemp(prefix="trigger-bench-"))
     broker = Mosquitto(workdir / "broker")

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import fields
 
 from edge.queues import BoundedQueue
+from inspector.backoff import Backoff
 from inspector.config import ReconnectConfig, SourceConfig
 from inspector.errors import InspectorError
 from inspector.frames import Frame
-from inspector.sources import FrameSource, SourceStats, backoff_delays, open_source
+from inspector.sources import FrameSource, SourceStats, open_source
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +88,17 @@ class CaptureWorker(threading.Thread):
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self) -> None:
-        delays = backoff_delays(self._reconnect.initial_s, self._reconnect.max_s)
+        backoff = Backoff.from_policy(self._reconnect)
         while not self._stop_event.is_set():
             source = self._source
             if source is None or source.closed:
-                source = self._open(delays)
+                source = self._open(backoff)
                 if source is None:
                     continue
             delivered = self.captured
             ended = self._pump(source)
             if self.captured > delivered:  # it worked for a while: the next failure starts the backoff afresh
-                delays = backoff_delays(self._reconnect.initial_s, self._reconnect.max_s)
+                backoff.reset()
             if self._stop_event.is_set():
                 break
             if self._reopen.is_set():
@@ -110,10 +111,10 @@ class CaptureWorker(threading.Thread):
                 break
             # A live source ends its iteration only when closed or broken: reopen it after a pause.
             self._retire()
-            self._stop_event.wait(next(delays))
+            self._stop_event.wait(backoff.next_delay())
         self._retire()
 
-    def _open(self, delays: Iterator[float]) -> FrameSource | None:
+    def _open(self, backoff: Backoff) -> FrameSource | None:
         with self._lock:
             opener = self._opener
         try:
@@ -127,7 +128,7 @@ class CaptureWorker(threading.Thread):
                 self._source = source
             self.problem = None
             return source
-        delay = next(delays)
+        delay = backoff.next_delay()
         log.warning("%s; retrying in %.1f s", self.problem, delay)
         self._stop_event.wait(delay)
         return None

@@ -163,11 +163,12 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
     if is_multi_station(args.config):  # several cameras, one model (edge/stations.py)
         return serve_stations(args, stop, received)
     # Heavy imports (torch, OpenCV, paho) only once the arguments are known to be sane.
+    from edge.line_links import open_line_links
     from edge.metrics import EdgeMetrics
     from edge.supervisor import EdgeService
     from inspector.mqtt.connection import check_connection_or_warn
-    from inspector.pipeline import warm_up
-    from inspector.runtime import build_sinks, load_inspector, mqtt_settings
+    from inspector.pipeline import load_inspector, warm_up
+    from inspector.runtime import build_sinks, mqtt_settings
 
     # The same overrides and station runtime as `inspector replay` (inspector/runtime.py).
     overrides = Overrides(
@@ -184,6 +185,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
         mqtt_config = mqtt_settings(config, args.publish, from_config=True)
         if mqtt_config is not None:  # bad credentials or TLS trust fail now; a broker that is down only warns
             check_connection_or_warn(mqtt_config, logger=log)
+        links = open_line_links(settings, mqtt_config)  # OPC UA server, Sparkplug node: checked before the model
         if stop.is_set():
             return 0
         notifier.status("loading model")
@@ -197,7 +199,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
             ) from None
         jsonl = config.sinks.jsonl.path if config.sinks.jsonl is not None else None
         station_sinks = build_sinks(config, inspector, jsonl=jsonl, mqtt=mqtt_config)
-        sinks, mqtt = station_sinks.sinks, station_sinks.mqtt
+        sinks, mqtt = station_sinks.sinks + links.sinks_for(config.station.station), station_sinks.mqtt
         if not sinks:
             log.warning("no sink configured (sinks.jsonl, sinks.mqtt or --publish): verdicts go nowhere")
         metrics = EdgeMetrics()
@@ -206,6 +208,9 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
             options=service_options(settings, args.config), overrides=overrides, stop_event=stop,
             evidence=settings.evidence, mqtt_config=mqtt_config,
         )  # fmt: skip
+        links.attach(service)
+        stack.callback(links.close)  # after the station has stopped: NDEATH, the OPC UA server's end
+        links.start()
         live = start_live_page(settings, {service.name: service.live_station()})
         if live is not None:
             stack.callback(live.close)

@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from inspector.backoff import Backoff
 from inspector.config import MqttConfig, StationConfig
 from inspector.errors import InspectorError
 from inspector.mqtt import Topics, default_client_id
@@ -42,6 +43,7 @@ class StationLink:
         self._on_trigger = on_trigger
         self._client: mqtt.Client | None = None
         self._connected = threading.Event()
+        self._accepted = False  # the broker accepted this connection (CONNACK): reset the back-off after it
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"mqtt-link[{self.client_id}]", daemon=True)
         self.triggers_received = 0
@@ -81,8 +83,9 @@ class StationLink:
     # -- the connection thread -----------------------------------------------------------------
 
     def _run(self) -> None:
-        delay = self.config.reconnect.initial_s
+        backoff = Backoff.from_policy(self.config.reconnect)
         while not self._stop.is_set():
+            problem = "connection lost"
             try:
                 client = build_client(self.config, self.client_id)
                 client.on_connect = self._connected_cb
@@ -92,15 +95,20 @@ class StationLink:
                 self._client = client
                 client.loop_forever()  # returns when the connection ends (no paho auto-reconnect)
             except InspectorError as error:
-                log.warning("station link %s: %s; retrying in %.1f s", self.client_id, error.problem, delay)
+                problem = error.problem
             except Exception:  # noqa: BLE001 - the link must outlive any one failure
-                log.exception("station link %s failed; retrying", self.client_id)
+                log.exception("station link %s failed", self.client_id)
             finally:
-                self._connected.clear()
                 self._client = None
+                if self._accepted:  # the broker accepted us: the next failure starts afresh
+                    self._accepted = False
+                    backoff.reset()
+                self._connected.clear()
+            delay = backoff.next_delay()
+            if not self._stop.is_set():
+                log.warning("station link %s: %s; retrying in %.1f s", self.client_id, problem, delay)
             if self._stop.wait(delay):
                 break
-            delay = min(delay * 2, self.config.reconnect.max_s)
 
     def _connected_cb(self, client: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
         if getattr(reason, "is_failure", False):
@@ -108,6 +116,7 @@ class StationLink:
             return
         if self._on_trigger is not None:
             client.subscribe(self.trigger_topic, qos=1)
+        self._accepted = True
         self._connected.set()
         log.info("station link %s connected%s", self.client_id,
                  f"; triggers on {self.trigger_topic}" if self._on_trigger else "")  # fmt: skip

@@ -112,11 +112,12 @@ class MultiStationService:
 
 def serve_stations(args: argparse.Namespace, stop: threading.Event, received: list[str]) -> int:
     """``inspector-edge --config stations.yaml``: every station in the file, one model."""
+    from edge.line_links import open_line_links
     from edge.metrics import EdgeMetrics
     from edge.reload import build_candidate, trial_frame_size
     from inspector.mqtt.connection import check_connection_or_warn
-    from inspector.pipeline import warm_up
-    from inspector.runtime import Overrides, build_sinks, load_inspector, mqtt_settings
+    from inspector.pipeline import load_inspector, warm_up
+    from inspector.runtime import Overrides, build_sinks, mqtt_settings
 
     if args.source is not None or args.publish is not None:
         raise ConfigError(
@@ -138,6 +139,9 @@ def serve_stations(args: argparse.Namespace, stop: threading.Event, received: li
         for config in configs.values():
             if config.sinks.mqtt is not None:
                 check_connection_or_warn(config.sinks.mqtt, logger=log)
+        # One OPC UA server and one Sparkplug node for the box; a station is an object / a device of them.
+        first_mqtt = next((c.sinks.mqtt for c in configs.values() if c.sinks.mqtt is not None), None)
+        links = open_line_links(settings, first_mqtt)
         if stop.is_set():
             return 0
         notifier.status("loading model")
@@ -160,7 +164,7 @@ def serve_stations(args: argparse.Namespace, stop: threading.Event, received: li
                     config,
                     inspector,
                     sources[name],
-                    sinks=station_sinks.sinks,
+                    sinks=station_sinks.sinks + links.sinks_for(config.station.station),
                     mqtt=station_sinks.mqtt,
                     metrics=station_metrics,
                     notifier=SystemdNotifier(""),
@@ -172,6 +176,10 @@ def serve_stations(args: argparse.Namespace, stop: threading.Event, received: li
                     shared_inference=True,
                 )  # fmt: skip
             )
+        for service in services:
+            links.attach(service)
+        stack.callback(links.close)  # after the stations have stopped
+        links.start()
         runner = MultiStationService(services, notifier=notifier, stop_event=stop)
         if settings.metrics_port:
             registry = CollectorRegistry()

@@ -41,10 +41,10 @@ from edge.triggers import PendingTrigger, TriggerBook, TriggerSettings
 from edge.web import LiveState, LiveStation
 from inspector.config import EvidenceConfig, MqttConfig, StationFile
 from inspector.frames import Frame
+from inspector.model_warning import random_weights_warning
 from inspector.mqtt import MqttSink
 from inspector.payloads.verdict import FrameVerdict, SourceRef
 from inspector.pipeline import Inspector
-from inspector.runtime import random_weights_warning
 from inspector.sinks.base import Sink
 from inspector.sources import FrameSource
 

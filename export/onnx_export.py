@@ -198,7 +198,7 @@ def _versions() -> dict[str, str]:
     import torch
     import transformers
 
-    from inspector import __version__
+    from inspector.version import __version__
 
     return {"torch": torch.__version__, "transformers": transformers.__version__, "onnx": onnx.__version__,
             "line_inspector": __version__}  # fmt: skip

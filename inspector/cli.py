@@ -8,9 +8,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
-from inspector import __version__
 from inspector.errors import InspectorError
+from inspector.version import __version__
 
 # Modules under inspector.commands, in the order `inspector --help` lists them.
 COMMAND_MODULES = (
@@ -27,8 +28,10 @@ COMMAND_MODULES = (
     "config_cmd",
     "model_cmd",
     "schema_cmd",
-    "export_cmd",
 )
+# Commands other packages add (``export`` adds `inspector export`): entry points, so that the
+# CLI never imports them by name and the layers stay one-way.
+PLUGIN_GROUP = "inspector.commands"
 
 EPILOG = """\
 first run, offline: the whole main job in one command (a tiny model of the real architecture,
@@ -59,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"inspector.commands.{name}").register(subparsers)
+    for entry in sorted(metadata.entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        entry.load()(subparsers)
     return parser
 
 

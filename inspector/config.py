@@ -70,8 +70,17 @@ class StationConfig(_Strict):
 
 
 class ReconnectConfig(_Strict):
-    initial_s: float = Field(0.5, gt=0, description="first wait after a live source fails")
+    """Reconnect back-off (inspector/backoff.py): doubles from initial_s to max_s, jittered, reset after a success."""
+
+    initial_s: float = Field(0.5, gt=0, description="first wait after a connection fails")
     max_s: float = Field(30.0, gt=0, description="longest wait between reconnect attempts")
+    jitter: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="each wait is drawn from [(1 - jitter) x delay, delay], so that a line's clients do not "
+        "reconnect in lock-step after a broker or camera restart; 0 = no jitter",
+    )
 
 
 class SourceConfig(_Strict):

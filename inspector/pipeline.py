@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from inspector.backends.registry import create_backend, plugin_for
 from inspector.classify import StageTimes, TileClassifier, TileResult
 from inspector.config import DEFAULT_RECIPE, StationFile, parse_model_config
 from inspector.frames import Frame
+from inspector.model_warning import random_weights_warning
 from inspector.payloads.verdict import FrameVerdict, ModelRef, SourceRef, StationRef, TileVerdict, Timings
 from inspector.tiling import Tile, TilePlanner
 from inspector.vision import patch_bytes, patch_shape
@@ -81,13 +83,10 @@ class Inspector:
         ``device="auto"`` picks cuda when available). Logs a warning for a random or demo model.
         """
         from inspector.config import load_config
-        from inspector.runtime import Overrides, load_inspector
 
         station = config if isinstance(config, StationFile) else load_config(config)
-        overrides = Overrides(
-            model=model, backend=backend, onnx_dir=None if onnx_dir is None else str(onnx_dir), device=device
-        )
-        return load_inspector(overrides.apply(station))
+        onnx = None if onnx_dir is None else str(onnx_dir)
+        return load_inspector(model_config_with(station, path=model, backend=backend, onnx_dir=onnx, device=device))
 
     def predict(self, image: ImageInput, *, part_id: str | None = None, source_id: str | None = None) -> FrameVerdict:
         """Judge one image: a file path, a numpy array (BGR uint8 as OpenCV gives, or grayscale) or a PIL image.
@@ -217,6 +216,19 @@ def build_inspector(config: StationFile, recipe: str | None = None) -> Inspector
     return Inspector(config, backend, classifier, recipe)
 
 
+def load_inspector(config: StationFile, *, warn: Callable[[str], None] | None = None) -> Inspector:
+    """Load the model the config names and build its Inspector.
+
+    The random-weights / demo-model warning goes to ``warn`` (the CLI's console), else to the log.
+    """
+    log.info("loading model %s (%s)", config.model.path, config.model.backend)
+    inspector = build_inspector(config)
+    warning = random_weights_warning(inspector.backend.info)
+    if warning:
+        (warn or log.warning)(warning)
+    return inspector
+
+
 _VERSIONED = ("torch", "transformers", "opencv-python-headless", "paho-mqtt", "onnxruntime")
 
 
@@ -225,8 +237,8 @@ def describe(inspector: Inspector) -> dict[str, Any]:
     import sys
     from importlib import metadata
 
-    from inspector import __version__
     from inspector.sources import redact_uri
+    from inspector.version import __version__
 
     info = inspector.backend.info
     versions = {"python": sys.version.split()[0], "line-inspector": __version__}

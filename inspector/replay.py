@@ -12,8 +12,9 @@ import numpy as np
 
 from inspector.explanations import Explained, explained
 from inspector.frames import Frame
+from inspector.model_warning import random_weights_warning
 from inspector.payloads.verdict import FrameVerdict
-from inspector.runtime import ErrorPolicy, FailFast, FrameFailure, random_weights_warning
+from inspector.runtime import ErrorPolicy, FailFast, FrameFailure
 from inspector.sinks.base import Sink
 
 if TYPE_CHECKING:

@@ -2,7 +2,6 @@
 
 - ``Overrides``: command-line values that win over the config file (model path, backend,
   ONNX graphs, source...), applied and re-validated as one;
-- ``load_inspector``: the Inspector for a config, with the one random-weights warning;
 - ``build_sinks``: the JSONL and MQTT sinks for a config plus an output path / publish URL;
 - ``ErrorPolicy``: a frame whose inspection raises gets an UNCERTAIN verdict carrying the
   error, and is counted; the caller decides whether to go on (the line) or stop (``--fail-fast``).
@@ -20,7 +19,6 @@ from inspector.config import MqttConfig, StationFile
 from inspector.errors import InspectorError
 
 if TYPE_CHECKING:  # torch, OpenCV and paho load with the model and the sinks, not with this module
-    from inspector.backends.base import BackendInfo
     from inspector.frames import Frame
     from inspector.payloads.verdict import FrameVerdict
     from inspector.pipeline import Inspector
@@ -58,37 +56,6 @@ class Overrides:
         if changes:
             config = config.model_copy(update={"source": config.source.model_copy(update=changes)})
         return config
-
-
-RANDOM_WEIGHTS_WARNING = "this is a RANDOM test model: its verdicts mean nothing about parts"
-DEMO_MODEL_WARNING = (
-    "this is a DEMO model (trained from a tiny random model on synthetic footage): "
-    "its verdicts say nothing about real parts"
-)
-
-
-def random_weights_warning(info: BackendInfo) -> str | None:
-    """The warning every entry point shows for a random or demo model; None for a real checkpoint."""
-    if info.random_weights:
-        return RANDOM_WEIGHTS_WARNING
-    if getattr(info, "demo_model", False):
-        return DEMO_MODEL_WARNING
-    return None
-
-
-def load_inspector(config: StationFile, *, warn: Callable[[str], None] | None = None) -> Inspector:
-    """Load the model the config names and build its Inspector.
-
-    The random-weights / demo-model warning goes to ``warn`` (the CLI's console), else to the log.
-    """
-    from inspector.pipeline import build_inspector
-
-    log.info("loading model %s (%s)", config.model.path, config.model.backend)
-    inspector = build_inspector(config)
-    warning = random_weights_warning(inspector.backend.info)
-    if warning:
-        (warn or log.warning)(warning)
-    return inspector
 
 
 def mqtt_settings(config: StationFile, publish: str | None, *, from_config: bool) -> MqttConfig | None:

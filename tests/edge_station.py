@@ -41,14 +41,16 @@ def mqtt_config(port: int, outbox: Path) -> MqttConfig:
 
 def build_service(
     config: StationFile, inspector: Any, port: int, tmp_path: Path, *, evidence: EvidenceConfig | None = None,
-    shared_inference: bool = False, **options: Any,
+    shared_inference: bool = False, extra_sinks: list[Any] | None = None, **options: Any,
 ) -> EdgeService:  # fmt: skip
-    """An EdgeService as ``inspector-edge`` assembles it, publishing to the broker on ``port``."""
+    """An EdgeService as ``inspector-edge`` assembles it, publishing to the broker on ``port``
+    (and to ``extra_sinks``: the OPC UA server's, the Sparkplug node's)."""
     station = config.station.station
     link = mqtt_config(port, tmp_path / f"outbox-{station}.sqlite")
     sink = MqttSink(link, config.station)
     return EdgeService(
-        config, inspector, None, sinks=[sink], mqtt=sink, metrics=EdgeMetrics(), notifier=SystemdNotifier(),
+        config, inspector, None, sinks=[sink, *(extra_sinks or [])], mqtt=sink, metrics=EdgeMetrics(),
+        notifier=SystemdNotifier(),
         options=ServiceOptions(heartbeat_s=1.0, tick_s=0.05, snapshot_dir=tmp_path / "snapshots", **options),
         overrides=_no_overrides(), evidence=evidence, mqtt_config=link, shared_inference=shared_inference,
     )  # fmt: skip
@@ -124,3 +126,19 @@ class Subscriber:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+class RunningService:
+    """A service's supervisor loop in a thread; ``stop()`` ends it and returns its exit code."""
+
+    def __init__(self, service: EdgeService) -> None:
+        self.service = service
+        self.code: list[int] = []
+        self.thread = threading.Thread(target=lambda: self.code.append(service.run()), daemon=True)
+        self.thread.start()
+
+    def stop(self) -> int:
+        self.service.stop_event.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the service did not stop"
+        return self.code[0]

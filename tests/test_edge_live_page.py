@@ -17,8 +17,8 @@ import pytest
 from edge.web import LivePage, LiveServer, LiveState, LiveStation
 from inspector.explanations import RANDOM_WORDS
 from inspector.frames import Frame
+from inspector.model_warning import RANDOM_WEIGHTS_WARNING
 from inspector.payloads.verdict import Defect, FrameVerdict, ModelRef, SourceRef, StationRef
-from inspector.runtime import RANDOM_WEIGHTS_WARNING
 
 TOKEN = "s3cret-token-0123456789"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import queue
 import socket
 import subprocess
@@ -206,8 +207,8 @@ def test_publish_url_keeps_the_rest_of_the_base_config(tmp_path: Path) -> None:
     base = MqttConfig(outbox=tmp_path / "o.sqlite", password_env="MQTT_PW", username="x", tls=tls)
     config = mqtt_config_from_url("mqtts://broker", base)
     assert config.outbox == base.outbox and config.password_env == "MQTT_PW" and config.tls == base.tls
-    assert mqtt_config_from_url("mqtt://broker", base).tls is None  # the scheme decides
-    assert mqtt_config_from_url("mqtt://u:p@broker", base).password_env is None  # the URL's password wins
+    plain = base.model_copy(update={"tls": None})
+    assert mqtt_config_from_url("mqtt://u:p@broker", plain).password_env is None  # the URL's password wins
 
 
 @pytest.mark.parametrize(
@@ -388,10 +389,12 @@ def test_broker_down_at_startup_outbox_grows_then_drains_in_order(tmp_path: Path
 def test_expired_rejects_are_dropped_and_counted_not_sent(tmp_path: Path, cleanup: list) -> None:
     broker = Mosquitto(tmp_path / "broker")
     cleanup.append(broker)
-    sink = MqttSink(sink_config(broker.port, tmp_path / "o.sqlite", reject_expiry_s=1), STATION)
+    now = [time.time()]  # an injected wall clock: the expiry is reached by moving it, not by sleeping past it
+    sink = MqttSink(sink_config(broker.port, tmp_path / "o.sqlite", reject_expiry_s=60), STATION, clock=lambda: now[0])
     cleanup.append(sink)
     sink.publish(make_verdict(0, "NG"))
-    time.sleep(1.2)  # the reject goes stale while the broker is down
+    assert sink.stats()["outbox_by_kind"]["reject"] == 1  # stored, not yet stale
+    now[0] += 61  # the reject goes stale while the broker is down
     broker.start()
     assert sink.wait_drained(30)
     stats = sink.stats()
@@ -410,7 +413,10 @@ class Publisher:
                    "--start", str(start), "--count", str(count), "--pace", str(pace_s)]  # fmt: skip
         if hold:
             command.append("--hold")
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        # The child imports this file too, so it needs the tests' support code (tests/support) on its path.
+        support = str(Path(__file__).parent / "support")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [support, os.environ.get("PYTHONPATH")]))}
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.lines: queue.Queue[str] = queue.Queue()
         self.last_index = -1
         threading.Thread(target=self._read, daemon=True).start()

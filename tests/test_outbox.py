@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inspector.errors import InspectorError
-from inspector.mqtt import outbox as outbox_module
 from inspector.mqtt.outbox import Outbox, OutboxMessage
 
 
@@ -188,9 +187,8 @@ def test_appended_rows_survive_sigkill(tmp_path: Path) -> None:
 @given(ops=st.lists(st.tuples(st.sampled_from(["append", "ack", "flush", "reopen"]), st.integers(1, 5)), max_size=30))
 def test_counts_and_order_stay_consistent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ops) -> None:
     # A memory window of 3 rows: take() and ack() cross between memory and the file all the time.
-    monkeypatch.setattr(outbox_module, "_FRESH_MAX", 3)
     path = tmp_path / f"h{time.monotonic_ns()}.sqlite"
-    box = Outbox(path, max_messages=8)
+    box = Outbox(path, max_messages=8, memory_rows=3)
     made = 0
     try:
         for op, n in ops:
@@ -204,7 +202,7 @@ def test_counts_and_order_stay_consistent(tmp_path: Path, monkeypatch: pytest.Mo
             else:
                 before = ids(box.take(0, 10**6))
                 box.close()
-                box = Outbox(path, max_messages=8)
+                box = Outbox(path, max_messages=8, memory_rows=3)
                 assert ids(box.take(0, 10**6)) == before  # close() wrote every acknowledgement
             rows = box.take(0, 10**6)
             assert [r.seq for r in rows] == sorted(r.seq for r in rows)
@@ -262,8 +260,7 @@ def test_an_acknowledgement_reaches_the_file_with_the_next_commit_or_flush(tmp_p
 
 
 def test_rows_older_than_the_memory_window_come_from_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(outbox_module, "_FRESH_MAX", 4)
-    with Outbox(tmp_path / "o.sqlite") as box:
+    with Outbox(tmp_path / "o.sqlite", memory_rows=4) as box:
         box.append([msg(i) for i in range(10)])
         rows = box.take(0, 100)
         assert ids(rows) == [f"m{i:05d}" for i in range(10)]

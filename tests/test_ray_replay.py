@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
+import uuid
 from pathlib import Path
 
 import cv2
@@ -20,9 +20,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inspector.cluster.command import _publisher
 from inspector.cluster.plan import output_path, plan_spans
 from inspector.cluster.reader import RangeReader, RangeStats
+from inspector.commands.replay_ray import publish_sinks
 from inspector.config import MqttConfig, load_config
 from inspector.demo_data import write_demo_clip
 from inspector.sources import open_source
@@ -163,8 +163,8 @@ def _keyed(paths: list[Path]) -> dict[tuple[str, int], dict]:
 @pytest.fixture(scope="module")
 def reference(station, tmp_path_factory: pytest.TempPathFactory):
     """A local replay of both clips: the verdicts a cluster replay must reproduce."""
+    from inspector.pipeline import load_inspector
     from inspector.replay import ReplaySummary, replay_frames
-    from inspector.runtime import load_inspector
     from inspector.sinks.jsonl import JsonlSink
 
     out = tmp_path_factory.mktemp("local") / "results.jsonl"
@@ -258,7 +258,7 @@ def crash_run(station, reference, ray_local, tmp_path_factory: pytest.TempPathFa
     with Mosquitto(root / "broker") as broker:
         subscriber = _Subscriber(broker.port)
         try:
-            publisher = _publisher(broker.url, config)  # what --publish builds: the driver's durable outbox
+            publisher = publish_sinks(broker.url, config)  # what --publish builds: the driver's durable outbox
             result = replay_on_ray(sources, config, out, options, worker_class=DiesOnce, extra_sinks=publisher)
             published = subscriber.wait_for(result.summary.frames)
         finally:
@@ -272,24 +272,50 @@ class _Subscriber:
     def __init__(self, port: int) -> None:
         import paho.mqtt.client as paho
 
+        self.port = port
         self.messages: list[dict] = []
+        self.barriers: set[str] = set()
+        self.arrived = threading.Condition()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *_: subscribed.set()
-        self.client.on_message = lambda _c, _u, m: (
-            m.topic.endswith("/verdict") and self.messages.append(json.loads(m.payload))
-        )
+        self.client.on_message = self._on_message
         self.client.on_connect = lambda c, *_: c.subscribe("inspector/#", qos=1)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         assert subscribed.wait(10), "no SUBACK from the test broker"
 
+    def _on_message(self, _c, _u, message) -> None:
+        with self.arrived:
+            if message.topic.endswith("/verdict"):
+                self.messages.append(json.loads(message.payload))
+            elif message.topic.startswith("inspector/test-barrier/"):
+                self.barriers.add(message.topic)
+            self.arrived.notify_all()
+
     def wait_for(self, count: int, timeout_s: float = 30.0) -> list[dict]:
-        deadline = time.monotonic() + timeout_s
-        while len(self.messages) < count and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)  # a doubled message would arrive right behind
-        return list(self.messages)
+        """The verdicts once ``count`` arrived and a barrier published after them came back too.
+
+        Call it after the publisher closed (its outbox drained: the broker holds every send,
+        doubles included). Mosquitto delivers to a subscriber in the order it received, so any
+        doubled verdict arrives before the barrier: no fixed wait for one "right behind".
+        """
+        import paho.mqtt.client as paho
+
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: len(self.messages) >= count, timeout_s), (len(self.messages), count)
+        barrier = f"inspector/test-barrier/{uuid.uuid4().hex}"
+        sender = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        sender.connect("127.0.0.1", self.port)
+        sender.loop_start()
+        try:
+            sender.publish(barrier, b"barrier", qos=1).wait_for_publish(10)
+        finally:
+            sender.disconnect()
+            sender.loop_stop()
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: barrier in self.barriers, timeout_s), "the barrier never came back"
+            return list(self.messages)
 
     def stop(self) -> None:
         self.client.disconnect()

@@ -6,7 +6,6 @@ the tiny random model: its verdicts mean nothing, only which recipe judged them 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from edge_station import Subscriber, build_service, config_for, station_data
+from edge_station import RunningService, Subscriber, build_service, config_for, station_data
 
 from edge.commands import CommandRejected, parse_command
 from edge.recipes import RecipeBook
@@ -168,27 +167,13 @@ def inspector(tiny_model_dir: Path):
     return build_inspector(config_for(recipe_station(tiny_model_dir, "http://127.0.0.1:1/x.mjpg")))
 
 
-class Running:
-    def __init__(self, service) -> None:
-        self.service = service
-        self.code: list[int] = []
-        self.thread = threading.Thread(target=lambda: self.code.append(service.run()), daemon=True)
-        self.thread.start()
-
-    def stop(self) -> int:
-        self.service.stop_event.set()
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "the service did not stop"
-        return self.code[0]
-
-
 def test_parts_triggered_through_the_service_name_their_recipe(
     broker: Mosquitto, camera: MjpegCamera, inspector, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     config = config_for(recipe_station(tiny_model_dir, camera.url, trigger="opcua", trigger_timeout_s=30.0))
     service = build_service(config, inspector, broker.port, tmp_path)
     subscriber = Subscriber(broker.port)
-    running = Running(service)
+    running = RunningService(service)
     try:
         assert poll(lambda: service.capture.captured > 0, WAIT_S), "the camera delivers no frames"
         assert service.trigger_part("P-1") == "accepted"
@@ -230,7 +215,7 @@ def test_a_free_running_station_names_the_selected_recipe_and_refuses_part_trigg
 
     service = build_service(config, build_candidate(inspector, config), broker.port, tmp_path)
     subscriber = Subscriber(broker.port)
-    running = Running(service)
+    running = RunningService(service)
     try:
         assert poll(lambda: subscriber.json("verdict"), WAIT_S), "no verdicts"
         assert {v["recipe"] for v in subscriber.json("verdict")} == {"grey-tile"}

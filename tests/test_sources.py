@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from inspector.config import ReconnectConfig
@@ -23,7 +23,6 @@ from inspector.errors import SourceError
 from inspector.sources import (
     LiveSource,
     VideoFileSource,
-    backoff_delays,
     open_source,
     redact_uri,
     source_kind,
@@ -286,16 +285,6 @@ def test_source_kind_classifies(tmp_path: Path) -> None:
     assert source_kind(str(tmp_path / "*.png")) == "glob"
     assert source_kind(tmp_path / "a.png") == "image"
     assert source_kind(tmp_path / "a.mkv") == "video"
-
-
-@settings(max_examples=50)
-@given(initial=st.floats(0.001, 10), max_s=st.floats(0.001, 100), n=st.integers(1, 40))
-def test_backoff_doubles_up_to_the_cap(initial: float, max_s: float, n: int) -> None:
-    delays = [d for _, d in zip(range(n), backoff_delays(initial, max_s))]
-    assert delays[0] == min(initial, max_s)
-    assert all(d <= max_s for d in delays)
-    for a, b in zip(delays, delays[1:]):
-        assert b == min(2 * a, max_s)
 
 
 # --------------------------------------------------------------------------- live sources

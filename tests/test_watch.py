@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import queue
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -60,37 +58,53 @@ def make_verdict(i: int, verdict: str = "OK", station: StationConfig = STATION) 
 
 
 class Watch:
-    """`inspector watch ARGS` in a subprocess; ready once it has printed that it is watching."""
+    """`inspector watch ARGS` in a subprocess; ready once it has printed that it is watching.
+
+    Both streams are read as they come (the child is unbuffered), so a test waits on what the
+    watcher has actually printed, never on a guessed sleep.
+    """
 
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-c", _WATCH_MAIN, *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={"COLUMNS": "200", **_env()},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={"COLUMNS": "200", **_env(), "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         self.stderr: list[str] = []
-        self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-        while True:
-            try:
-                line = self._lines.get(timeout=30)
-            except queue.Empty:
-                self.process.kill()
-                raise AssertionError(f"watch never subscribed: {self.stderr}") from None
-            if line.startswith("watching ") or line.startswith("error:"):
-                break
-        assert line.startswith("watching "), self.stderr
+        self.stdout: list[str] = []
+        self._printed = threading.Condition()  # notified on every line of either stream
+        self._ended = 0  # streams read to their end (the process is gone once both are)
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.process.stderr, self.stderr), daemon=True),
+            threading.Thread(target=self._read, args=(self.process.stdout, self.stdout), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        self.wait_for(lambda: any(line.startswith(("watching ", "error:")) for line in self.stderr), "subscribed")
+        assert any(line.startswith("watching ") for line in self.stderr), self.stderr
 
-    def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.stderr.append(line.rstrip("\n"))
-            self._lines.put(line)
+    def _read(self, stream, lines: list[str]) -> None:
+        for line in stream:
+            with self._printed:
+                lines.append(line.rstrip("\n"))
+                self._printed.notify_all()
+        with self._printed:
+            self._ended += 1
+            self._printed.notify_all()  # end of stream: let a waiter see that the process is gone
+
+    def wait_for(self, condition, what: str, timeout_s: float = 30) -> None:
+        """Wait until ``condition()`` holds for what the watcher printed; fail naming ``what`` otherwise."""
+        with self._printed:
+            if not self._printed.wait_for(lambda: condition() or self._ended == 2, timeout_s):
+                self.process.kill()
+                raise AssertionError(f"watch never {what} within {timeout_s} s: {self.stderr}")
+        assert condition(), f"watch exited before it {what}: {self.stderr}"
 
     def finish(self, timeout_s: float = 60) -> tuple[int, str, str]:
-        assert self.process.stdout is not None
-        out = self.process.stdout.read()
         code = self.process.wait(timeout_s)
-        return code, out, "\n".join(self.stderr)
+        for reader in self._readers:
+            reader.join(timeout_s)
+        return code, "\n".join(self.stdout) + ("\n" if self.stdout else ""), "\n".join(self.stderr)
 
 
 def _env() -> dict[str, str]:
@@ -152,12 +166,9 @@ def test_watch_reconnects_with_back_off_when_the_broker_restarts(broker: Mosquit
     watcher = Watch(broker.url, "--json", "--count", "4", "--timeout", "60")
     topic = Topics.for_station("inspector", STATION).verdict
     raw_publish(broker.port, [(topic, make_verdict(i).to_json(include_tiles=False).encode()) for i in range(2)])
-    time.sleep(1.0)  # let the two reach the watcher before the broker dies (no assertion on time)
+    watcher.wait_for(lambda: len(watcher.stdout) >= 2, "printed the first two")  # before the broker dies
     broker.restart()  # SIGKILL, then the same port again
-    deadline = time.monotonic() + 30
-    while not any("reconnected" in line for line in watcher.stderr):
-        assert time.monotonic() < deadline, watcher.stderr
-        time.sleep(0.05)
+    watcher.wait_for(lambda: any("reconnected" in line for line in watcher.stderr), "reconnected")
     raw_publish(broker.port, [(topic, make_verdict(i).to_json(include_tiles=False).encode()) for i in range(2, 4)])
     code, out, err = watcher.finish()
     assert code == 0, err

@@ -117,16 +117,28 @@ class OpcUaServer:
         self.endpoint = f"opc.tcp://{settings.host}:{settings.port}"
         self.refused_calls = 0
 
-    def add_station(self, control: StationControl) -> OpcUaStationSink:
+    def station_sink(self, name: str) -> OpcUaStationSink:
+        """The Sink for station ``name``'s verdicts; ``attach`` its control before ``start``."""
+        return OpcUaStationSink(self, name)
+
+    def attach(self, control: StationControl) -> None:
+        """Serve ``control`` as the station object ``control.name``."""
         if control.name in self._controls:
             raise InspectorError(f"station {control.name!r} is already served over OPC UA")
         self._controls[control.name] = control
-        return OpcUaStationSink(self, control.name)
+
+    def add_station(self, control: StationControl) -> OpcUaStationSink:
+        """``attach`` and ``station_sink`` in one step (for a control that exists already)."""
+        self.attach(control)
+        return self.station_sink(control.name)
 
     # -- lifecycle (from the service's thread) -------------------------------------------------
 
-    def start(self, timeout_s: float = 30.0) -> None:
-        """Serve; raises InspectorError (a port in use, an unreadable certificate) before returning."""
+    def start(self, timeout_s: float = 180.0) -> None:
+        """Serve; raises InspectorError (a port in use, an unreadable certificate) before returning.
+
+        asyncua builds the standard address space first: seconds on an idle core, tens of them on a busy box.
+        """
         self._thread = threading.Thread(target=self._thread_main, name="opcua", daemon=True)
         self._thread.start()
         if not self._started.wait(timeout_s):

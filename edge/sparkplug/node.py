@@ -112,13 +112,21 @@ class SparkplugNode:
 
     # -- set-up and shutdown -------------------------------------------------------------------
 
-    def add_device(self, station: StationControl, device_id: str | None = None) -> SparkplugDeviceSink:
-        """Make ``station`` a device of this node; its sink feeds DDATA with its verdicts."""
-        device = sparkplug_id(device_id or station.name)
+    def station_sink(self, name: str) -> SparkplugDeviceSink:
+        """The Sink feeding DDATA with station ``name``'s verdicts; ``attach`` its control before ``start``."""
+        return SparkplugDeviceSink(self, sparkplug_id(name))
+
+    def attach(self, station: StationControl) -> None:
+        """Make ``station`` a device of this node (device id: its name, made fit for a topic level)."""
+        device = sparkplug_id(station.name)
         if device in self._devices:
             raise InspectorError(f"two stations map to the Sparkplug device id {device!r}", "give them distinct names")
         self._devices[device] = _Device(station)
-        return SparkplugDeviceSink(self, device)
+
+    def add_device(self, station: StationControl) -> SparkplugDeviceSink:
+        """``attach`` and ``station_sink`` in one step."""
+        self.attach(station)
+        return self.station_sink(station.name)
 
     @property
     def devices(self) -> list[str]:
@@ -146,7 +154,10 @@ class SparkplugNode:
     # -- verdicts (the device sinks call these from the publish worker) ------------------------
 
     def device_data(self, device: str, verdict: FrameVerdict) -> None:
-        entry = self._devices[device]
+        entry = self._devices.get(device)
+        if entry is None:  # a sink whose station was never attached: a wiring bug, said once per verdict
+            log.error("sparkplug: verdict for device %s, which is not attached", device)
+            return
         with self._lock:
             entry.last = verdict
             entry.counts[verdict.verdict] = entry.counts.get(verdict.verdict, 0) + 1

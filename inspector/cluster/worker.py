@@ -15,8 +15,9 @@ from inspector.cluster.reader import RangeReader, RangeStats
 from inspector.config import StationFile
 from inspector.errors import InspectorError
 from inspector.frames import Frame
+from inspector.model_warning import random_weights_warning
 from inspector.payloads.verdict import FrameVerdict
-from inspector.runtime import ErrorPolicy, random_weights_warning
+from inspector.runtime import ErrorPolicy
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class FrameJudge:
     """One model on one worker: judges ``[start, stop)`` of a source, keeping the file open between ranges."""
 
     def __init__(self, config: StationFile) -> None:
-        from inspector.runtime import load_inspector
+        from inspector.pipeline import load_inspector
 
         # A model that cannot load is the user's to fix: kept and reported by ready(), not a dead actor.
         self.startup = WorkerReady()

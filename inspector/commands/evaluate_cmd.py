@@ -94,7 +94,7 @@ def predictions_for(
     """Verdicts for every labelled frame: read from --verdicts, or judged now (then --save-verdicts)."""
     from inspector.commands.progress import progress_bar
     from inspector.evaluation import match_verdicts, read_verdicts, run_inspector, write_verdicts
-    from inspector.runtime import load_inspector
+    from inspector.pipeline import load_inspector
 
     if args.verdicts:
         from inspector.evaluation.calibrate import reaggregate

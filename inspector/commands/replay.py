@@ -6,27 +6,20 @@ import argparse
 import logging
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.table import Table
 
 from inspector.backends.registry import backend_names
-from inspector.cluster import command as cluster
+from inspector.commands import replay_ray as cluster
 from inspector.commands.explanations import print_explanations
 from inspector.commands.progress import progress_bar
+from inspector.commands.replay_summary import VERDICT_FIELDS, print_metrics, print_summary, verdict_counts
 from inspector.config import load_config
-from inspector.errors import InspectorError
 from inspector.replay import ReplaySummary, label_metrics
-from inspector.runtime import ErrorPolicy, Overrides, build_sinks, load_inspector, mqtt_settings
+from inspector.runtime import ErrorPolicy, Overrides, build_sinks, mqtt_settings
 from inspector.sinks.jsonl import read_outcomes
 
-if TYPE_CHECKING:
-    from inspector.evaluation.metrics import OutcomeCounts
-
 log = logging.getLogger(__name__)
-
-_LISTED_FAILURES = 5  # failed frames named in the summary; every one is in the JSONL
 
 DESCRIPTION = """\
 Replay recorded footage through the inspection pipeline and write one verdict per frame.
@@ -88,6 +81,7 @@ def _output_path(args: argparse.Namespace, config) -> Path:
 def run(args: argparse.Namespace) -> int:
     # The pipeline pulls in OpenCV and torch: imported here so `inspector --help` stays instant.
     from inspector.demo_data import frame_labels
+    from inspector.pipeline import load_inspector
     from inspector.sources import open_source
 
     console = Console(stderr=True)
@@ -115,12 +109,12 @@ def run(args: argparse.Namespace) -> int:
                 break
         summary.skipped_corrupt = sum(s.stats.frames_skipped_corrupt for s in sources)
 
-    _print_summary(console, summary, out_path)
+    print_summary(console, summary, out_path)
     print_explanations(console, summary.explained, summary.explained_total, out_path)
     if labels is not None:
         outcomes = read_outcomes(out_path)
         source_id = sources[0].source_id if len(sources) == 1 else None
-        _print_metrics(console, label_metrics(outcomes, labels, source_id), summary.model_warning is not None)
+        print_metrics(console, label_metrics(outcomes, labels, source_id), summary.model_warning is not None)
     if summary.failed:
         console.print(
             f"[bold red]{summary.failed} frame(s) could not be inspected[/] (UNCERTAIN verdicts carrying the error"
@@ -146,63 +140,8 @@ def _replay_one(source, inspector, sinks, done, summary: ReplaySummary, policy, 
         replay_frames(frames, inspector, sinks, done=done, summary=summary, on_frame=advance, policy=policy)
 
 
-VERDICT_FIELDS = "{task.fields[verdicts]}"
-
-
-def verdict_counts(summary: ReplaySummary) -> str:
-    """``NG 3 OK 40``: the verdicts so far, for the progress bar."""
-    return " ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items()))
-
-
 def _limited(source, limit: int | None):
     for count, frame in enumerate(source):
         if limit is not None and count >= limit:
             return
         yield frame
-
-
-def _print_summary(console: Console, summary: ReplaySummary, out_path: Path) -> None:
-    table = Table(title="replay summary", show_header=False)
-    table.add_row("frames judged", str(summary.frames))
-    if summary.skipped_done:
-        table.add_row("already in output (skipped)", str(summary.skipped_done))
-    if summary.skipped_corrupt:
-        table.add_row("corrupt frames skipped", str(summary.skipped_corrupt))
-    for verdict in ("OK", "NG", "UNCERTAIN"):
-        table.add_row(verdict, str(summary.verdicts.get(verdict, 0)))
-    if summary.failed:
-        table.add_row("[red]could not be inspected", f"[red]{summary.failed} (UNCERTAIN, with the error)")
-        for failure in summary.failures[:_LISTED_FAILURES]:
-            table.add_row(f"  frame {failure.frame_index}", f"{Path(failure.source_id).name}: {failure.error}"[:160])
-        if summary.failed > _LISTED_FAILURES:
-            table.add_row("", f"... and {summary.failed - _LISTED_FAILURES} more (their verdicts carry the error)")
-    if summary.stopped_at is not None:
-        table.add_row("[red]stopped", "[red]at the first failure (--fail-fast)")
-    table.add_row("latency mean / p95", f"{summary.latency_mean_ms:.1f} ms / {summary.latency_p95_ms:.1f} ms")
-    table.add_row("verdicts written to", str(out_path))
-    if summary.model_warning:
-        table.add_row("[yellow]model", f"[yellow]{summary.model_warning}")
-    console.print(table)
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _print_metrics(console: Console, metrics: OutcomeCounts, toy_model: bool) -> None:
-    if metrics.frames == 0:
-        raise InspectorError("no judged frame has a label", "check that --labels belongs to this footage")
-    table = Table(title="against labels (NG = positive)", show_header=False)
-    table.add_row("labelled frames", f"{metrics.frames} ({metrics.defective} defective, {metrics.good} good)")
-    table.add_row(
-        "TP / FP / TN / FN",
-        f"{metrics.true_positive} / {metrics.false_positive} / {metrics.true_negative} / {metrics.false_negative}",
-    )
-    table.add_row("UNCERTAIN", str(metrics.uncertain))
-    table.add_row("precision / recall", f"{_fmt(metrics.precision)} / {_fmt(metrics.recall)}")
-    table.add_row("escape rate (defective judged OK)", _fmt(metrics.escape_rate))
-    table.add_row("overkill rate (good judged NG)", _fmt(metrics.overkill_rate))
-    table.add_row("accuracy (decided frames)", _fmt(metrics.accuracy))
-    if toy_model:
-        table.add_row("[yellow]note", "[yellow]random or demo model: these figures say nothing about real parts")
-    console.print(table)

@@ -18,9 +18,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from inspector.backoff import Backoff
 from inspector.config import MqttConfig, load_config
 from inspector.errors import InspectorError
-from inspector.mqtt.connection import Backoff, Link, MqttConnectError, open_link
+from inspector.mqtt.connection import Link, MqttConnectError, open_link
 from inspector.mqtt.topics import split_topic, watch_filters
 from inspector.mqtt.url import mqtt_config_from_url
 from inspector.payloads.reject import REJECT_SCHEMA_VERSION, RejectMessage
@@ -204,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     seen: OrderedDict[tuple[str, str], None] = OrderedDict()
     shown = malformed = duplicates = 0
     deadline = time.monotonic() + args.timeout if args.timeout else None
-    backoff = Backoff(config.reconnect)
+    backoff = Backoff.from_policy(config.reconnect)
     try:
         with view.live() if view else _nothing():
             while args.count is None or shown < args.count:

@@ -14,14 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from inspector.datasets.errors import DatasetError
 from inspector.datasets.images import read_image, read_video_frame
-from inspector.errors import InspectorError
 
 BBox = tuple[int, int, int, int]
-
-
-class DatasetError(InspectorError):
-    """A labelled data set is missing, malformed, or does not match the station's classes."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inspector.datasets.errors import DatasetError
+
 
 def to_bgr_uint8(image: np.ndarray) -> np.ndarray:
     """Any decoded image (uint8/uint16/float, 1/3/4 channels) -> BGR uint8 (H, W, 3)."""
@@ -37,7 +39,6 @@ def to_bgr_uint8(image: np.ndarray) -> np.ndarray:
 
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file -> BGR uint8; an unreadable file is an error naming it."""
-    from inspector.datasets.base import DatasetError
 
     if not path.is_file():
         raise DatasetError(f"image {path} does not exist", "check the data set's file names")
@@ -52,7 +53,6 @@ def read_image(path: Path) -> np.ndarray:
 
 def read_video_frame(path: Path, index: int) -> np.ndarray:
     """Frame ``index`` of a video, decoded sequentially (exact; container seeking is not)."""
-    from inspector.datasets.base import DatasetError
     from inspector.sources.files import VideoFileSource
 
     with VideoFileSource(path) as source:

@@ -42,10 +42,19 @@ _REDELIVER_MAX = 20_000  # memory bound of the re-send-after-broker-crash buffer
 class OutboxSender:
     """Delivers the outbox over one link at a time; the sink's sender thread calls ``serve``."""
 
-    def __init__(self, config: MqttConfig, topics: Topics, outbox: Outbox, wake: threading.Condition) -> None:
+    def __init__(
+        self,
+        config: MqttConfig,
+        topics: Topics,
+        outbox: Outbox,
+        wake: threading.Condition,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.topics = topics
         self.outbox = outbox
+        self._clock = clock  # wall-clock seconds for reject expiry; injected by tests
         self._wake = wake  # the sink's condition: publish() and paho callbacks notify it
         self._drained = threading.Condition()  # wait_drained() waits here
         self._generation = 0  # bumped on every append, guarded by _wake
@@ -59,7 +68,7 @@ class OutboxSender:
 
     def messages_for(self, verdict: FrameVerdict, now: float | None = None) -> list[OutboxMessage]:
         """The verdict's message and, for NG, its reject (expiry counted from now)."""
-        now = time.time() if now is None else now
+        now = self._clock() if now is None else now
         messages = [
             OutboxMessage(
                 message_id=verdict.message_id,
@@ -159,7 +168,7 @@ class OutboxSender:
         msg = row.message
         expiry = None
         if msg.expires_at is not None:
-            remaining = msg.expires_at - time.time()
+            remaining = msg.expires_at - self._clock()
             if remaining <= 0:
                 if track:
                     self.outbox.discard([row.seq], "expired")

@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from inspector.backoff import Backoff
 from inspector.config import MqttConfig, StationConfig
 from inspector.errors import InspectorError
 from inspector.mqtt.channel import CommandHandler, StationChannel
 from inspector.mqtt.connection import (
-    Backoff,
     Link,
     check_connection_or_warn,
     open_link,
@@ -61,6 +61,7 @@ class MqttSink:
         *,
         birth: Mapping[str, Any] | None = None,
         start: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.station = station
@@ -73,7 +74,9 @@ class MqttSink:
         self._where = f"{'mqtts' if config.tls else 'mqtt'}://{config.host}:{config.port}"
         self._wake = threading.Condition()  # the sender thread waits here; publish() and paho callbacks notify
         self._link: Link | None = None
-        self._sender = OutboxSender(config, self.topics, Outbox.from_config(config), self._wake)
+        # clock: wall-clock seconds for reject expiry (tests inject one instead of sleeping past it).
+        outbox = Outbox.from_config(config, clock=clock)
+        self._sender = OutboxSender(config, self.topics, outbox, self._wake, clock=clock)
         self.channel = StationChannel(
             config, StationRef(**station.model_dump()), self.topics, self.client_id, lambda: self._link, birth=birth
         )
@@ -221,7 +224,7 @@ class MqttSink:
     # -- the sender thread ---------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = Backoff(self.config.reconnect)
+        backoff = Backoff.from_policy(self.config.reconnect)
         while not self._closing.is_set():
             link = None
             try:

@@ -3,10 +3,16 @@
 The URL overrides the broker address (and the credentials and topic root when it gives
 them); everything else (outbox, TLS files, bounds) comes from ``base``, usually the
 station file's ``sinks.mqtt``. ``mqtts`` means TLS: the system CAs unless ``base`` names a CA.
+
+``mqtt://`` over a ``base`` that configures TLS is refused: it would silently connect in
+plain TCP and send the username and password in clear. A password written in the URL is
+accepted but warned about: command lines show in ``ps`` and in shell history, so prefer
+``sinks.mqtt.password_file`` (or ``password_env``).
 """
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import unquote, urlsplit
 
 from pydantic import ValidationError
@@ -16,6 +22,8 @@ from inspector.errors import ConfigError, InspectorError
 
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _FORM = "mqtt://[user[:password]@]host[:port][/topic/root] or mqtts://..."
+
+log = logging.getLogger(__name__)
 
 
 def mqtt_config_from_url(url: str, base: MqttConfig | None = None) -> MqttConfig:
@@ -41,11 +49,25 @@ def mqtt_config_from_url(url: str, base: MqttConfig | None = None) -> MqttConfig
     update: dict[str, object] = {"host": parts.hostname, "port": port or _DEFAULT_PORTS[scheme]}
     if scheme == "mqtts":
         update["tls"] = base.tls or MqttTLSConfig()
+    elif base.tls is not None:
+        # Never downgrade silently: plain TCP would carry the credentials and verdicts in clear.
+        tls_port = _DEFAULT_PORTS["mqtts"] if port in (None, _DEFAULT_PORTS["mqtt"]) else port
+        raise InspectorError(
+            f"MQTT URL {shown!r} is plain TCP (mqtt://) but the config sets sinks.mqtt.tls: "
+            "connecting would drop TLS and send the credentials in clear",
+            f"use mqtts://{parts.hostname}:{tls_port} (TLS), or remove sinks.mqtt.tls "
+            "from the config if this broker really is plain TCP",
+        )
     else:
-        update["tls"] = None  # the scheme decides: mqtt:// is plain TCP even if the file configures TLS
+        update["tls"] = None
     if parts.username is not None:
         update["username"] = unquote(parts.username)
         if parts.password is not None:
+            log.warning(
+                "the MQTT URL %s carries a password: command lines show in the process list (ps) and in "
+                "shell history; prefer sinks.mqtt.password_file (or password_env) and a URL without it",
+                shown,
+            )
             update.update(password=unquote(parts.password), password_env=None, password_file=None)
     root = parts.path.strip("/")
     if root:

@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, Field
 
-from inspector import __version__
 from inspector.payloads._schema import published_schema
 from inspector.payloads.verdict import StationRef, _Payload
+from inspector.version import __version__
 
 STATUS_SCHEMA_ID = "line-inspector/status"
 STATUS_SCHEMA_VERSION = "1.0"

@@ -20,7 +20,7 @@ from pathlib import Path
 from inspector.camera_config import CameraConfig
 from inspector.config import ReconnectConfig
 from inspector.errors import SourceError
-from inspector.sources.base import FrameSource, SourceStats, backoff_delays, redact_uri, source_kind
+from inspector.sources.base import FrameSource, SourceStats, redact_uri, source_kind
 from inspector.sources.files import ImageFilesSource, VideoFileSource, folder_source, glob_source
 from inspector.sources.live import LiveSource
 
@@ -32,7 +32,6 @@ __all__ = [
     "LiveSource",
     "SourceStats",
     "VideoFileSource",
-    "backoff_delays",
     "open_source",
     "redact_uri",
     "source_kind",

@@ -96,14 +96,6 @@ def redact_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-def backoff_delays(initial_s: float, max_s: float) -> Iterator[float]:
-    """initial_s, 2*initial_s, 4*initial_s, ... capped at max_s, forever."""
-    delay = min(initial_s, max_s)
-    while True:
-        yield delay
-        delay = min(delay * 2.0, max_s)
-
-
 def source_kind(uri: str | int | Path) -> SourceKind:
     """Which kind of source ``uri`` names (no I/O beyond stat calls)."""
     if isinstance(uri, bool):

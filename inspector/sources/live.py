@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
+from inspector.backoff import Backoff
 from inspector.config import ReconnectConfig
 from inspector.errors import SourceError
 from inspector.frames import Frame
@@ -20,7 +21,6 @@ from inspector.sources.base import (
     LIVE_MAX_BAD_READS,
     STREAM_SCHEMES,
     FrameSource,
-    backoff_delays,
     capture_fps,
     open_capture,
     read_frame,
@@ -123,7 +123,7 @@ class LiveSource(FrameSource):
         return (f"live source {self.source_id} cannot be opened", "check the path or URL")
 
     def _run(self, cap: cv2.VideoCapture | None) -> None:
-        delays = backoff_delays(self.reconnect.initial_s, self.reconnect.max_s)
+        backoff = Backoff.from_policy(self.reconnect)
         ever_connected = cap is not None
         bad = 0
         last_good = time.monotonic()
@@ -132,7 +132,7 @@ class LiveSource(FrameSource):
                 if cap is None:
                     cap = self._try_open()
                     if cap is None:
-                        delay = next(delays)
+                        delay = backoff.next_delay()
                         log.debug("%s: open failed; retrying in %.2f s", self.source_id, delay)
                         self._closed.wait(delay)
                         continue
@@ -155,7 +155,7 @@ class LiveSource(FrameSource):
                     cap.release()
                     cap = None
                     self._connected = False
-                    delay = next(delays)
+                    delay = backoff.next_delay()
                     log.warning("%s: stream lost or ended; reconnecting in %.2f s", self.source_id, delay)
                     self._closed.wait(delay)
                     continue
@@ -163,7 +163,7 @@ class LiveSource(FrameSource):
                     self.stats.frames_skipped_corrupt += bad
                     bad = 0
                 # A good frame proves the connection: the next failure starts the backoff afresh.
-                delays = backoff_delays(self.reconnect.initial_s, self.reconnect.max_s)
+                backoff.reset()
                 last_good = time.monotonic()
                 self._publish(image, _position_s(cap))
         except Exception:  # the reader must not die silently: log, mark unhealthy, stop

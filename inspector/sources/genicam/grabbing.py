@@ -36,11 +36,12 @@ from typing import Protocol
 
 import numpy as np
 
+from inspector.backoff import Backoff
 from inspector.camera_config import CameraConfig
 from inspector.config import ReconnectConfig
 from inspector.errors import SourceError
 from inspector.frames import Frame
-from inspector.sources.base import FrameSource, backoff_delays
+from inspector.sources.base import FrameSource
 from inspector.sources.clock import StreamClock
 from inspector.sources.genicam.settings import CameraSettingError
 
@@ -212,7 +213,7 @@ class CameraSource(FrameSource):
         log.info("%s: camera open (%s, trigger %s)", self.source_id, self.driver.name, self.config.trigger)
 
     def _run(self) -> None:
-        delays = backoff_delays(self.reconnect.initial_s, self.reconnect.max_s)
+        backoff = Backoff.from_policy(self.reconnect)
         try:
             while not self._closed.is_set():
                 if not self._connected:
@@ -220,7 +221,7 @@ class CameraSource(FrameSource):
                         self._open()
                     except (CameraUnavailable, CameraLost, CameraSettingError) as error:
                         self.problem = f"camera unavailable: {error}"
-                        delay = next(delays)
+                        delay = backoff.next_delay()
                         log.warning("%s: %s; retrying in %.1f s", self.source_id, self.problem, delay)
                         self._closed.wait(delay)
                         continue
@@ -228,7 +229,7 @@ class CameraSource(FrameSource):
                     log.info("%s: reconnected", self.source_id)
                 try:
                     if self._step():
-                        delays = backoff_delays(self.reconnect.initial_s, self.reconnect.max_s)
+                        backoff.reset()
                 except CameraLost as error:
                     self._lost(f"camera lost: {error}")
                 except Exception as error:  # noqa: BLE001 - any SDK failure: reopen, never die

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, config: StationFile, labels: dict[int, str] | 
     """Replay ``args.sources`` on Ray; print the summary and metrics a local replay prints. Exit status like it."""
     from inspector.cluster.driver import replay_on_ray
     from inspector.commands.progress import progress_bar
-    from inspector.commands.replay import VERDICT_FIELDS, _print_metrics, _print_summary, verdict_counts
+    from inspector.commands.replay_summary import VERDICT_FIELDS, print_metrics, print_summary, verdict_counts
     from inspector.replay import label_metrics
     from inspector.sinks.jsonl import read_outcomes
 
@@ -108,21 +108,21 @@ def run(args: argparse.Namespace, config: StationFile, labels: dict[int, str] | 
             config,
             out,
             options,
-            extra_sinks=_publisher(args.publish, config),
+            extra_sinks=publish_sinks(args.publish, config),
             on_planned=lambda total: progress.update(task, total=total),
             warn=lambda text: console.print(f"[bold yellow]warning:[/] {text}"),
             on_verdicts=lambda count, summary: progress.update(task, advance=count, verdicts=verdict_counts(summary)),
         )
 
     summary = result.summary
-    _print_summary(console, summary, out)
+    print_summary(console, summary, out)
     _print_outputs(console, result)
     if labels is not None and result.outputs:
         outcomes: dict[tuple[str, int], str] = {}
         for path in result.outputs.values():
             outcomes.update(read_outcomes(path))
         source_id = next(iter(result.outputs)) if len(result.outputs) == 1 else None
-        _print_metrics(console, label_metrics(outcomes, labels, source_id), summary.model_warning is not None)
+        print_metrics(console, label_metrics(outcomes, labels, source_id), summary.model_warning is not None)
     if result.failed or summary.failed:
         if summary.failed:
             console.print(
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace, config: StationFile, labels: dict[int, str] | 
     return 0
 
 
-def _publisher(url: str | None, config: StationFile):
+def publish_sinks(url: str | None, config: StationFile):
     """The MQTT sink, created on the driver (it owns the durable outbox), with the workers' birth description."""
     if not url:
         return None

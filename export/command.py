@@ -1,4 +1,9 @@
-"""`inspector export onnx|engine|check`: a Qwen3-VL checkpoint -> ONNX graphs (float or FP8) -> TensorRT engines."""
+"""`inspector export onnx|engine|check`: a Qwen3-VL checkpoint -> ONNX graphs (float or FP8) -> TensorRT engines.
+
+The command lives with the exporter, not in inspector/commands: ``inspector`` never imports
+``export`` (import-linter checks it). The CLI finds it through the ``inspector.commands``
+entry point that pyproject.toml declares.
+"""
 
 from __future__ import annotations
 
@@ -132,7 +137,7 @@ def register(subparsers: Any) -> None:
 
 def _show_progress() -> None:
     # A 4B export runs for minutes: show its stages even without -v.
-    for name in ("export", "inspector.commands.export_cmd"):
+    for name in ("export",):
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() > logging.INFO:
             logger.setLevel(logging.INFO)

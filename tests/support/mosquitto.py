@@ -1,9 +1,9 @@
-"""A real, local Mosquitto broker for tests, benches and trying things out: free port, generated config.
+"""A real, local Mosquitto broker for tests and benches: free port, generated config.
 
 Tests and benches own their broker so they can stop it, SIGKILL it and restart it on the
 same port with the same persistence database. Nothing here mocks MQTT.
 
-    from inspector.mqtt.broker import Mosquitto, make_tls_files
+    from mosquitto import Mosquitto, make_tls_files   # tests/support is on pytest's pythonpath
 
     with Mosquitto(tmp_path / "broker") as broker:      # started; stopped (SIGTERM) on exit
         broker.url                                       # "mqtt://127.0.0.1:<port>"
@@ -21,8 +21,11 @@ Generated config, on purpose unlike Mosquitto's defaults: ``persistence true`` w
 persistent subscriber). With ``users`` anonymous access is off, for every listener.
 
 Needs the ``mosquitto`` binary (``apt-get install -y mosquitto``; ``mosquitto_passwd`` for
-``users``) and, for ``make_tls_files``, the ``openssl`` command. Tests import it as
-``mosquitto`` (tests/mosquitto.py re-exports it).
+``users``) and, for ``make_tls_files``, the ``openssl`` command.
+
+Test support code, not product: the package never starts a broker. Benches import this same
+file (bench/_common.py puts tests/support on sys.path) so that a bench's broker is configured
+exactly like the one the tests check durability against; a second copy would drift.
 """
 
 from __future__ import annotations

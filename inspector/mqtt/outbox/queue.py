@@ -28,82 +28,30 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Literal, TextIO, get_args
+from typing import Literal
 
 from inspector.config import MqttConfig, MqttOverflowPolicy
 from inspector.errors import InspectorError
+from inspector.mqtt.outbox.message import KINDS, OutboxMessage, OutboxRow
+from inspector.mqtt.outbox.overflow import DROP_ORDER, oldest_victims, tally
+from inspector.mqtt.outbox.store import (
+    CHUNK,
+    COLUMNS,
+    add_counters,
+    delete_rows,
+    insert,
+    lock_exclusive,
+    open_db,
+    row_from_db,
+    write_error,
+)
 
-try:  # one process per outbox; fcntl exists on every platform the edge service runs on
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+log = logging.getLogger("inspector.mqtt.outbox")
 
-log = logging.getLogger(__name__)
-
-Kind = Literal["ok", "ng", "uncertain", "reject"]
-KINDS: tuple[Kind, ...] = get_args(Kind)
-
-# Overflow victims, group by group; within a group the oldest goes first.
-_DROP_ORDER: dict[str, tuple[tuple[Kind, ...], ...]] = {
-    "drop_oldest_ok": (("ok",), ("uncertain",), ("ng",)),
-    "drop_oldest": (("ok", "uncertain", "ng"),),
-    "drop_new": (),
-}
-_SCHEMA_VERSION = 1
-_CHUNK = 500  # stays below SQLite's bound-parameter limit
-_FRESH_MAX = 4096  # rows kept in memory for take(); about 2.5 MB of verdicts
+MEMORY_ROWS = 4096  # rows kept in memory for take(); about 2.5 MB of verdicts
 _FLUSH_ACKS = 1000  # acknowledgements noted before they are written without waiting for a commit
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    schema TEXT NOT NULL,
-    schema_version TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL,
-    size INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outbox_kind_seq ON outbox (kind, seq);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-_COLUMNS = "seq, message_id, topic, payload, qos, retain, kind, schema, schema_version, created_at, expires_at"
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxMessage:
-    """One MQTT message to deliver at least once."""
-
-    message_id: str
-    topic: str
-    payload: bytes
-    kind: Kind
-    schema: str
-    schema_version: str
-    qos: int = 1
-    retain: bool = False
-    created_at: float = field(default_factory=time.time)
-    expires_at: float | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.payload) + len(self.topic)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """A stored message and its place in the send order."""
-
-    seq: int
-    message: OutboxMessage
 
 
 class _Append:
@@ -135,7 +83,7 @@ class Outbox:
     commit, or ``flush()`` (the sender calls it when idle, ``close()`` does too). A crash in
     between re-sends those messages: duplicates with the same ``message_id``, never a loss.
 
-    Recently appended rows are also kept in memory (up to ``_FRESH_MAX``) so that ``take`` on
+    Recently appended rows are also kept in memory (up to ``memory_rows``) so that ``take`` on
     the hot path reads no SQLite; a backlog older than that is read from the file.
     """
 
@@ -147,8 +95,10 @@ class Outbox:
         max_bytes: int = 512 * 1024 * 1024,
         overflow: MqttOverflowPolicy = "drop_oldest_ok",
         sync: Literal["normal", "full"] = "normal",
+        memory_rows: int = MEMORY_ROWS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        if overflow not in _DROP_ORDER:
+        if overflow not in DROP_ORDER:
             raise ValueError(f"unknown overflow policy {overflow!r}")
         self.path = Path(path)
         self.max_messages = max_messages
@@ -164,9 +114,11 @@ class Outbox:
         self._pending_acks: set[int] = set()  # acknowledged, not yet deleted in the file
         self._fresh: dict[int, OutboxRow] = {}  # seq -> row, ascending: every stored row with seq >= _fresh_from
         self._commits = 0
-        self._lock_file = _lock_exclusive(self.path)
+        self._memory_rows = memory_rows
+        self._clock = clock  # wall-clock seconds for expiry (rejects); injected by tests
+        self._lock_file = lock_exclusive(self.path)
         try:
-            self._db = _open_db(self.path, sync)
+            self._db = open_db(self.path, sync)
             self._reload()
         except BaseException:
             self._lock_file.close()
@@ -177,13 +129,14 @@ class Outbox:
             log.info("outbox %s holds %d message(s) from an earlier run; they go first", self.path, self._count)
 
     @classmethod
-    def from_config(cls, config: MqttConfig) -> Outbox:
+    def from_config(cls, config: MqttConfig, *, clock: Callable[[], float] = time.time) -> Outbox:
         return cls(
             config.outbox,
             max_messages=config.outbox_max_messages,
             max_bytes=config.outbox_max_bytes,
             overflow=config.outbox_overflow,
             sync=config.outbox_sync,
+            clock=clock,
         )
 
     # -- producer side -------------------------------------------------------------------
@@ -221,7 +174,7 @@ class Outbox:
 
     def take(self, after_seq: int, limit: int, *, now: float | None = None) -> list[OutboxRow]:
         """Up to ``limit`` rows with ``seq > after_seq``, oldest first; expired rows met on the way are dropped."""
-        now = time.time() if now is None else now
+        now = self._clock() if now is None else now
         with self._lock:
             self._require_open()
             in_memory = after_seq + 1 >= self._fresh_from  # everything after after_seq is in memory
@@ -288,7 +241,7 @@ class Outbox:
 
     def purge_expired(self, *, now: float | None = None) -> int:
         """Drop expired messages (stale rejects) now, counted as ``expired``; returns how many."""
-        now = time.time() if now is None else now
+        now = self._clock() if now is None else now
         with self._db_lock:
             if self._db is None:
                 return 0
@@ -364,7 +317,7 @@ class Outbox:
 
     def _commit_group(self, group: list[_Append]) -> None:
         """One transaction: the pending acknowledgements, then every queued append in order."""
-        now = time.time()
+        now = self._clock()
         with self._db_lock:
             with self._lock:
                 acked = list(self._pending_acks)
@@ -387,7 +340,7 @@ class Outbox:
             self._db.execute("COMMIT")
         except sqlite3.Error as error:
             self._rollback()
-            failure = _write_error(self.path, error)
+            failure = write_error(self.path, error)
             with self._lock:
                 for request in group:
                     request.error, request.done = failure, True
@@ -423,7 +376,7 @@ class Outbox:
             self._rollback()
             self._pending_acks.update(acked)
             self._reload()  # the rollback undid what memory already counted
-            failure = _write_error(self.path, error)
+            failure = write_error(self.path, error)
             for request in group:
                 request.error, request.seqs = failure, []
         except BaseException:
@@ -457,8 +410,8 @@ class Outbox:
             self._by_kind[kind] = n
             self._count += n
             self._bytes += size
-        for start in range(0, len(self._pending_acks), _CHUNK):  # acknowledged but still in the file
-            chunk = list(self._pending_acks)[start : start + _CHUNK]
+        for start in range(0, len(self._pending_acks), CHUNK):  # acknowledged but still in the file
+            chunk = list(self._pending_acks)[start : start + CHUNK]
             marks = ",".join("?" * len(chunk))
             for kind, size in self._db.execute(f"SELECT kind, size FROM outbox WHERE seq IN ({marks})", chunk):
                 self._forget(kind, size)
@@ -468,15 +421,7 @@ class Outbox:
         self._fresh_from = (int(row[0]) if row else 0) + 1
 
     def _insert(self, msg: OutboxMessage) -> int:
-        cursor = self._db.execute(
-            "INSERT INTO outbox (message_id, topic, payload, qos, retain, kind, schema, schema_version,"
-            " created_at, expires_at, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                msg.message_id, msg.topic, msg.payload, msg.qos, int(msg.retain), msg.kind, msg.schema,
-                msg.schema_version, msg.created_at, msg.expires_at, msg.size,
-            ),
-        )  # fmt: skip
-        return int(cursor.lastrowid or 0)
+        return insert(self._db, msg)
 
     def _remember(self, seq: int, msg: OutboxMessage) -> None:
         """A committed row: counted, and kept in memory for take() (called with _lock held)."""
@@ -484,7 +429,7 @@ class Outbox:
         self._bytes += msg.size
         self._by_kind[msg.kind] += 1
         self._fresh[seq] = OutboxRow(seq, msg)
-        while len(self._fresh) > _FRESH_MAX:  # the oldest leave memory; take() reads them from the file
+        while len(self._fresh) > self._memory_rows:  # the oldest leave memory; take() reads them from the file
             oldest = next(iter(self._fresh))
             del self._fresh[oldest]
             self._fresh_from = oldest + 1
@@ -495,10 +440,8 @@ class Outbox:
         self._by_kind[kind] -= 1  # type: ignore[index]
 
     def _delete_rows(self, seqs: list[int]) -> None:
-        """Plain DELETE inside the open transaction, for rows memory already counts as gone."""
-        for start in range(0, len(seqs), _CHUNK):
-            chunk = seqs[start : start + _CHUNK]
-            self._db.execute(f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
+        """Rows memory already counts as gone, inside the open transaction."""
+        delete_rows(self._db, seqs)
 
     def _delete_now(self, seqs: list[int], counter: str | None = None) -> int:
         """Delete rows in a transaction of their own; returns how many were stored."""
@@ -533,7 +476,7 @@ class Outbox:
                 skip = set(self._pending_acks)
             while len(result) < limit:
                 rows = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                    f"SELECT {COLUMNS} FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
                     (after_seq, limit - len(result) + len(skip)),
                 ).fetchall()
                 if not rows:
@@ -544,7 +487,7 @@ class Outbox:
                     if row[10] is not None and row[10] <= now:
                         expired.append(row[0])
                     elif len(result) < limit:
-                        result.append(_row(row))
+                        result.append(row_from_db(row))
                 after_seq = rows[-1][0]
             self._drop_expired(expired)
         return result
@@ -554,8 +497,8 @@ class Outbox:
         seqs = [seq for seq in seqs if seq not in self._pending_acks]  # delivered already: not a drop
         removed = 0
         dropped: dict[str, int] = {}
-        for start in range(0, len(seqs), _CHUNK):
-            chunk = seqs[start : start + _CHUNK]
+        for start in range(0, len(seqs), CHUNK):
+            chunk = seqs[start : start + CHUNK]
             marks = ",".join("?" * len(chunk))
             for seq, kind, size in self._db.execute(
                 f"DELETE FROM outbox WHERE seq IN ({marks}) RETURNING seq, kind, size", chunk
@@ -571,13 +514,9 @@ class Outbox:
         return removed
 
     def _count_drops(self, dropped: dict[str, int]) -> None:
+        add_counters(self._db, dropped)
         for name, n in dropped.items():
             if n:
-                self._db.execute(
-                    "INSERT INTO counters (name, value) VALUES (?, ?)"
-                    " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                    (name, n),
-                )
                 self._counters[name] = self._counters.get(name, 0) + n
 
     def _make_room(self, incoming: Sequence[OutboxMessage], now: float) -> Sequence[OutboxMessage]:
@@ -597,25 +536,14 @@ class Outbox:
             self._delete(expired, counter="expired")
         if self.overflow == "drop_new" and max(over()) > 0:
             refused = [m for m in incoming if m.kind != "reject"]
-            self._count_drops(_tally(refused))
+            self._count_drops(tally(refused))
             incoming = [m for m in incoming if m.kind == "reject"]
             need_n, need_b = len(incoming), sum(m.size for m in incoming)
-        for group in _DROP_ORDER[self.overflow]:
+        for group in DROP_ORDER[self.overflow]:
             while max(over()) > 0:
-                over_n, over_b = over()
-                marks = ",".join("?" * len(group))
-                candidates = self._db.execute(
-                    f"SELECT seq, size FROM outbox WHERE kind IN ({marks}) ORDER BY seq LIMIT ?", (*group, 256)
-                ).fetchall()
-                if not candidates:
+                victims = oldest_victims(self._db, group, *over())
+                if not victims:
                     break
-                victims = []
-                for seq, size in candidates:
-                    if over_n <= 0 and over_b <= 0:
-                        break
-                    victims.append(seq)
-                    over_n -= 1
-                    over_b -= size
                 self._delete(victims, counter="dropped")
             # Stored ones of this kind are gone and it is still too full: the new ones of this kind are next.
             refused = []
@@ -626,7 +554,7 @@ class Outbox:
                 need_n -= 1
                 need_b -= m.size
             if refused:
-                self._count_drops(_tally(refused))
+                self._count_drops(tally(refused))
                 gone = {id(m) for m in refused}
                 incoming = [m for m in incoming if id(m) not in gone]
         if max(over()) > 0 and not self._over_warned:
@@ -639,76 +567,3 @@ class Outbox:
                 self._bytes + need_b,
             )
         return incoming
-
-
-def _tally(messages: Sequence[OutboxMessage]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for m in messages:
-        counts[f"dropped_{m.kind}"] = counts.get(f"dropped_{m.kind}", 0) + 1
-    return counts
-
-
-def _row(row: tuple) -> OutboxRow:
-    seq, message_id, topic, payload, qos, retain, kind, schema, version, created_at, expires_at = row
-    return OutboxRow(
-        seq,
-        OutboxMessage(
-            message_id, topic, bytes(payload), kind, schema, version, qos, bool(retain), created_at, expires_at
-        ),
-    )
-
-
-def _lock_exclusive(path: Path) -> TextIO:
-    """Hold ``<outbox>.lock`` for the outbox's life: two publishers draining one outbox would double-send."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path.with_name(path.name + ".lock"), "a+")  # noqa: SIM115 - held until close()
-    except OSError as error:
-        raise InspectorError(
-            f"cannot create the MQTT outbox in {path.parent}: {error.strerror}",
-            "set sinks.mqtt.outbox to a writable path",
-        ) from None
-    if fcntl is not None:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise InspectorError(
-                f"the MQTT outbox {path} is in use by another running publisher",
-                "give each publishing process its own sinks.mqtt.outbox path",
-            ) from None
-    return handle
-
-
-def _open_db(path: Path, sync: str) -> sqlite3.Connection:
-    try:
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves; one connection shared under self._lock.
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise InspectorError(
-                f"the MQTT outbox {path} cannot use SQLite WAL mode (got {mode})",
-                "put the outbox on a local filesystem (not NFS or a FUSE mount)",
-            )
-        db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, _SCHEMA_VERSION):
-            raise InspectorError(
-                f"the MQTT outbox {path} has format {version}; this version reads format {_SCHEMA_VERSION}",
-                "drain it with the software that wrote it, or move it aside",
-            )
-        db.executescript(_DDL)
-        db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        return db
-    except sqlite3.DatabaseError as error:
-        raise InspectorError(
-            f"cannot open the MQTT outbox {path}: {error}",
-            "if the file is damaged, move it aside (its undelivered verdicts are then lost to MQTT)",
-        ) from None
-
-
-def _write_error(path: Path, error: sqlite3.Error) -> InspectorError:
-    return InspectorError(
-        f"cannot write the MQTT outbox {path}: {error}",
-        "check free disk space and permissions; verdicts are not being kept for delivery",
-    )
