@@ -13,14 +13,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from edge.evidence import EvidenceStore
+from edge.evidence_worker import EvidenceWriter
 from edge.triggers import TriggerBook
 
 
 class StationCollector(Collector):
     """Trigger outcomes and evidence pictures on ``/metrics`` (read at scrape time, like the rest)."""
 
-    def __init__(self, triggers: TriggerBook | None, evidence: EvidenceStore | None) -> None:
+    def __init__(self, triggers: TriggerBook | None, evidence: EvidenceWriter | None) -> None:
         self._triggers = triggers
         self._evidence = evidence
 
@@ -38,7 +38,7 @@ class StationCollector(Collector):
                                               value=triggers.waiting()))  # fmt: skip
         if evidence is not None:
             pictures = CounterMetricFamily("inspector_evidence", "Evidence pictures, by outcome.", labels=["outcome"])
-            for outcome in ("saved", "removed", "failures"):
+            for outcome in ("saved", "removed", "failures", "dropped"):
                 pictures.add_metric([outcome], getattr(evidence, outcome))
             families.append(pictures)
         return families

@@ -16,7 +16,6 @@ from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from edge.commands import (
-    COMMAND_NAMES,
     MAX_COMMAND_BYTES,
     CommandRejected,
     PauseCommand,
@@ -28,6 +27,7 @@ from edge.commands import (
     parse_command,
     response_payload,
 )
+from inspector.config import DEFAULT_MQTT_COMMANDS
 from inspector.mqtt import Command, MqttSink
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class CommandProcessor(threading.Thread):
         *,
         on_result: Callable[[str | None, bool], None] = lambda command, ok: None,
         max_bytes: int = MAX_COMMAND_BYTES,
-        accepted: Collection[str] = COMMAND_NAMES,
+        accepted: Collection[str] = DEFAULT_MQTT_COMMANDS,
     ) -> None:
         super().__init__(name="commands", daemon=True)
         self._sink = sink
@@ -111,18 +111,27 @@ class CommandProcessor(threading.Thread):
             self._answer(request, name, ok=True, result=result)
 
     def _answerable(self, request: Command) -> bool:
-        """False for a response topic we must not publish to; requests without one still run (MQTT 3.1.1)."""
+        """False for a response topic outside the station's response namespace (``<station>/response[/...]``);
+        requests without one still run (MQTT 3.1.1). A refused request is not executed, and is answered on
+        the namespace's own topic, so the requester can read why."""
         topic = request.response_topic
         if topic is None:
             return True
-        cmd_topic = self._sink.topics.cmd
-        if not topic or topic == cmd_topic or topic.startswith(cmd_topic + "/") or any(c in topic for c in "#+"):
-            # Answering on our own command topic would feed our answers back to us as commands.
-            log.warning("ignoring a command whose response topic %r is a command topic or a wildcard", topic)
-            self.rejected += 1
-            self._on_result(None, False)
-            return False
-        return True
+        namespace = self._sink.topics.response
+        if topic == namespace or (topic.startswith(namespace + "/") and not any(c in topic for c in "#+")):
+            return True
+        # Another station's reject, a PLC's topic, our own command topic: the station publishes on none of them.
+        log.warning("refusing a command whose response topic %r is outside %s/#", topic[:200], namespace)
+        self.rejected += 1
+        self._on_result(None, False)
+        error = (
+            f"response topic refused: set the MQTT v5 ResponseTopic to {namespace} or {namespace}/<your-id>; "
+            "this station answers nowhere else. The command was not executed"
+        )
+        body = response_payload(None, ok=False, error=error)
+        if not self._sink.respond(namespace, request.correlation_data, body):
+            log.warning("could not send the refusal to %s (not connected)", namespace)
+        return False
 
     def _execute(self, command: Any) -> dict[str, Any]:
         if isinstance(command, PauseCommand):

@@ -76,38 +76,54 @@ class EvidenceStore:
         self.failures = 0
 
     def attach(self, frame: Frame, verdict: FrameVerdict) -> FrameVerdict:
-        """The verdict with its evidence path (NG / UNCERTAIN), or unchanged; a disk problem is logged, never raised."""
-        if not self.config.enabled or verdict.verdict == "OK":
+        """The verdict with its evidence path (NG / UNCERTAIN), or unchanged; a disk problem is logged, never raised.
+
+        Synchronous: the edge service goes through ``EvidenceWriter`` (edge/evidence_worker.py) instead,
+        so that drawing, encoding and writing never hold inference up."""
+        if not self.wanted(verdict):
             return verdict
+        path = self.path_for(frame, verdict)
+        if not self.write(frame, verdict, path):
+            return verdict
+        return verdict.model_copy(update={"evidence": str(path)})
+
+    def wanted(self, verdict: FrameVerdict) -> bool:
+        return self.config.enabled and verdict.verdict != "OK"
+
+    def path_for(self, frame: Frame, verdict: FrameVerdict) -> Path:
+        """``<dir>/<time>_<source>_<frame>_<verdict>[_<part>].jpg``: known before the picture is drawn."""
+        stamp = frame.captured_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        part = f"_{_UNSAFE.sub('_', verdict.source.part_id)}" if verdict.source.part_id else ""
+        name = f"{stamp}_{_UNSAFE.sub('_', frame.source_id)[-40:]}_{frame.index:08d}_{verdict.verdict}{part}.jpg"
+        return self.directory / name
+
+    def write(self, frame: Frame, verdict: FrameVerdict, path: Path) -> bool:
+        """Draw, encode and write the picture at ``path``, publish the last NG; False (logged, counted) on failure."""
         try:
-            path, jpeg = self.save(frame, verdict)
+            jpeg = self.save(frame, verdict, path)
         except (OSError, ValueError, cv2.error) as error:
             self.failures += 1
             log.error("evidence for frame %d not saved in %s: %s", frame.index, self.directory, error)
-            return verdict
+            return False
         if self._publish_snapshot is not None and verdict.verdict == "NG":
             try:
                 self._publish_snapshot(jpeg)
             except Exception as error:  # noqa: BLE001 - the picture on disk is what counts
                 log.warning("last-NG snapshot not published: %s", error)
-        return verdict.model_copy(update={"evidence": str(path)})
+        return True
 
-    def save(self, frame: Frame, verdict: FrameVerdict) -> tuple[Path, bytes]:
-        """Write ``<time>_<frame>_<verdict>[_<part>].jpg``; returns its path and bytes."""
+    def save(self, frame: Frame, verdict: FrameVerdict, path: Path) -> bytes:
+        """Write the picture at ``path`` (under a temporary name, then renamed); returns its bytes."""
         image = evidence_image(frame, verdict, heatmap=self.config.heatmap)
         jpeg = encode_jpeg(image, self.config.jpeg_quality)
-        stamp = frame.captured_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        part = f"_{_UNSAFE.sub('_', verdict.source.part_id)}" if verdict.source.part_id else ""
-        name = f"{stamp}_{_UNSAFE.sub('_', frame.source_id)[-40:]}_{frame.index:08d}_{verdict.verdict}{part}.jpg"
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / name
-        partial = path.with_name(f".{name}.partial")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
         partial.write_bytes(jpeg)
         os.replace(partial, path)
         self.saved += 1
         if self._clock() - self._last_prune >= _PRUNE_EVERY_S or self.saved % 50 == 0:
             self.prune()
-        return path, jpeg
+        return jpeg
 
     def prune(self) -> int:
         """Apply retention now (count, then age); returns how many pictures were removed."""

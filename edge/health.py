@@ -39,6 +39,7 @@ class Condition:
     stopping: bool = False
     source_problem: str | None = None
     stalled_s: float | None = None  # set when one frame has been in inference for too long
+    failing: str | None = None  # set when too many verdicts in a row failed (inspection or sinks)
 
 
 def derive_state(condition: Condition) -> tuple[State, str | None]:
@@ -50,6 +51,8 @@ def derive_state(condition: Condition) -> tuple[State, str | None]:
     if condition.stalled_s is not None:
         # A fixed text: a reason that ticked with the seconds would re-publish the retained status each tick.
         return "degraded", "inference stalled: one frame is taking far longer than it should"
+    if condition.failing is not None:
+        return "degraded", condition.failing
     if not condition.source_healthy:
         return "degraded", condition.source_problem or "source unavailable; reconnecting"
     if condition.paused:

@@ -81,6 +81,7 @@ class Lane:
     last: Inspected | None = None
     inspected: int = 0
     errors: int = 0
+    consecutive_errors: int = 0  # frames in a row whose inspection failed (the supervisor degrades on it)
     lost: int = 0  # verdicts that could not be queued because the publisher was gone
     matcher: FrameMatcher = field(default_factory=lambda: FrameMatcher(hold_s=2.0))
 
@@ -240,11 +241,13 @@ class InferenceWorker(threading.Thread):
             except Exception as error:  # noqa: BLE001
                 self._failed(item, error)
             else:
+                item.lane.consecutive_errors = 0
                 self._deliver(item, verdict)
             start += count
 
     def _failed(self, item: _Work, error: BaseException) -> None:
         item.lane.errors += 1
+        item.lane.consecutive_errors += 1
         # The station runtime's error policy, as in replay: UNCERTAIN carrying the error, logged.
         verdict, _failure = failed_frame(item.inspector, item.frame, error, where=f"{item.lane.name}: ")
         self._deliver(item, verdict)

@@ -20,6 +20,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from edge.health import HealthMessage
+from edge.web.access import token_ok
 from edge.wsgi import BackgroundWSGIServer
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,13 @@ class _ServiceCollector(Collector):
             ("frame_errors", frames.errors, "Frames whose inspection failed (UNCERTAIN verdict with an error)."),
             ("frames_dropped", frames.dropped, "Frames never inspected (stale live frames, queue overflow)."),
             ("source_reconnects", h.source.reconnects, "Times the live source reconnected."),
+            (
+                "verdicts_failed",
+                frames.failed,
+                "Verdicts some sink refused after its retries.",
+            ),
+            ("verdicts_spilled", frames.spilled, "Failed verdicts kept in edge.spill_file."),
+            ("verdicts_lost", frames.lost, "Verdicts neither delivered nor kept."),
         ):
             yield CounterMetricFamily(f"inspector_{name}", text, value=value)
         published = CounterMetricFamily(
@@ -63,6 +71,15 @@ class _ServiceCollector(Collector):
             state.add_metric([name], 1.0 if h.state == name else 0.0)
         yield state
         yield GaugeMetricFamily("inspector_paused", "1 while paused by command.", value=float(h.paused))
+        yield GaugeMetricFamily(
+            "inspector_failing_streak", "Verdicts failed in a row (inspection or sinks).", value=frames.failing_streak
+        )
+        failures = CounterMetricFamily(
+            "inspector_sink_failures", "Sink calls that raised, retries included.", labels=["sink"]
+        )
+        for sink, count in sorted(h.sink_failures.items()):
+            failures.add_metric([sink], count)
+        yield failures
         yield GaugeMetricFamily(
             "inspector_source_healthy", "1 while the source delivers.", value=float(h.source.healthy)
         )
@@ -112,11 +129,28 @@ class EdgeMetrics:
         self.registry.register(_ServiceCollector(health, verdicts))
 
 
+def public_health(serving: bool, body: dict[str, Any]) -> dict[str, Any]:
+    """What ``/healthz`` tells anyone: up or not, and the state (per station in a multi-station process)."""
+    if "stations" in body:
+        return {"ok": serving, "state": {name: station.get("state") for name, station in body["stations"].items()}}
+    return {"ok": serving, "state": body.get("state")}
+
+
 class HealthServer(BackgroundWSGIServer):
-    """``GET /metrics`` (Prometheus text) and ``GET /healthz`` (JSON; 200 while serving, else 503)."""
+    """``GET /metrics`` (Prometheus text) and ``GET /healthz`` (JSON; 200 while serving, else 503).
+
+    ``/healthz`` says only ``ok`` and ``state`` unless the request carries the token
+    (``Authorization: Bearer``, the live page's): the whole health message names the source,
+    the outbox's last error and the box's memory, which a port scan should not read.
+    """
 
     def __init__(
-        self, host: str, port: int, registry: CollectorRegistry, healthz: Callable[[], tuple[bool, dict[str, Any]]]
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        healthz: Callable[[], tuple[bool, dict[str, Any]]],
+        token: str | None = None,
     ) -> None:
         metrics_app = make_wsgi_app(registry)
 
@@ -124,6 +158,8 @@ class HealthServer(BackgroundWSGIServer):
             path = environ.get("PATH_INFO", "")
             if path in ("/healthz", "/healthz/"):
                 serving, body = healthz()
+                if not token_ok(token, environ):
+                    body = public_health(serving, body)
                 start_response(
                     "200 OK" if serving else "503 Service Unavailable",
                     [("Content-Type", "application/json"), ("Cache-Control", "no-store")],

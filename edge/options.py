@@ -8,8 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from edge.commands import COMMAND_NAMES
-from inspector.config import EdgeConfig, StationFile, format_validation_error
+from inspector.config import DEFAULT_MQTT_COMMANDS, EdgeConfig, StationFile, format_validation_error
 from inspector.errors import ConfigError
 
 
@@ -26,7 +25,13 @@ class ServiceOptions:
     stall_timeout_s: float = 60.0
     # Folders reload-config may read (the config file's own first); empty: no path is accepted.
     reload_dirs: tuple[Path, ...] = ()
-    mqtt_commands: tuple[str, ...] = COMMAND_NAMES
+    # reload-config only where a config names it (edge.mqtt_commands): it swaps the model and the prompt.
+    mqtt_commands: tuple[str, ...] = DEFAULT_MQTT_COMMANDS
+    # Verdicts failed in a row: degraded (and no watchdog ping) from degraded_after, exit 1 at exit_after (0: never).
+    degraded_after: int = 5
+    exit_after: int = 200
+    sink_retries: int = 2
+    spill_file: Path | None = None
 
 
 def service_options(settings: EdgeConfig, config_path: Path | None) -> ServiceOptions:
@@ -40,6 +45,10 @@ def service_options(settings: EdgeConfig, config_path: Path | None) -> ServiceOp
         stall_timeout_s=settings.stall_timeout_s,
         reload_dirs=tuple(folders),
         mqtt_commands=tuple(settings.mqtt_commands),
+        degraded_after=settings.degraded_after,
+        exit_after=settings.exit_after,
+        sink_retries=settings.sink_retries,
+        spill_file=settings.spill_file.absolute(),
     )
 
 
@@ -50,3 +59,13 @@ def edge_settings(config: StationFile, args: argparse.Namespace) -> EdgeConfig:
         return EdgeConfig.model_validate({**config.edge.model_dump(), **flags})
     except ValidationError as error:
         raise ConfigError(format_validation_error("command line (edge settings)", error)) from None
+
+
+def require_a_sink(where: str, *, jsonl: object, mqtt: object, no_sink: bool) -> None:
+    """A station with nowhere to send its verdicts drops every one of them: refuse, unless asked for."""
+    if jsonl is None and mqtt is None and not no_sink:
+        raise ConfigError(
+            f"{where}: no sink configured: every verdict would be dropped",
+            "set sinks.jsonl or sinks.mqtt in the config, pass --publish mqtt://HOST, "
+            "or --no-sink to run without one on purpose (a demo, a soak test)",
+        )

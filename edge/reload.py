@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from edge.commands import CommandRejected, ReloadConfigCommand
 from inspector.classify import TileClassifier
 from inspector.config import RectROI, StationFile
+from inspector.config_paths import paths_outside, resolve_relative
 from inspector.errors import InspectorError
 from inspector.pipeline import Inspector, build_inspector
 from inspector.runtime import Overrides  # the command-line overrides replay has too
@@ -62,24 +63,45 @@ def confine_reload_path(requested: str, allowed_dirs: Sequence[Path]) -> Path:
 
 
 def requested_config(
-    command: ReloadConfigCommand, overrides: Overrides, *, allowed_dirs: Sequence[Path] = ()
+    command: ReloadConfigCommand,
+    overrides: Overrides,
+    *,
+    allowed_dirs: Sequence[Path] = (),
+    current: StationFile | None = None,
 ) -> StationFile:
     """The validated config the command asks for, with the command-line overrides applied.
+
+    Relative paths are taken from the requested file's folder (the ``path`` form) or from the
+    config's own folder (the inline form). An inline config is written by whoever may send
+    commands, so each path it sets (model, graphs, engines, source file, ROI mask, ...) must lie
+    inside the allowed folders, as the ``path`` form's file must, unless it is the running
+    config's own value: a remote may change the prompt, not point the station at other files.
 
     Every rejection is a remote answer: it names the field and the rule, never a value read
     from the file (a YAML next door may hold secrets), nor its text.
     """
     if command.path is not None:
         path = confine_reload_path(command.path, allowed_dirs)
-        data, source = _read_yaml(path), "reload-config: " + path.name
+        data, source, folder = _read_yaml(path), "reload-config: " + path.name, path.parent
     else:
         data, source = command.config, "reload-config"
+        folder = allowed_dirs[0] if allowed_dirs else None
     if not isinstance(data, dict):
         raise CommandRejected(f"{source}: the top level must be a mapping of sections", command.command)
     try:
         config = StationFile.model_validate(data)
     except ValidationError as error:
         raise CommandRejected(redacted_validation_error(source, error), command.command) from None
+    if folder is not None:
+        config = resolve_relative(config, folder)
+    if command.path is None:
+        refused = paths_outside(config, allowed_dirs, unless_as=current)
+        if refused:
+            raise CommandRejected(
+                f"reload-config refused: {', '.join(refused)}: an inline config may only name files inside the "
+                "config file's folder or an edge.reload_paths folder (or keep the running config's own)",
+                command.command,
+            )
     try:
         return overrides.apply(config)
     except (InspectorError, ValueError):  # a CLI override that the new config makes invalid

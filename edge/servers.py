@@ -18,8 +18,9 @@ def serve_health(settings: EdgeConfig, registry: Any, healthz: Callable[[], Any]
     """The /metrics and /healthz server on ``edge.metrics_host:metrics_port``; a port in use is an InspectorError."""
     from edge.metrics import HealthServer
 
+    token = load_token(settings.live_token_env, settings.live_token_file)  # the full /healthz needs it
     try:
-        return HealthServer(settings.metrics_host, settings.metrics_port, registry, healthz)
+        return HealthServer(settings.metrics_host, settings.metrics_port, registry, healthz, token)
     except OSError as error:
         raise InspectorError(
             f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {error.strerror or error}",

@@ -23,7 +23,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from edge.capture import source_opener
-from edge.options import edge_settings, service_options
+from edge.options import edge_settings, require_a_sink, service_options
 from edge.reload import trial_frame_size
 from edge.sdnotify import SystemdNotifier
 from edge.servers import serve_health, start_live_page
@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="one frame in inference longer than this counts as a hang: status degraded and no "
         "systemd watchdog ping, so systemd restarts the service (default 60)",
     )
+    parser.add_argument(
+        "--no-sink",
+        action="store_true",
+        help="run although no sink is configured (verdicts are dropped; without it the service refuses to start)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -177,6 +182,8 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
     )  # fmt: skip
     config = overrides.apply(load_config(args.config))  # a rejected override is a ConfigError naming the field
     settings = edge_settings(config, args)
+    require_a_sink(str(args.config), jsonl=config.sinks.jsonl, mqtt=args.publish or config.sinks.mqtt,
+                   no_sink=args.no_sink)  # fmt: skip
     notifier = SystemdNotifier()
     with ExitStack() as stack:
         stack.callback(notifier.close)
@@ -201,7 +208,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, received: list[str])
         station_sinks = build_sinks(config, inspector, jsonl=jsonl, mqtt=mqtt_config)
         sinks, mqtt = station_sinks.sinks + links.sinks_for(config.station.station), station_sinks.mqtt
         if not sinks:
-            log.warning("no sink configured (sinks.jsonl, sinks.mqtt or --publish): verdicts go nowhere")
+            log.warning("no sink configured (--no-sink): verdicts go nowhere")
         metrics = EdgeMetrics()
         service = EdgeService(
             config, inspector, source, sinks=sinks, mqtt=mqtt, metrics=metrics, notifier=notifier,

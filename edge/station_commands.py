@@ -102,7 +102,9 @@ class StationCommands:
             self._reload_lock.release()
 
     def _reload(self, command: ReloadConfigCommand) -> dict[str, Any]:
-        candidate = requested_config(command, self.overrides, allowed_dirs=self.options.reload_dirs)
+        candidate = requested_config(
+            command, self.overrides, allowed_dirs=self.options.reload_dirs, current=self.config
+        )
         check_swappable(self.config, candidate)
         if candidate == self.config:
             return {"changed": False}
@@ -157,7 +159,6 @@ class StationCommands:
         )
         self._refresh_status()
         return {"changed": True, "model_reloaded": model_reloaded, "source_changed": source_changed}
-
 
     def _rebuilt_recipes(self, candidate: StationFile, new: Inspector) -> RecipeBook:
         try:

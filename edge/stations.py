@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 from edge.capture import source_opener
 from edge.collectors import StationsCollector
 from edge.inference import InferenceWorker
-from edge.options import edge_settings, service_options
+from edge.options import edge_settings, require_a_sink, service_options
 from edge.sdnotify import SystemdNotifier
 from edge.servers import serve_health, start_live_page
 from edge.supervisor import EdgeService
@@ -89,7 +89,10 @@ class MultiStationService:
                 log.error("worker(s) %s stopped unexpectedly; shutting down for a restart", ", ".join(dead))
                 exit_code = 1
                 break
-            if not any(s._stalled() for s in self.services):  # noqa: SLF001 - one watchdog for all stations
+            if any(s.failed_too_often() for s in self.services):
+                exit_code = 1
+                break
+            if all(s.watchdog_ok() for s in self.services):  # one watchdog for all stations
                 self.notifier.watchdog()
             for service in self.services:
                 service.tick()
@@ -129,6 +132,9 @@ def serve_stations(args: argparse.Namespace, stop: threading.Event, received: li
                           device=getattr(args, "device", None), loop=args.loop, pace=args.pace)  # fmt: skip
     configs = {name: overrides.apply(config) for name, config in configs.items()}
     settings = edge_settings(next(iter(configs.values())).model_copy(update={"edge": edge}), args)
+    for name, config in configs.items():
+        require_a_sink(f"{args.config}: stations.{name}", jsonl=config.sinks.jsonl, mqtt=config.sinks.mqtt,
+                       no_sink=getattr(args, "no_sink", False))  # fmt: skip
     notifier = SystemdNotifier()
     with ExitStack() as stack:
         stack.callback(notifier.close)

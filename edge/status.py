@@ -78,6 +78,19 @@ class StationStatus:
         stalled = self.inference.stalled_s() if self.inference is not None else 0.0
         return stalled if stalled > self.options.stall_timeout_s else None
 
+    def failing_streak(self) -> int:
+        """Verdicts in a row that failed: frames whose inspection raised, or verdicts a sink refused."""
+        return max(self.lane.consecutive_errors, self.publisher.consecutive_failed)
+
+    def _failing(self) -> str | None:
+        """Why the station is failing, once ``degraded_after`` verdicts in a row failed (fixed texts: the
+        retained status is re-published only when the reason changes)."""
+        if self.lane.consecutive_errors >= self.options.degraded_after:
+            return "inspection failing: the last frames could not be inspected (see frames.errors)"
+        if self.publisher.consecutive_failed >= self.options.degraded_after:
+            return "sinks failing: the last verdicts could not be delivered (see frames.failed)"
+        return None
+
     def condition(self) -> Condition:
         return Condition(
             workers_alive=all(w.is_alive() for w in self.workers) or self._stopping,
@@ -86,6 +99,7 @@ class StationStatus:
             stopping=self._stopping,
             source_problem=self.capture.reason(),
             stalled_s=self._stalled(),
+            failing=self._failing(),
         )
 
     def health(self) -> HealthMessage:
@@ -112,6 +126,10 @@ class StationStatus:
                 errors=self.lane.errors,
                 dropped=stats.dropped_stale + self.frames.dropped + self._discarded,
                 published=self.publisher.published,
+                failed=self.publisher.failed,
+                spilled=self.publisher.spilled,
+                lost=self.publisher.lost + self.lane.lost,
+                failing_streak=self.failing_streak(),
             ),
             queues={
                 "frames": len(self.frames),
@@ -127,6 +145,7 @@ class StationStatus:
             ),
             gpu=gpu_memory(self.lane.inspector.backend.info.device),  # model.device auto, resolved
             rss_bytes=rss_bytes(),
+            sink_failures=dict(self.publisher.sink_failures),
         )
 
     def healthz(self) -> tuple[bool, dict[str, Any]]:

@@ -23,6 +23,7 @@ from edge.capture import CaptureWorker, source_opener
 from edge.collectors import StationCollector
 from edge.control import CommandProcessor
 from edge.evidence import EvidenceStore
+from edge.evidence_worker import EvidenceWriter
 from edge.health import LatencyWindow, RateMeter
 from edge.inference import InferenceWorker, Lane, Outgoing
 from edge.line_control import StationLineControl
@@ -85,13 +86,12 @@ class EdgeService(StationStatus, StationCommands, StationLineControl):
         # The second connection (edge/station_link.py): triggers in, the last NG picture out.
         self.link: StationLink | None = None
         if mqtt_config is not None and (mqtt_triggers or (evidence is not None and evidence.mqtt_snapshot)):
-            self.link = StationLink(
-                mqtt_config, config.station, on_trigger=self._on_trigger if mqtt_triggers else None
-            )
-        self.evidence: EvidenceStore | None = None
+            self.link = StationLink(mqtt_config, config.station, on_trigger=self._on_trigger if mqtt_triggers else None)
+        self.evidence: EvidenceWriter | None = None
         if evidence is not None and evidence.enabled:
             snapshot = self.link.publish_snapshot if self.link is not None else None
-            self.evidence = EvidenceStore(evidence, publish_snapshot=snapshot)
+            store = EvidenceStore(evidence, publish_snapshot=snapshot)
+            self.evidence = EvidenceWriter(store, queue_size=evidence.queue_size)  # off the inference thread
         self.latency = LatencyWindow()
         self.frames: BoundedQueue[Frame] = BoundedQueue(options.queue_size)
         self.verdicts: BoundedQueue[Outgoing] = BoundedQueue(max(options.queue_size, 16))
@@ -99,7 +99,9 @@ class EdgeService(StationStatus, StationCommands, StationLineControl):
             source, source_opener(config.source), self.frames, reconnect=config.source.reconnect
         )
         self.live = LiveState(self.name, model_warning=random_weights_warning(inspector.backend.info))
-        self.publisher = PublishWorker(self.verdicts, sinks, observe=self.live.observe)
+        self.publisher = PublishWorker(
+            self.verdicts, sinks, observe=self.live.observe, spill=options.spill_file, retries=options.sink_retries
+        )
         # Every recipe of the config, built now (a recipe that cannot load fails the start, not a part).
         self.recipes = RecipeBook(config, inspector)
         self.lane = Lane(
@@ -147,12 +149,13 @@ class EdgeService(StationStatus, StationCommands, StationLineControl):
     @property
     def workers(self) -> list[threading.Thread]:
         """The threads this station depends on (the shared inference worker included)."""
-        return [w for w in (self.capture, self.inference, self.publisher, self.commands) if w is not None]
+        workers = (self.capture, self.inference, self.publisher, self.commands, self.evidence)
+        return [w for w in workers if w is not None]
 
     def start(self) -> None:
         if self.inference is None:
             raise RuntimeError("a station with shared inference needs attach_inference() before start()")
-        for worker in (self.capture, self.publisher, self.commands):
+        for worker in (self.capture, self.publisher, self.commands, self.evidence):
             if worker is not None:
                 worker.start()
         if self._owns_inference:
@@ -168,7 +171,8 @@ class EdgeService(StationStatus, StationCommands, StationLineControl):
         self.inference = worker
 
     def run(self) -> int:
-        """Supervise until stopped; returns the process exit code (0 clean, 1 a worker died)."""
+        """Supervise until stopped; returns the process exit code (0 clean, 1 a worker died or
+        ``exit_after`` verdicts in a row failed)."""
         self.start()
         self.notifier.ready(f"inspecting {self.capture.source.source_id if self.capture.source else '?'}")
         log.info("inspecting; heartbeat every %g s", self.options.heartbeat_s)
@@ -180,8 +184,11 @@ class EdgeService(StationStatus, StationCommands, StationLineControl):
                 log.error("worker(s) %s stopped unexpectedly; shutting down for a restart", ", ".join(dead))
                 exit_code = 1
                 break
-            if not self._stalled():
-                self.notifier.watchdog()  # only while every worker is alive and inference moves
+            if self.failed_too_often():
+                exit_code = 1
+                break
+            if self.watchdog_ok():
+                self.notifier.watchdog()  # only while every worker is alive, inference moves and verdicts go out
             self.tick()
             if self.capture.finished.is_set():
                 log.info("the source has ended; finishing the queued frames")
@@ -189,6 +196,19 @@ class EdgeService(StationStatus, StationCommands, StationLineControl):
                 break
         self.shutdown(drain_frames=drain_frames)
         return exit_code
+
+    def watchdog_ok(self) -> bool:
+        """Whether systemd's watchdog may be petted: inference moves and verdicts do not fail in a row."""
+        return not self._stalled() and self._failing() is None
+
+    def failed_too_often(self) -> bool:
+        """``exit_after`` verdicts in a row failed: a restart may cure what limping along does not."""
+        streak, limit = self.failing_streak(), self.options.exit_after
+        if limit and streak >= limit:
+            log.error("%s: %d verdicts in a row failed (edge.exit_after: %d); exiting for a restart",
+                      self.name, streak, limit)  # fmt: skip
+            return True
+        return False
 
     def dead_workers(self) -> list[str]:
         """Workers that stopped unexpectedly (a capture whose file ended is not one)."""
@@ -230,6 +250,8 @@ class EdgeService(StationStatus, StationCommands, StationLineControl):
         if self.commands is not None:
             self.commands.stop()
             self.commands.join(5.0)
+        if self.evidence is not None:
+            self.evidence.close(self.options.drain_timeout_s)  # the queued pictures (the last NG goes on the link)
         if self.link is not None:
             self.link.close()
         self._heartbeat()

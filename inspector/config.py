@@ -26,6 +26,7 @@ from pydantic import (
 from inspector.backends.base import BackendConfig
 from inspector.backends.registry import DEFAULT_BACKEND, PLUGINS
 from inspector.camera_config import CameraConfig
+from inspector.config_paths import RELATIVE_TO_CONFIG, SET_RELATIVE_TO_CONFIG, resolve_relative
 from inspector.errors import ConfigError
 from inspector.payloads.trigger import RECIPE_ID_PATTERN
 from inspector.plc_config import OpcUaConfig, SparkplugConfig
@@ -89,7 +90,7 @@ class SourceConfig(_Strict):
     uri: str | int | None = Field(
         None,
         description="file, folder, glob, camera index, rtsp:// or http(s):// URL, pylon://SERIAL (Basler, pypylon) "
-        "or genicam://PRODUCER.cti?serial=… (any GenTL producer, harvesters)",
+        "or genicam://PRODUCER.cti?serial=… (any GenTL producer, harvesters)" + RELATIVE_TO_CONFIG,
     )
     pace: bool = Field(False, description="files: yield frames at their recorded fps instead of as fast as possible")
     loop: bool = Field(False, description="files: start again at the end (soak tests, demos)")
@@ -135,7 +136,7 @@ class RectROI(_Strict):
 
 
 class MaskROI(_Strict):
-    mask: Path = Field(description="image file; non-zero pixels are inside the region of interest")
+    mask: Path = Field(description="image file; non-zero pixels are inside the region of interest" + RELATIVE_TO_CONFIG)
     min_coverage: float = Field(0.05, gt=0, le=1, description="keep a tile when at least this share of it is inside")
 
 
@@ -235,15 +236,28 @@ class InspectionConfig(_Strict):
 
 
 class JsonlSinkConfig(_Strict):
-    path: Path = Field(description="JSON-lines file, one verdict per line (replay's default: results.jsonl)")
+    path: Path = Field(
+        description="JSON-lines file, one verdict per line (replay's default: results.jsonl)" + RELATIVE_TO_CONFIG
+    )
+    max_bytes: int = Field(
+        0, ge=0, description="rotate the file when it would grow past this size (0: never); replay's resume reads all"
+    )
+    keep: int = Field(5, ge=1, le=1000, description="rotated files kept (verdicts.jsonl.1 newest ... .N oldest)")
 
 
 class MqttTLSConfig(_Strict):
     ca_file: Path | None = Field(
-        None, description="CA bundle that signed the broker certificate; empty: the system CAs"
+        None,
+        description="CA bundle that signed the broker certificate; empty: the system CAs" + RELATIVE_TO_CONFIG,
     )
-    cert_file: Path | None = Field(None, description="client certificate (PEM), for brokers that require one")
-    key_file: Path | None = Field(None, description="client private key (PEM, unencrypted); defaults to cert_file")
+    cert_file: Path | None = Field(
+        None,
+        description="client certificate (PEM), for brokers that require one" + RELATIVE_TO_CONFIG,
+    )
+    key_file: Path | None = Field(
+        None,
+        description="client private key (PEM, unencrypted); defaults to cert_file" + RELATIVE_TO_CONFIG,
+    )
     verify_hostname: bool = Field(True, description="check the broker certificate names the host; false only for tests")
 
     @model_validator(mode="after")
@@ -266,10 +280,13 @@ class MqttConfig(_Strict):
     username: str | None = None
     password: str | None = Field(None, repr=False)
     password_env: str | None = Field(None, description="environment variable holding the password")
-    password_file: Path | None = Field(None, description="file holding the password")
+    password_file: Path | None = Field(None, description="file holding the password" + RELATIVE_TO_CONFIG)
     tls: MqttTLSConfig | None = None
     topic_root: str = Field("inspector", min_length=1)
-    outbox: Path = Field(Path("outbox.sqlite"), description="durable outbox (SQLite, WAL)")
+    outbox: Path = Field(
+        Path("outbox.sqlite"),
+        description="durable outbox (SQLite, WAL)" + SET_RELATIVE_TO_CONFIG,
+    )
     outbox_max_messages: int = Field(100_000, ge=10)
     outbox_max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     reject_expiry_s: int = Field(10, ge=1, description="a reject older than this is never delivered (MQTT v5)")
@@ -319,12 +336,27 @@ class EvidenceConfig(_Strict):
     """Evidence pictures (edge/evidence.py): a JPEG with boxes for every NG or UNCERTAIN verdict."""
 
     enabled: bool = Field(True, description="write evidence pictures at all")
-    dir: Path = Field(Path("evidence"), description="where the JPEGs go")
+    dir: Path = Field(
+        Path("evidence"),
+        description="where the JPEGs go" + SET_RELATIVE_TO_CONFIG,
+    )
     max_files: int = Field(1000, ge=1, description="keep at most this many pictures (oldest removed first)")
     max_age_s: float = Field(7 * 86400.0, gt=0, description="remove pictures older than this")
     heatmap: bool = Field(False, description="also draw the per-class probability heatmap beside the frame")
     jpeg_quality: int = Field(85, ge=10, le=100)
+    queue_size: int = Field(
+        8, ge=1, le=1024, description="pictures waiting for the writer; one more is dropped (inference never waits)"
+    )
     mqtt_snapshot: bool = Field(False, description="publish the last NG picture, retained, on .../snapshot")
+
+
+# Commands taken over MQTT unless edge.mqtt_commands says otherwise: not reload-config.
+DEFAULT_MQTT_COMMANDS: tuple[Literal["pause", "resume", "snapshot", "select-recipe"], ...] = (
+    "pause",
+    "resume",
+    "snapshot",
+    "select-recipe",
+)
 
 
 class EdgeConfig(_Strict):
@@ -333,17 +365,34 @@ class EdgeConfig(_Strict):
     heartbeat_s: float = Field(10.0, gt=0, description="seconds between heartbeats on .../health")
     metrics_host: str = Field("127.0.0.1", min_length=1, description="address of /metrics and /healthz")
     metrics_port: int = Field(9108, ge=0, le=65535, description="port of /metrics and /healthz (0: off)")
-    snapshot_dir: Path = Field(Path("snapshots"), description="where the snapshot command writes")
+    snapshot_dir: Path = Field(
+        Path("snapshots"),
+        description="where the snapshot command writes" + SET_RELATIVE_TO_CONFIG,
+    )
     queue_size: int = Field(4, ge=1, le=1024, description="frames buffered between capture and inference (files)")
     drain_timeout_s: float = Field(10.0, ge=0, description="longest wait for the MQTT outbox to empty at shutdown")
     stall_timeout_s: float = Field(60.0, gt=0, description="one frame in inference longer than this is a hang")
+    # The failure policy (docs/security.md): a station that fails every verdict must not look online.
+    degraded_after: int = Field(
+        5, ge=1, description="verdicts failed in a row (inspection errors, or refused by a sink) that make it degraded"
+    )
+    exit_after: int = Field(
+        200, ge=0, description="verdicts failed in a row after which the service exits 1 for a restart (0: never)"
+    )
+    sink_retries: int = Field(2, ge=0, le=10, description="tries again a sink that raised before the verdict is failed")
+    spill_file: Path = Field(
+        Path("undelivered.jsonl"),
+        description="JSON lines of the verdicts a sink refused, kept for replay" + SET_RELATIVE_TO_CONFIG,
+    )
     # Who may steer the station (edge/commands.py, edge/reload.py, edge/web/).
     mqtt_commands: list[Literal["pause", "resume", "reload-config", "snapshot", "select-recipe"]] = Field(
-        ["pause", "resume", "reload-config", "snapshot", "select-recipe"],
-        description="commands accepted on .../cmd; others are refused",
+        list(DEFAULT_MQTT_COMMANDS),
+        description="commands accepted on .../cmd; others are refused (reload-config swaps the model and the "
+        "prompt: add it only where the broker's ACL limits who may publish on .../cmd)",
     )
     reload_paths: list[Path] = Field(
-        default_factory=list, description="folders reload-config may read, besides the config file's own folder"
+        default_factory=list,
+        description="folders reload-config may read, besides the config file's own folder" + RELATIVE_TO_CONFIG,
     )
     evidence: EvidenceConfig = EvidenceConfig()
     live_host: str = Field("127.0.0.1", min_length=1, description="address of the live page (edge/web)")
@@ -351,7 +400,10 @@ class EdgeConfig(_Strict):
     live_token_env: str | None = Field(
         "INSPECTOR_LIVE_TOKEN", description="environment variable holding the live page's token"
     )
-    live_token_file: Path | None = Field(None, description="file holding the live page's token (wins over the env)")
+    live_token_file: Path | None = Field(
+        None,
+        description="file holding the live page's token (wins over the env)" + RELATIVE_TO_CONFIG,
+    )
     opcua: OpcUaConfig | None = Field(None, description="the OPC UA server for PLCs and SCADA (docs/opcua.md)")
     sparkplug: SparkplugConfig | None = Field(None, description="the Sparkplug B edge node (docs/sparkplug.md)")
 
@@ -469,7 +521,7 @@ def parse_config(data: object, source: str = "<config>") -> StationFile:
 
 
 def load_config(path: str | Path) -> StationFile:
-    """Read and validate a station YAML file; relative paths inside it stay relative to the CWD."""
+    """Read and validate a station YAML file; the relative paths it writes are taken from its own folder."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist", "pass an existing YAML file, e.g. configs/demo.yaml")
@@ -481,4 +533,4 @@ def load_config(path: str | Path) -> StationFile:
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
-    return parse_config(data, str(path))
+    return resolve_relative(parse_config(data, str(path)), path.parent)

@@ -1,7 +1,8 @@
 """What ``Inspector.predict`` accepts, turned into the pipeline's BGR uint8 (H, W, 3) image.
 
 A file path (any format OpenCV decodes), a numpy array as OpenCV gives it (BGR, BGRA or
-grayscale, uint8 or 16-bit), or a PIL image (RGB, RGBA, L, ...: converted from RGB order).
+grayscale, uint8 or 16-bit), or a PIL image (RGB, RGBA, L, ...: converted from RGB order); each
+normalised as training and replay do (inspector/decode.py).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from inspector.decode import read_image_file, to_bgr_uint8
 from inspector.errors import SourceError
-from inspector.sources.base import as_bgr
 
 ImageInput = Any  # str | Path | np.ndarray | PIL.Image.Image (PIL stays an optional import)
 
@@ -23,11 +24,10 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path).expanduser()
     if not path.is_file():
         raise SourceError(f"image file {path} does not exist", "pass the path of a PNG/JPEG/BMP/TIFF image")
-    # imdecode of the bytes: works for any path encoding and never raises on garbage.
-    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    image = read_image_file(path)  # the decoder training and replay use (inspector/decode.py)
     if image is None:
         raise SourceError(f"{path} is not an image OpenCV can decode", "save it as PNG or JPEG")
-    return as_bgr(image)
+    return image
 
 
 def to_bgr(image: ImageInput) -> np.ndarray:
@@ -37,8 +37,11 @@ def to_bgr(image: ImageInput) -> np.ndarray:
     if isinstance(image, np.ndarray):
         return _array_to_bgr(image)
     if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL.Image.Image, without importing PIL
-        rgb = np.asarray(image.convert("RGB"))
-        return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        if image.mode in ("I;16", "I;16B", "I;16L"):  # 16-bit grey: scaled as a 16-bit file would be
+            return to_bgr_uint8(np.asarray(image).astype(np.uint16))
+        if "A" in image.mode or "transparency" in getattr(image, "info", {}):  # alpha: composited over black
+            return to_bgr_uint8(cv2.cvtColor(np.asarray(image.convert("RGBA")), cv2.COLOR_RGBA2BGRA))
+        return cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
     raise SourceError(
         f"cannot inspect a {type(image).__name__}",
         "pass a file path, a numpy array (BGR uint8 as OpenCV gives, or grayscale) or a PIL image",
@@ -57,6 +60,4 @@ def _array_to_bgr(array: np.ndarray) -> np.ndarray:
             f"image arrays must be uint8 (or 16-bit), got {array.dtype}",
             "convert first, e.g. (image * 255).clip(0, 255).astype(np.uint8) for floats in [0, 1]",
         )
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    return np.ascontiguousarray(as_bgr(array))
+    return to_bgr_uint8(array)

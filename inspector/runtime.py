@@ -91,7 +91,11 @@ def build_sinks(
 
     built = StationSinks()
     if jsonl is not None:
-        built.sinks.append(JsonlSink(jsonl))
+        rotation = config.sinks.jsonl
+        if rotation is not None:
+            built.sinks.append(JsonlSink(jsonl, max_bytes=rotation.max_bytes, keep=rotation.keep))
+        else:
+            built.sinks.append(JsonlSink(jsonl))
     if mqtt is not None:
         from inspector.mqtt import MqttSink
         from inspector.pipeline import describe

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inspector.config import EdgeConfig, StationFile, format_validation_error, parse_config
+from inspector.config_paths import STATION_PATH_FIELDS, resolve_relative
 from inspector.errors import ConfigError
 
 MAX_STATIONS = 16
@@ -77,9 +78,10 @@ def load_stations(path: Path) -> tuple[EdgeConfig, dict[str, StationFile]]:
             raise ConfigError(f"{where}: 'edge' belongs at the top level (one service serves every station)")
         merged = _merge(top.common, section)
         merged.setdefault("station", {}).setdefault("station", name)
-        stations[name] = parse_config(merged, where)
+        stations[name] = resolve_relative(parse_config(merged, where), path.parent)  # as load_config does
     _check_together(path, stations)
-    return top.edge, stations
+    edge_fields = [location[1:] for location in STATION_PATH_FIELDS if location[0] == "edge"]
+    return resolve_relative(top.edge, path.parent, edge_fields), stations
 
 
 def _check_together(path: Path, stations: Mapping[str, StationFile]) -> None:

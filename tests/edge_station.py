@@ -110,7 +110,7 @@ class Subscriber:
         from paho.mqtt.properties import Properties
 
         props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = f"{ROOT}/responses/{uuid.uuid4().hex}"
+        props.ResponseTopic = f"{ROOT}/s/a/l1/{station}/response/{uuid.uuid4().hex}"  # the station's namespace
         props.CorrelationData = uuid.uuid4().bytes
         self.client.publish(f"{ROOT}/s/a/l1/{station}/cmd", json.dumps(body).encode(), qos=1,
                             properties=props).wait_for_publish(5)  # fmt: skip

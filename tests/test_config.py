@@ -19,7 +19,7 @@ def _demo() -> dict:
     return yaml.safe_load((CONFIGS / "demo.yaml").read_text())
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "line-example.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "line-example.yaml", "plc-line.yaml"])
 def test_shipped_configs_validate(name: str) -> None:
     config = load_config(CONFIGS / name)
     assert isinstance(config, StationFile)
@@ -214,7 +214,7 @@ def test_onnx_override_switches_torch_to_onnxruntime() -> None:
 
     config = model_config_with(parse_config(_demo()), onnx_dir="graphs")
     model = config.model
-    assert (model.backend, model.onnx_dir, model.path) == ("onnxruntime", Path("graphs"), "models/tiny")
+    assert (model.backend, model.onnx_dir, model.path) == ("onnxruntime", Path("graphs"), "../models/tiny")
 
 
 def test_backend_override_drops_the_other_backends_options() -> None:

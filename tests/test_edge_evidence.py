@@ -103,3 +103,25 @@ def test_the_last_ng_picture_goes_to_the_snapshot_publisher(tmp_path: Path) -> N
     store.attach(frame(), verdict("UNCERTAIN"))
     store.attach(frame(), verdict("NG", [Defect(class_name="scratch", confidence=0.9, bbox=(0, 0, 50, 50), tiles=[0])]))
     assert len(published) == 1 and published[0][:2] == b"\xff\xd8"  # a JPEG
+
+
+def test_the_writer_draws_off_the_callers_thread_and_a_full_queue_drops_never_blocks(tmp_path: Path) -> None:
+    import threading
+
+    from edge.evidence_worker import EvidenceWriter
+
+    threads: list[str] = []
+    store = EvidenceStore(EvidenceConfig(dir=tmp_path, mqtt_snapshot=True),
+                          publish_snapshot=lambda jpeg: threads.append(threading.current_thread().name))  # fmt: skip
+    writer = EvidenceWriter(store, queue_size=2)
+    ng = verdict("NG", [Defect(class_name="scratch", confidence=0.9, bbox=(0, 0, 50, 50), tiles=[0])])
+    # The writer is not running yet: two pictures wait, the third finds the queue full and is dropped.
+    out = [writer.attach(frame(index), ng) for index in range(3)]
+    assert [o.evidence is not None for o in out] == [True, True, False] and writer.dropped == 1
+    assert store.saved == 0 and not any(tmp_path.glob("*.jpg"))  # nothing drawn on the caller's thread
+    assert writer.attach(frame(9), verdict("OK")).evidence is None
+    writer.start()
+    writer.close(30)
+    assert store.saved == 2 and threads == ["evidence", "evidence"]
+    for o in out[:2]:
+        assert o.evidence is not None and cv2.imread(o.evidence) is not None  # the promised path holds the JPEG

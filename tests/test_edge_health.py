@@ -142,7 +142,7 @@ def test_metrics_and_healthz_over_http() -> None:
             assert line in text, line
         assert "process_resident_memory_bytes" in text
         status, body = _get(base + "/healthz")
-        assert status == 200 and json.loads(body) == {"state": "online"}
+        assert status == 200 and json.loads(body) == {"ok": True, "state": "online"}
         serving["value"] = False
         assert _get(base + "/healthz")[0] == 503
         assert _get(base + "/nope")[0] == 404

@@ -77,7 +77,10 @@ def test_an_allow_listed_folder_may_be_read(box: dict[str, Path]) -> None:
     (extra / "b.yaml").write_text(yaml.safe_dump(GOOD))
     assert reload(str(extra / "b.yaml"), [box["configs"]]).startswith("reload-config refused")
     command = ReloadConfigCommand(command="reload-config", path=str(extra / "b.yaml"))
-    assert requested_config(command, Overrides(), allowed_dirs=[box["configs"], extra]).source.uri == "clip.mp4"
+    # Its relative paths are taken from its own folder.
+    assert requested_config(command, Overrides(), allowed_dirs=[box["configs"], extra]).source.uri == str(
+        extra / "clip.mp4"
+    )
 
 
 def test_no_allowed_folder_means_no_path_at_all(box: dict[str, Path]) -> None:
@@ -138,8 +141,18 @@ def test_over_mqtt_an_attacker_learns_nothing_and_refused_commands_do_nothing(
         service.start()
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         ready = threading.Event()
-        client.on_connect = lambda c, *_: (c.subscribe("attacker/answers", qos=1), ready.set())
-        client.on_message = lambda _c, _u, m: answers.__setitem__(m.properties.CorrelationData, json.loads(m.payload))
+        station = f"{ROOT}/s/a/l1/st"
+        other_reject = f"{ROOT}/s/a/l1/other/reject"  # where a PLC of another station listens
+        on_other: list[bytes] = []
+
+        def on_message(_c: object, _u: object, m: mqtt.MQTTMessage) -> None:
+            if m.topic == other_reject:
+                on_other.append(m.payload)
+            else:
+                answers[m.properties.CorrelationData] = json.loads(m.payload)
+
+        client.on_connect = lambda c, *_: (c.subscribe([(f"{station}/response/#", 1), (other_reject, 1)]), ready.set())
+        client.on_message = on_message
         client.connect("127.0.0.1", broker.port)
         client.loop_start()
         try:
@@ -150,11 +163,16 @@ def test_over_mqtt_an_attacker_learns_nothing_and_refused_commands_do_nothing(
                 b"symlink": {"command": "reload-config", "path": "link.yaml"},
                 b"leaky": {"command": "reload-config", "path": "leaky.yaml"},
                 b"snapshot": {"command": "snapshot"},
+                b"elsewhere": {"command": "pause"},  # answered on another station's reject topic
+                b"wildcard": {"command": "pause"},
             }
             for key, body in requests.items():
                 props = Properties(PacketTypes.PUBLISH)
-                props.ResponseTopic, props.CorrelationData = "attacker/answers", key
-                client.publish(f"{ROOT}/s/a/l1/st/cmd", json.dumps(body), qos=1, properties=props)
+                props.ResponseTopic = {b"elsewhere": other_reject, b"wildcard": f"{station}/response/+"}.get(
+                    key, f"{station}/response/attacker"
+                )
+                props.CorrelationData = key
+                client.publish(f"{station}/cmd", json.dumps(body), qos=1, properties=props)
             assert poll(lambda: len(answers) == len(requests), 30), answers
         finally:
             client.loop_stop()
@@ -166,6 +184,9 @@ def test_over_mqtt_an_attacker_learns_nothing_and_refused_commands_do_nothing(
         assert "refused" in answers[key]["error"] and "db.yaml" not in answers[key]["error"]
     assert "db_password: unknown key" in answers[b"leaky"]["error"]
     assert "not accepted over MQTT" in answers[b"snapshot"]["error"]
+    for key in (b"elsewhere", b"wildcard"):  # refused, answered in the station's own namespace, not executed
+        assert "response topic refused" in answers[key]["error"] and f"{station}/response" in answers[key]["error"]
+    assert on_other == [] and not service.lane.paused.is_set()
     assert service.config == config  # nothing changed
 
 
@@ -181,3 +202,65 @@ def test_whatever_the_path_an_accepted_one_lies_inside_the_folder(box: dict[str,
         assert SECRET not in rejected.message and "secrets" not in rejected.message
     else:
         assert resolved.is_relative_to(box["configs"].resolve()) and resolved.is_file()
+
+
+# --------------------------------------------------------------------------- inline configs name no file outside
+
+
+def inline(config: dict, allowed: list[Path], current: object = None) -> str:
+    """The rejection a remote requester reads for an inline reload-config."""
+    command = ReloadConfigCommand(command="reload-config", config=config)
+    with pytest.raises(CommandRejected) as caught:
+        requested_config(command, Overrides(), allowed_dirs=allowed, current=current)
+    return caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("field", "mutate"),
+    [
+        ("model.path", lambda d, s: d.update(model={"path": str(s / "model")})),
+        ("model.path", lambda d, s: d.update(model={"path": "../../secrets/model"})),
+        ("model.path", lambda d, s: d.update(model={"path": "Qwen/Qwen3-VL-4B-Instruct"})),  # a hub id: a download
+        ("model.onnx_dir", lambda d, s: d.update(model={"path": "m", "backend": "onnxruntime", "onnx_dir": str(s)})),
+        ("model.engine_dir", lambda d, s: d.update(model={"path": "m", "backend": "tensorrt", "engine_dir": str(s)})),
+        ("source.uri", lambda d, s: d.update(source={"uri": str(s / "clip.mp4")})),
+        ("source.uri", lambda d, s: d.update(source={"uri": str(s / "*.png")})),
+        ("tiling.roi.mask", lambda d, s: d.update(tiling={"roi": {"mask": str(s / "mask.png")}})),
+        ("sinks.jsonl.path", lambda d, s: d.update(sinks={"jsonl": {"path": str(s / "out.jsonl")}})),
+    ],
+)
+def test_an_inline_config_may_not_name_a_file_outside_the_allowed_folders(
+    box: dict[str, Path], field: str, mutate: object
+) -> None:
+    data = yaml.safe_load(yaml.safe_dump(GOOD))
+    mutate(data, box["secrets"])  # type: ignore[operator]
+    message = inline(data, [box["configs"]])
+    assert "refused" in message and field in message and str(box["secrets"]) not in message
+
+
+def test_inline_paths_inside_the_folder_or_the_running_ones_are_accepted(box: dict[str, Path]) -> None:
+    from inspector.config import parse_config
+
+    running = parse_config({**GOOD, "model": {"path": "/opt/models/qwen"}, "source": {"uri": "rtsp://cam/1"}})
+    # The running model (outside the folder) may be kept; a file inside the folder may be named, relative too.
+    keep = {**GOOD, "model": {"path": "/opt/models/qwen"}, "source": {"uri": "clips/part.mp4"}}
+    config = requested_config(ReloadConfigCommand(command="reload-config", config=keep), Overrides(),
+                              allowed_dirs=[box["configs"]], current=running)  # fmt: skip
+    assert config.model.path == "/opt/models/qwen"
+    assert config.source.uri == str(box["configs"] / "clips" / "part.mp4")
+    # Streams and camera indexes are no files.
+    for uri in ("rtsp://10.0.0.9/stream", 2):
+        live = {**GOOD, "model": {"path": "/opt/models/qwen"}, "source": {"uri": uri}}
+        assert requested_config(ReloadConfigCommand(command="reload-config", config=live), Overrides(),
+                                allowed_dirs=[box["configs"]], current=running).source.uri == uri  # fmt: skip
+    # No allowed folder: an inline config may still change the prompt, but name no new file.
+    assert "model.path" in inline({**GOOD, "model": {"path": "/elsewhere"}}, [], current=running)
+
+
+def test_reload_config_is_not_taken_over_mqtt_unless_the_config_says_so() -> None:
+    from edge.options import ServiceOptions
+    from inspector.config import EdgeConfig
+
+    assert "reload-config" not in EdgeConfig().mqtt_commands
+    assert "reload-config" not in ServiceOptions().mqtt_commands
+    assert "reload-config" in EdgeConfig(mqtt_commands=["reload-config"]).mqtt_commands

@@ -83,6 +83,7 @@ def station_config(tmp_path: Path, model_dir: Path, source: str, **source_extra:
             "jsonl": {"path": str(tmp_path / "verdicts.jsonl")},
             "mqtt": {"outbox": str(tmp_path / "outbox.sqlite"), "topic_root": ROOT},
         },
+        "edge": {"mqtt_commands": ["pause", "resume", "reload-config", "snapshot"]},  # reload-config: opt-in
     }
 
 
@@ -150,7 +151,7 @@ class Probe:
     def __init__(self, broker: Mosquitto) -> None:
         self.messages: list[tuple[str, dict[str, Any]]] = []
         self.responses: dict[bytes, dict[str, Any]] = {}
-        self.response_topic = f"probe/{uuid.uuid4().hex}/response"
+        self.response_topic = f"{BASE}/response/probe-{uuid.uuid4().hex}"  # the station's response namespace
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex[:8]}",
@@ -315,6 +316,21 @@ def test_a_missing_source_file_fails_fast_with_exit_2(tmp_path: Path, tiny_model
     edge = edge_factory(["--config", str(config)])
     assert edge.process.wait(START_TIMEOUT_S) == 2
     assert "gone.mp4 does not exist" in edge.log() and "loading model" not in edge.log()
+
+
+def test_no_sink_is_refused_unless_no_sink_is_given(
+    tmp_path: Path, tiny_model_dir: Path, clip: Path, edge_factory
+) -> None:
+    data = station_config(tmp_path, tiny_model_dir, str(clip), pace=False)
+    del data["sinks"]
+    config = write_config(tmp_path, data)
+    refused = edge_factory(["--config", str(config), "--metrics-port", "0", "--live-port", "0"])
+    assert refused.process.wait(START_TIMEOUT_S) == 2, refused.log()
+    log = refused.log()
+    assert "no sink configured" in log and "--no-sink" in log and "sinks.jsonl" in log, log
+    assert "loading model" not in log  # refused in a second, before the model loads
+    ran = edge_factory(["--config", str(config), "--metrics-port", "0", "--live-port", "0", "--no-sink"])
+    assert ran.process.wait(START_TIMEOUT_S) == 0, ran.log()
 
 
 # --------------------------------------------------------------------------- camera loss

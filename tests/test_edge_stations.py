@@ -211,7 +211,7 @@ def test_inspector_edge_serves_four_stations_from_one_file(
         assert retained_status(broker.port, "cam1").get("state") == "degraded"
         text = get(metrics_port, "/metrics")
         assert all(f'inspector_frames_inspected_total{{station="{n}"}}' in text for n in names)
-        assert sorted(json.loads(get(metrics_port, "/healthz"))["stations"]) == names
+        assert sorted(json.loads(get(metrics_port, "/healthz"))["state"]) == names  # no token: states only
         assert json.loads(get(live_port, "/api/stations"))["stations"] == names
         assert log_path.read_text().count("loading model") == 1  # one model for the four cameras
     finally:

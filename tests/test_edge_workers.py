@@ -158,3 +158,46 @@ def test_jobs_run_between_frames_even_while_paused(inspector) -> None:
         worker.join(10)
     with pytest.raises(RuntimeError, match="not running"):
         worker.call_between_frames(lambda: None)
+
+
+def test_a_sink_that_raises_fails_the_verdict_which_is_kept_in_the_spill_file(inspector, tmp_path: Path) -> None:
+    """/dev/full is a real full disk: the JSONL sink raises ENOSPC on every verdict."""
+    verdicts = BoundedQueue(8)
+    good, full = JsonlSink(tmp_path / "ok.jsonl"), JsonlSink(Path("/dev/full"))
+    spill = tmp_path / "undelivered.jsonl"
+    publisher = PublishWorker(verdicts, [good, full], spill=spill, retries=1, retry_delay_s=0.0)
+    lane = Lane("st", inspector, BoundedQueue(8), verdicts, publisher.is_alive)
+    worker = InferenceWorker(lane)
+    image = np.random.default_rng(0).integers(0, 255, (SIZE[1], SIZE[0], 3), dtype=np.uint8)
+    for index in range(3):
+        lane.frames.put_latest(_frame(index, image))
+    publisher.start()
+    worker.start()
+    assert wait_until(lambda: publisher.failed == 3)
+    worker.stop()
+    worker.join(10)
+    publisher.stop()
+    publisher.join(10)
+    good.close()
+    assert publisher.published == 0 and publisher.spilled == 3 and publisher.lost == 0  # failed, not published
+    assert publisher.failures == 6 and publisher.sink_failures == {"JsonlSink": 6}  # one retry each
+    assert publisher.consecutive_failed == 3 and publisher.by_verdict == {"OK": 0, "NG": 0, "UNCERTAIN": 0}
+    kept = [json.loads(line) for line in spill.read_text().splitlines()]
+    assert [v["source"]["frame_index"] for v in kept] == [0, 1, 2]  # nothing lost: every verdict is in the spill
+    assert len((tmp_path / "ok.jsonl").read_text().splitlines()) == 3  # the healthy sink still got them
+
+
+def test_a_verdict_the_spill_file_cannot_keep_either_is_counted_lost(inspector, tmp_path: Path) -> None:
+    verdicts = BoundedQueue(8)
+    publisher = PublishWorker(verdicts, [JsonlSink(Path("/dev/full"))], spill=Path("/dev/full"), retries=0)
+    lane = Lane("st", inspector, BoundedQueue(8), verdicts, publisher.is_alive)
+    worker = InferenceWorker(lane)
+    lane.frames.put_latest(_frame(0, np.zeros((SIZE[1], SIZE[0], 3), np.uint8)))
+    publisher.start()
+    worker.start()
+    assert wait_until(lambda: publisher.lost == 1)
+    worker.stop()
+    worker.join(10)
+    publisher.stop()
+    publisher.join(10)
+    assert (publisher.published, publisher.failed, publisher.spilled) == (0, 1, 0)

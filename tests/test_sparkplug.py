@@ -61,6 +61,8 @@ class Host:
         assert ready.wait(10), "host could not connect"
 
     def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic.startswith("spBv1.0/STATE/"):  # host state: JSON, not protobuf
+            return
         kind = message.topic.split("/")[2]
         decoded = {} if kind in ("NCMD", "DCMD") else spm.describe_payload(spm.decode(bytes(message.payload)))
         with self._lock:
@@ -282,3 +284,24 @@ def test_killing_the_service_yields_ndeath_with_the_births_bdseq(
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+def test_with_a_primary_host_the_births_wait_for_its_state_online(broker: Mosquitto, host: Host,
+                                                                   tmp_path: Path) -> None:  # fmt: skip
+    config = SparkplugConfig(group_id=GROUP, edge_node_id=NODE, bdseq_file=tmp_path / "bdseq",
+                             primary_host_id="scada-1")  # fmt: skip
+    node = SparkplugNode(config, mqtt_config(broker.port, tmp_path / "unused.sqlite"))
+    sink = node.add_device(StationStandIn())
+    node.start()
+    try:
+        state_topic = "spBv1.0/STATE/scada-1"
+        host.client.publish(state_topic, b"not json", qos=1, retain=True).wait_for_publish(5)  # ignored, logged
+        sink.publish(_verdict(1))  # not born yet: counted, not sent
+        assert poll(lambda: node.undelivered == 1, WAIT_S)
+        assert host.of("NBIRTH") == []
+        # Sparkplug 3.0 hosts publish STATE retained, so a node that connects later still learns it.
+        host.client.publish(state_topic, b'{"online": true, "timestamp": 1}', qos=1, retain=True).wait_for_publish(5)
+        assert poll(lambda: host.of("DBIRTH", "press-1"), WAIT_S), "no births after the host came online"
+        assert host.of("DBIRTH", "press-1")[0]["metrics"]["Inspection/Part ID"] == "P-1"  # the last verdict, kept
+    finally:
+        node.close()

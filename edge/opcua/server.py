@@ -398,4 +398,3 @@ class OpcUaStationSink:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Nothing per station: the server closes once, after every station (``OpcUaServer.close``)."""
-

@@ -140,14 +140,15 @@ class SparkplugNode:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Publish NDEATH ourselves (a clean DISCONNECT sends no Will), then disconnect."""
-        self._stop.set()
         client = self._client
-        if client is not None and self._born.is_set():
+        if client is not None and self._born.is_set():  # before the stop: the thread disconnects on it
+            self._born.clear()  # no data after the death
             info = client.publish(self.topic("NDEATH"), self._death_payload(), qos=1)
             try:
                 info.wait_for_publish(timeout_s)
             except (RuntimeError, ValueError):
                 log.warning("sparkplug: NDEATH not acknowledged before the disconnect")
+        self._stop.set()
         if self._thread.ident is not None:
             self._thread.join(timeout_s + 2.0)
 
@@ -164,9 +165,7 @@ class SparkplugNode:
             if not self._born.is_set():
                 self.undelivered += 1
                 return
-            self._publish(
-                "DDATA", [*spm.verdict_metrics(verdict), *spm.count_metrics(entry.counts)], device
-            )
+            self._publish("DDATA", [*spm.verdict_metrics(verdict), *spm.count_metrics(entry.counts)], device)
 
     # -- the connection thread -----------------------------------------------------------------
 
@@ -282,7 +281,7 @@ class SparkplugNode:
         try:
             online = bool(json.loads(payload.decode("utf-8")).get("online"))
         except (ValueError, UnicodeDecodeError, AttributeError):
-            log.warning("sparkplug: the host STATE message is not JSON {\"online\": ...}; ignored")
+            log.warning('sparkplug: the host STATE message is not JSON {"online": ...}; ignored')
             return
         if online:
             self.rebirth()

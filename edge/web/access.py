@@ -12,6 +12,8 @@ from typing import Any
 from inspector.errors import ConfigError
 
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+# Set by a reverse proxy: behind one, every client's connection comes from loopback.
+PROXY_HEADERS = ("HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP")
 
 
 def load_token(env_name: str | None, file: Path | None, environ: Mapping[str, str] = os.environ) -> str | None:
@@ -34,7 +36,10 @@ def load_token(env_name: str | None, file: Path | None, environ: Mapping[str, st
 
 
 def is_local(environ: Mapping[str, Any]) -> bool:
-    """A request from this box, to a loopback host name (a DNS-rebinding page gets no free pass)."""
+    """A request from this box, to a loopback host name (a DNS-rebinding page gets no free pass), not
+    relayed by a proxy (a proxy on the box makes every client look local: then the token is needed)."""
+    if any(name in environ for name in PROXY_HEADERS):
+        return False
     try:
         loopback = ipaddress.ip_address(environ.get("REMOTE_ADDR", "")).is_loopback
     except ValueError:

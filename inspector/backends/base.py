@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from inspector.config_paths import RELATIVE_TO_CONFIG
+
 # Rows of Qwen3-VL pixel_values: channels (3) x temporal patch (2) x 16 x 16, float32.
 PATCH_DIM = 3 * 2 * 16 * 16
 # Rows of patch bytes (the hot path): channels x 16 x 16 uint8, one temporal frame, not yet
@@ -47,7 +49,9 @@ class BackendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: str
-    path: str = Field(description="checkpoint directory, or a hub id such as Qwen/Qwen3-VL-4B-Instruct")
+    path: str = Field(
+        description="checkpoint directory, or a hub id such as Qwen/Qwen3-VL-4B-Instruct" + RELATIVE_TO_CONFIG
+    )
     dtype: Precision = Field(
         "float32", description="weights and compute: float32, bfloat16, float16, fp8 (compute capability >= 8.9)"
     )

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from inspector.decode import read_image_file  # the one image decoder (never raises)
 from inspector.errors import SourceError
 from inspector.frames import Frame
 from inspector.sources import ImageFilesSource, VideoFileSource, open_source
 from inspector.sources.base import FILE_MAX_BAD_READS, open_capture, read_frame, utcnow
-from inspector.sources.files import _imread  # the one image decoder sources use (never raises)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class RangeReader:
         end = len(self._paths) if stop is None else min(stop, len(self._paths))
         for index in range(start, end):
             path = self._paths[index]
-            image = _imread(path)
+            image = read_image_file(path)
             if image is None:
                 stats.corrupt += 1
                 log.warning("%s: cannot decode image %s; skipped", self.source_id, path)

@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from inspector.config import TilingConfig, format_validation_error, load_config
+from inspector.decode import read_image_file
 from inspector.errors import InspectorError
 from inspector.tiling import Tile, TilePlanner
 
@@ -95,7 +96,7 @@ def _read_image(path_text: str) -> np.ndarray:
     path = Path(path_text)
     if not path.is_file():
         raise InspectorError(f"image {path} does not exist", "pass an image file, or --size WxH for a frame size")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = read_image_file(path)  # decoded as the pipeline decodes every image
     if image is None:
         raise InspectorError(f"{path} is not a readable image", "use PNG, JPEG, BMP or TIFF")
     return image

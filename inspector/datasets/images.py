@@ -1,10 +1,8 @@
 """Decoding labelled images and video frames into what the pipeline sees: BGR uint8 (H, W, 3).
 
-Class folders hold images of any kind; they are normalised the way a camera frame would be:
-16-bit samples are scaled by 255/65535 (full range, so brightness keeps its meaning across
-images; ``sources.base.as_bgr`` instead stretches by each image's maximum), grayscale is
-repeated to three channels, and an alpha channel is composited over black (a transparent
-pixel shows nothing, as on a camera).
+Class folders hold images of any kind; they are decoded as every image the pipeline sees is
+(inspector/decode.py: 16-bit scaled by 255/65535, alpha composited over black, grey to BGR),
+so training and serving see the same pixels.
 """
 
 from __future__ import annotations
@@ -15,26 +13,7 @@ import cv2
 import numpy as np
 
 from inspector.datasets.errors import DatasetError
-
-
-def to_bgr_uint8(image: np.ndarray) -> np.ndarray:
-    """Any decoded image (uint8/uint16/float, 1/3/4 channels) -> BGR uint8 (H, W, 3)."""
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.dtype == np.uint16:
-        image = (image.astype(np.float32) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
-    elif image.dtype in (np.float32, np.float64):  # e.g. 32-bit TIFF in [0, 1]
-        image = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise ValueError(f"unsupported sample type {image.dtype}")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 4:
-        alpha = image[:, :, 3:4].astype(np.float32) / 255.0
-        return (image[:, :, :3].astype(np.float32) * alpha + 0.5).astype(np.uint8)
-    if image.shape[2] != 3:
-        raise ValueError(f"unsupported channel count {image.shape[2]}")
-    return np.ascontiguousarray(image)
+from inspector.decode import read_image_file, to_bgr_uint8  # noqa: F401 - to_bgr_uint8 re-exported
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -42,13 +21,13 @@ def read_image(path: Path) -> np.ndarray:
 
     if not path.is_file():
         raise DatasetError(f"image {path} does not exist", "check the data set's file names")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise DatasetError(f"image {path} cannot be decoded (corrupt or not an image)", "re-export or remove it")
-    try:
-        return to_bgr_uint8(image)
-    except ValueError as error:
-        raise DatasetError(f"image {path}: {error}", "save it as 8- or 16-bit PNG/JPEG") from None
+    image = read_image_file(path)
+    if image is None:
+        raise DatasetError(
+            f"image {path} cannot be decoded (corrupt, not an image, or an unusual sample type)",
+            "re-export it as an 8- or 16-bit PNG/JPEG, or remove it",
+        )
+    return image
 
 
 def read_video_frame(path: Path, index: int) -> np.ndarray:

@@ -50,6 +50,12 @@ class Topics:
         """Inbound commands (MQTT v5 request/response); sub-topics ``cmd/<name>`` are allowed."""
         return f"{self.base}/cmd"
 
+    @property
+    def response(self) -> str:
+        """Where command answers go: the request's MQTT v5 ResponseTopic must be this or lie under it
+        (``response/<requester>``), so a requester cannot make the station publish on another's topics."""
+        return f"{self.base}/response"
+
 
 def watch_filters(
     root: str,

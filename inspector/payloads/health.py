@@ -15,7 +15,7 @@ from inspector.payloads._schema import published_schema
 from inspector.payloads.status import StationState
 
 HEALTH_SCHEMA_ID = "line-inspector/health"
-HEALTH_SCHEMA_VERSION = "1.0"
+HEALTH_SCHEMA_VERSION = "1.1"  # 1.1: frames.failed/spilled/lost/failing_streak, sink_failures
 
 
 class _Message(BaseModel):
@@ -27,7 +27,13 @@ class FrameCounts(_Message):
     inspected: int = Field(description="frames given a verdict (including error verdicts)")
     errors: int = Field(description="frames whose inspection failed (UNCERTAIN with an error)")
     dropped: int = Field(description="frames never inspected: stale live frames, queue overflow, pause")
-    published: int = Field(description="verdicts handed to the sinks")
+    published: int = Field(description="verdicts every sink took")
+    failed: int = Field(0, description="verdicts some sink refused after its retries (kept in the spill file)")
+    spilled: int = Field(0, description="failed verdicts kept in edge.spill_file")
+    lost: int = Field(0, description="verdicts neither delivered nor kept (spill file failed, publisher gone)")
+    failing_streak: int = Field(
+        0, description="verdicts in a row that failed: inspection errors or refused by a sink (edge.degraded_after)"
+    )
 
 
 class Latency(_Message):
@@ -61,6 +67,7 @@ class HealthMessage(_Message):
     source: SourceHealth
     gpu: dict[str, Any] | None = Field(None, description="GPU memory in bytes where the model runs on a GPU")
     rss_bytes: int | None = Field(None, description="resident memory of the service process")
+    sink_failures: dict[str, int] = Field(default_factory=dict, description="calls that raised, per sink type")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

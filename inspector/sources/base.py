@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import cv2
 import numpy as np
 
+from inspector.decode import to_bgr_uint8
 from inspector.errors import SourceError
 from inspector.frames import Frame
 
@@ -174,14 +175,11 @@ def read_frame(cap: cv2.VideoCapture) -> np.ndarray | None:
 
 
 def as_bgr(image: np.ndarray) -> np.ndarray:
-    """Frames are BGR uint8 (H, W, 3) whatever the decoder produced."""
-    if image.dtype != np.uint8:
-        image = cv2.convertScaleAbs(image, alpha=255.0 / max(float(image.max()), 1.0))
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return image
+    """Frames are BGR uint8 (H, W, 3) whatever the decoder produced: the one normalisation
+    (inspector/decode.py), as in training. A camera's usual BGR uint8 frame passes unchanged."""
+    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        return image
+    return to_bgr_uint8(image)
 
 
 # --------------------------------------------------------------------------- base

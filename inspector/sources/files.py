@@ -12,13 +12,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inspector.decode import read_image_file
 from inspector.errors import SourceError
 from inspector.frames import Frame
 from inspector.sources.base import (
     FILE_MAX_BAD_READS,
     IMAGE_EXTENSIONS,
     FrameSource,
-    as_bgr,
     capture_fps,
     natural_key,
     open_capture,
@@ -211,7 +211,7 @@ class ImageFilesSource(FrameSource):
             index = self._position
             path = self.paths[index % len(self.paths)]
             self._position += 1
-            image = _imread(path)
+            image = read_image_file(path)
             if image is None:
                 self.stats.frames_skipped_corrupt += 1
                 log.warning("%s: cannot decode image %s; skipped", self.source_id, path)
@@ -222,17 +222,6 @@ class ImageFilesSource(FrameSource):
                 image=image, source_id=self.source_id, index=index, captured_at=utcnow(), meta={"path": str(path)}
             )
         raise StopIteration
-
-
-def _imread(path: Path) -> np.ndarray | None:
-    try:
-        # imdecode of the bytes: works for any path encoding and never raises on garbage.
-        data = np.fromfile(str(path), dtype=np.uint8)
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    except (OSError, cv2.error) as error:
-        log.debug("cannot read %s: %s", path, error)
-        return None
-    return None if image is None else as_bgr(image)
 
 
 def _image_files(paths: Sequence[Path]) -> list[Path]:
