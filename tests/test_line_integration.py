@@ -106,7 +106,8 @@ def line_station(tmp_path: Path, model_dir: Path, broker: Mosquitto, opcua_port:
         "recipes": RECIPES,
         "sinks": {"mqtt": {"port": broker.port, "outbox": str(tmp_path / "outbox.sqlite"), "topic_root": ROOT}},
         "edge": {
-            "metrics_port": 0, "live_port": 0,
+            "metrics_port": 0,
+            "live_port": 0,
             "opcua": {"port": opcua_port, "security_policies": ["None"], "allow_anonymous": True},
             "sparkplug": {"group_id": "plant", "edge_node_id": "box-1", "bdseq_file": str(tmp_path / "bdseq")},
         },
@@ -172,7 +173,9 @@ def test_a_line_triggers_an_emulated_camera_over_opcua_and_reads_every_verdict_e
         assert sorted(e.PartId for e in events) == sorted(expected)
         for event in events:
             assert (event.RecipeId, event.ResultId, event.Result) == (
-                expected[event.PartId], mqtt_parts[event.PartId]["message_id"], mqtt_parts[event.PartId]["verdict"]
+                expected[event.PartId],
+                mqtt_parts[event.PartId]["message_id"],
+                mqtt_parts[event.PartId]["verdict"],
             )
 
         # Killed without a word: the broker publishes the Will, the NDEATH of this birth's bdSeq.
