@@ -28,16 +28,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from export.onnx_export import export_model  # noqa: E402
 from inspector.artifacts.identity import identify_state  # noqa: E402
-from inspector.models import TinySpec, tiny_config  # noqa: E402
+from inspector.models import tiny_config  # noqa: E402
+from inspector.models.fullsize import QWEN3_VL_4B  # noqa: E402
 
 log = logging.getLogger("bench.export_4b")
-
-# Qwen3-VL-4B (Instruct and Thinking share it): see DESIGN.md, "Facts".
-QWEN3_VL_4B = TinySpec(
-    text_hidden=2560, text_layers=36, text_heads=32, text_kv_heads=8, text_head_dim=128, text_mlp=9728,
-    vision_depth=24, vision_hidden=1024, vision_heads=16, vision_mlp=4096, deepstack_indexes=(5, 11, 17),
-    num_position_embeddings=2304, tie_word_embeddings=True,
-)  # fmt: skip
 
 
 def peak_rss_gib() -> float:

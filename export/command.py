@@ -62,6 +62,13 @@ example:
 
 Exit status 0 when the graphs match the reference within the tolerance of their dtype
 (float32: 1e-4 and identical greedy tokens), 1 otherwise.
+
+On a GPU box, --engine ENGINE_DIR compares each TensorRT engine's graph with ONNX Runtime
+instead (no --model needed): one `polygraphy run GRAPH --trt --onnxrt --strongly-typed` per
+engine, with the profile recorded in engines.json and the engine directory's timing cache;
+tolerances by precision (float16 1e-2, fp8 1e-1 on the median error), or --atol/--rtol.
+--dry-run prints the Polygraphy commands without running them (works anywhere):
+  inspector export check --onnx engines/4b-512 --engine engines/4b-512-trt --dry-run
 """
 
 
@@ -125,12 +132,18 @@ def register(subparsers: Any) -> None:
         epilog=CHECK_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    check.add_argument("--model", required=True, type=Path, help="the checkpoint directory the graphs came from")
+    check.add_argument("--model", type=Path, help="the checkpoint directory the graphs came from (not with --engine)")
     check.add_argument("--onnx", required=True, type=Path, help="the export directory (holds manifest.json)")
     check.add_argument("--config", type=Path, help="station YAML whose inspection section gives the prompt")
     check.add_argument("--batch", type=int, default=2, help="tiles per batch (default: 2)")
     check.add_argument("--tokens", type=int, default=32, help="greedy explanation tokens to compare (default: 32)")
     check.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
+    engines = check.add_argument_group("TensorRT engines vs ONNX Runtime (Polygraphy, on a GPU box)")
+    engines.add_argument("--engine", type=Path, metavar="ENGINE_DIR",
+                         help="compare the engines built there (export engine) with ONNX Runtime")  # fmt: skip
+    engines.add_argument("--atol", type=float, help="absolute tolerance (default: by precision)")
+    engines.add_argument("--rtol", type=float, help="relative tolerance (default: by precision)")
+    engines.add_argument("--dry-run", action="store_true", help="print the polygraphy commands, run nothing")
     check.set_defaults(func=run)
     parser.set_defaults(func=run, export_parser=parser)
 
@@ -181,6 +194,26 @@ def _fp8_calibration(args: argparse.Namespace) -> Any:
     return quantize
 
 
+def _check_engines(args: argparse.Namespace) -> int:
+    """``export check --engine``: Polygraphy's TensorRT vs ONNX Runtime comparison per engine."""
+    import shlex
+
+    from export.engine_check import check_commands, run_checks
+
+    checks = check_commands(args.onnx, args.engine, atol=args.atol, rtol=args.rtol)
+    if args.dry_run:
+        for check in checks:
+            print(shlex.join(check.command))
+        return 0
+    results = run_checks(checks)
+    if args.json:
+        print(json.dumps({"engines": results, "passed": all(results.values())}))
+    else:
+        for graph, passed in results.items():
+            print(f"{graph:24} {'PASS' if passed else 'FAIL'}")
+    return 0 if all(results.values()) else 1
+
+
 def run(args: argparse.Namespace) -> int:
     command = getattr(args, "export_command", None)
     if command == "onnx":
@@ -209,10 +242,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"built {', '.join(report.built) or 'nothing'}; up to date: {', '.join(report.reused) or 'none'} "
                   f"({report.device['gpu']}, TensorRT {report.device['tensorrt']}) in {args.out}")  # fmt: skip
         return 0
+    if command == "check" and args.engine is not None:
+        return _check_engines(args)
     if command == "check":
         from export.parity import DEFAULT_INSPECTION, check_parity
         from inspector.artifacts.manifest import read_manifest
         from inspector.errors import ConfigError
+
+        if args.model is None:
+            raise ConfigError(
+                "export check needs --model (the checkpoint the graphs came from)",
+                "pass --model DIR, or --engine ENGINE_DIR to compare TensorRT engines instead",
+            )
 
         if read_manifest(args.onnx).effective_precision == "fp8":
             raise ConfigError(

@@ -58,7 +58,7 @@ class SharedWeights:
         self.close()
 
 
-def _tensor_bytes(tensor: onnx.TensorProto, base: Path) -> bytes:
+def tensor_bytes(tensor: onnx.TensorProto, base: Path) -> bytes:
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         info = {entry.key: entry.value for entry in tensor.external_data}
         with (base / info["location"]).open("rb") as handle:
@@ -81,7 +81,7 @@ def _constants_to_initializers(graph: onnx.GraphProto, base: Path) -> None:
             and node.domain in ("", "ai.onnx")
             and attribute is not None
             and attribute.name == "value"
-            and len(_tensor_bytes(attribute.t, base)) >= _INLINE_BELOW
+            and len(tensor_bytes(attribute.t, base)) >= _INLINE_BELOW
         ):
             tensor = onnx.TensorProto()
             tensor.CopyFrom(attribute.t)
@@ -99,7 +99,7 @@ def relocate_weights(source: Path, target: Path, shared: SharedWeights) -> None:
     model = onnx.load(str(source), load_external_data=False)
     _constants_to_initializers(model.graph, source.parent)
     for tensor in model.graph.initializer:
-        data = _tensor_bytes(tensor, source.parent)
+        data = tensor_bytes(tensor, source.parent)
         for field in _TYPED_FIELDS:
             tensor.ClearField(field)
         del tensor.external_data[:]

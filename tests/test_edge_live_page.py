@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from edge.web import LivePage, LiveServer, LiveState, LiveStation
+from inspector.explanations import RANDOM_WORDS
 from inspector.frames import Frame
 from inspector.model_warning import RANDOM_WEIGHTS_WARNING
 from inspector.payloads.verdict import Defect, FrameVerdict, ModelRef, SourceRef, StationRef
@@ -78,6 +79,9 @@ def test_from_this_box_the_page_reads_without_a_token(page) -> None:
     observe(state, "NG", 1, "P-1")
     status, body = call(app, "/api/state")
     assert status.startswith("200") and json.loads(body)["counts"]["NG"] == 1
+    shown = json.loads(body)
+    assert shown["recent_ng"][0]["explanation"] == "a dark line across the surface"
+    assert shown["recent_ng"][0]["words_label"] == shown["current"]["words_label"] == RANDOM_WORDS
     assert call(app, "/")[0].startswith("200") and call(app, "/api/frame.jpg")[1][:2] == b"\xff\xd8"
 
 
@@ -151,8 +155,20 @@ def test_the_page_renders_updates_on_a_new_verdict_and_its_buttons_work(page, tm
             expect(tab.locator("#yield")).to_have_text("50.0 %")
             expect(tab.locator("#recent li")).to_have_count(1)
             expect(tab.locator("#recent li")).to_contain_text("a dark line across the surface")
+            # The words sit beside the rejected part's picture, under the random model's label.
+            words = tab.locator("#recent li .words")
+            expect(words).to_contain_text("a dark line across the surface")
+            expect(words.locator(".toy")).to_have_text(RANDOM_WORDS)
+            expect(tab.locator("#defects .words .toy")).to_have_text(RANDOM_WORDS)
             tab.wait_for_function("document.querySelector('#recent img').naturalWidth > 0", timeout=15_000)
             tab.wait_for_function("document.querySelector('#frame').naturalWidth > 0", timeout=15_000)
+            # One read of both boxes (the list is rebuilt on every poll): the words beside the picture, not under.
+            picture, said = tab.evaluate("""() => {
+                const li = document.querySelector('#recent li');
+                const box = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+                return [box(li.querySelector('img')), box(li.querySelector('.words'))];
+            }""")  # fmt: skip
+            assert said[0] >= picture[2] and said[1] < picture[3], (picture, said)
 
             tab.click("#pause")
             expect(tab.locator("#state")).to_have_text("paused", timeout=15_000)

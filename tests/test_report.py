@@ -37,9 +37,11 @@ INSPECTION = InspectionConfig(
 )
 
 
-def _verdicts_for(labels: dict, video: Path, *, random_weights: bool, flip: dict[int, str]) -> list[str]:
-    """Verdicts a perfect model would give (boxes -> tiles with p(class) 0.8), except frames in ``flip``:
-    "miss" (defects unseen) or "reject" (a spot seen on a clean frame)."""
+def _verdicts_for(
+    labels: dict, video: Path, *, random_weights: bool, flip: dict[int, str], demo_model: bool = False
+) -> list[str]:
+    """Verdicts a perfect model would give (boxes -> tiles with p(class) 0.8, explained in words), except
+    frames in ``flip``: "miss" (defects unseen) or "reject" (a spot seen on a clean frame)."""
     tiles = plan_tiles(labels["width"], labels["height"], 96, 0.2, global_view=True)
     lines = []
     for frame in labels["frames"]:
@@ -55,8 +57,16 @@ def _verdicts_for(labels: dict, video: Path, *, random_weights: bool, flip: dict
                     probabilities[defect["class"]] = 0.8
             if flip.get(index) == "reject" and tile.index == 0:
                 probabilities = {"ok": 0.05, "scratch": 0.0, "spot": 0.95, "crack": 0.0, "missing_piece": 0.0}
+            top = max(probabilities, key=probabilities.__getitem__)
+            words = None if top == "ok" else f"{top} seen in tile {tile.index} of frame {index}"
             tile_verdicts.append(
-                TileVerdict(index=tile.index, bbox=tile.bbox, is_global=tile.is_global, probabilities=probabilities)
+                TileVerdict(
+                    index=tile.index,
+                    bbox=tile.bbox,
+                    is_global=tile.is_global,
+                    probabilities=probabilities,
+                    explanation=words,
+                )  # fmt: skip
             )
         decision = aggregate(tile_verdicts, INSPECTION)
         verdict = FrameVerdict(
@@ -65,7 +75,9 @@ def _verdicts_for(labels: dict, video: Path, *, random_weights: bool, flip: dict
             verdict=decision.verdict,
             confidence=decision.confidence,
             defects=decision.defects,
-            model=ModelRef(id="m", backend="torch", precision="float32", random_weights=random_weights),
+            model=ModelRef(
+                id="m", backend="torch", precision="float32", random_weights=random_weights, demo_model=demo_model
+            ),  # fmt: skip
             tiles=tile_verdicts,
         )
         lines.append(verdict.to_json())
@@ -91,12 +103,39 @@ def test_report_shows_what_went_wrong(replayed, tmp_path: Path) -> None:
     page = render_report(verdicts, title="t", predictions=match_verdicts(dataset, verdicts), classes=dataset.classes)
     assert "randomly initialised test model" in page
     assert "Missed defects (escapes) (1)" in page and "False rejects (overkill) (1)" in page
+    found = sum(1 for f in labels["frames"] if f["defects"]) - 1  # every defective frame but the missed one
+    assert f"Defects found ({found})" in page
     # pictures: each card holds the drawn frame and its heatmap, plus the curves
-    assert page.count("data:image/jpeg;base64,") == 4 and page.count("data:image/png;base64,") == 1
+    assert page.count("data:image/jpeg;base64,") == 2 * (2 + found) and page.count("data:image/png;base64,") == 1
     assert "<script" not in page and "http://" not in page and "https://" not in page  # self-contained
     # pictures first, then curves, then the tables
     assert page.index("Missed defects") < page.index("Curves") < page.index("Confusion matrix, tiles")
     assert "escape_rate" in page and "box_hit_rate" in page
+
+
+def test_report_shows_the_words_under_each_ng_picture_labelled_for_toy_models(replayed, tmp_path: Path) -> None:
+    results, labels, flip = replayed
+    verdicts = read_verdicts(results)
+    dataset = load_dataset(results.parent / "demo", list(CLASSES))
+    page = render_report(verdicts, title="t", predictions=match_verdicts(dataset, verdicts), classes=dataset.classes)
+    cards = page.split("<div class='frame'>")[1:]
+    flagged = [c for c in cards if "<span class='NG'>NG</span>" in c]
+    assert flagged
+    for card in flagged:
+        # the words come after the pictures, under the random model's label
+        assert card.index("<img") < card.index("<div class='words'><b>explanation</b>")
+        assert "words of a RANDOM model: meaningless" in card and "seen in tile" in card
+    ng = [f["index"] for f in labels["frames"] if f["defects"] and flip.get(f["index"]) != "miss"]
+    assert all(f"of frame {i}</i>" in page for i in ng)
+    # A demo model's words say so; a real checkpoint's carry no label.
+    demo = tmp_path / "demo.jsonl"
+    demo.write_text("\n".join(_verdicts_for(labels, Path(dataset.source), random_weights=False, flip={},
+                                            demo_model=True)) + "\n")  # fmt: skip
+    assert "words of a DEMO model" in render_report(read_verdicts(demo), title="t")
+    real = tmp_path / "real.jsonl"
+    real.write_text("\n".join(_verdicts_for(labels, Path(dataset.source), random_weights=False, flip={})) + "\n")
+    shown = render_report(read_verdicts(real), title="t")
+    assert "seen in tile" in shown and "words of a" not in shown
 
 
 def test_report_without_labels_pictures_ng_frames(replayed) -> None:
@@ -144,6 +183,7 @@ def test_report_renders_in_headless_chromium(replayed, tmp_path: Path) -> None:
     results, _, _ = replayed
     out = tmp_path / "report.html"
     assert main(["report", str(results), "--labels", str(results.parent / "demo"), "--out", str(out)]) == 0
+    page_images = out.read_text().count("<img ")
     errors: list[str] = []
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
@@ -156,12 +196,14 @@ def test_report_renders_in_headless_chromium(replayed, tmp_path: Path) -> None:
             page.wait_for_load_state("load")
             widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
             heading = page.inner_text("h1")
+            words = page.inner_text("div.words") if page.query_selector("div.words") else ""
             shot = tmp_path / "report.png"
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
     assert heading == "Inspection report"
-    assert len(widths) == 5 and all(w > 0 for w in widths), widths
+    assert len(widths) == page_images and all(w > 0 for w in widths), widths
+    assert "words of a RANDOM model" in words
     assert errors == []
     assert shot.stat().st_size > 10_000
     keep = os.environ.get("REPORT_SCREENSHOT")  # to look at it: REPORT_SCREENSHOT=/tmp/report.png pytest ...

@@ -116,6 +116,28 @@ def test_resume_after_a_kill_continues_identically(station, prepared, tmp_path: 
     assert strip == [{k: v for k, v in vars(m).items() if k != "seconds"} for m in resumed.state.history]
 
 
+class _CodeOnLoad:
+    """Unpickling this runs ``open(path, "w")``: what a tampered state file could do on --resume."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_resume_refuses_a_state_file_that_carries_code(station, prepared, tmp_path: Path) -> None:
+    out = tmp_path / "tampered"
+    _, record = _train(station, prepared, out, stop_after_epoch=1)
+    assert record is None
+    state = torch.load(out / CHECKPOINT, weights_only=True)  # the real state loads as plain data
+    marker = tmp_path / "pwned"
+    torch.save({**state, "history": _CodeOnLoad(marker)}, out / CHECKPOINT)
+    with pytest.raises(TrainingError, match="refused"):
+        _train(station, prepared, out, resume=True)
+    assert not marker.exists()
+
+
 def test_a_seed_determines_the_model(station, prepared, tmp_path: Path) -> None:
     one = replace(FAST, epochs=1)
     _train(station, prepared, tmp_path / "a", one)
@@ -158,7 +180,7 @@ def test_demo_label_flows_into_verdicts(station, prepared, tmp_path: Path) -> No
     verdict = inspector.inspect(Frame(image=image, source_id="t", index=0, captured_at=datetime.now(UTC)))
     payload = json.loads(verdict.model_dump_json(by_alias=True))
     assert payload["model"]["demo_model"] is True and payload["model"]["random_weights"] is False
-    assert payload["schema_version"] == "1.1"
+    assert tuple(map(int, payload["schema_version"].split("."))) >= (1, 1)  # demo_model arrived in 1.1
 
 
 def test_refuses_to_overwrite_a_checkpoint_it_did_not_write(station, prepared, tiny_model_dir) -> None:
@@ -208,12 +230,15 @@ def test_coco_data_trains(tmp_path: Path, tiny_model_dir: Path) -> None:
 
 
 def test_explanation_loss_trains_the_words_after_the_answer(station, prepared, tmp_path: Path) -> None:
-    from inspector.training.objective import explanation_text
+    from inspector.training.explanation_text import explanation_text, names_class_and_region
 
     inspection = load_config(station[0]).inspection
     assert explanation_text(inspection, 0, None) == inspection.ok_description
-    assert explanation_text(inspection, 2, (0.1, 0.9)) == "a dark blob, bottom left"
-    assert explanation_text(inspection, 1, (0.5, 0.5)) == "a thin bright line, centre"
+    assert explanation_text(inspection, 2, (0.1, 0.9), 0.2) == "spot: a dark blob, bottom left, small"
+    assert explanation_text(inspection, 1, (0.5, 0.5), 0.9) == "scratch: a thin bright line, centre, large"
+    assert names_class_and_region("spot: a dark blob, bottom left, small", "spot", (0.2, 0.8))
+    assert not names_class_and_region("spot: a dark blob, bottom left, small", "scratch", (0.2, 0.8))
+    assert not names_class_and_region("spot: a dark blob, bottom left, small", "spot", (0.5, 0.5))
     trainer, record = _train(station, prepared, tmp_path / "explain", replace(FAST, epochs=1, explain=True))
     words = record["epochs"][0]["explanation_loss"]
     assert words is not None and 0 < words < 20  # cross-entropy over a 151,936-token vocabulary: ln V = 11.9

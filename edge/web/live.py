@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 
 from edge.web.access import is_local, token_ok
 from edge.wsgi import BackgroundWSGIServer
+from inspector.explanations import shorten, words_label
 from inspector.frames import Frame
 from inspector.payloads.verdict import FrameVerdict
 from inspector.render import draw_verdict, encode_jpeg, thumbnail
@@ -33,6 +34,7 @@ class _NgPart:
     confidence: float
     classes: list[str]
     explanation: str | None
+    words_label: str | None  # a random or demo model's words say what they are worth
     evidence: str | None
     jpeg: bytes
 
@@ -59,7 +61,8 @@ class LiveState:
     def observe(self, frame: Frame | None, verdict: FrameVerdict) -> None:
         ng = None
         if verdict.verdict == "NG" and frame is not None:
-            explanation = next((d.explanation for d in verdict.defects if d.explanation), None)
+            said = [d for d in verdict.defects if (d.explanation or "").strip()]
+            explanation = shorten(max(said, key=lambda d: d.confidence).explanation or "") if said else None
             ng = _NgPart(
                 id=verdict.message_id,
                 at=verdict.source.captured_at.isoformat(),
@@ -67,6 +70,7 @@ class LiveState:
                 confidence=verdict.confidence,
                 classes=list(dict.fromkeys(d.class_name for d in verdict.defects)),
                 explanation=explanation,
+                words_label=words_label(verdict.model.model_dump()) if explanation else None,
                 evidence=verdict.evidence,
                 jpeg=encode_jpeg(thumbnail(draw_verdict(frame.image, verdict), 240), 80),
             )
@@ -100,6 +104,7 @@ class LiveState:
                 "part_id": verdict.source.part_id,
                 "at": verdict.source.captured_at.isoformat(),
                 "error": verdict.error,
+                "words_label": words_label(verdict.model.model_dump()),
                 "defects": [
                     {"class": d.class_name, "confidence": d.confidence, "bbox": d.bbox, "explanation": d.explanation}
                     for d in verdict.defects

@@ -11,11 +11,11 @@ Recipe (ModelOpt's VLM PTQ default, vLLM/llm-compressor practice):
   the prompt of the station's inspection section) on tiles of the line's footage
   (``export.quantize.calibration``).
 - ONNX: the quantisers trace as ModelOpt's ``trt::TRT_FP8{Quantize,Dequantize}Linear``;
-  ModelOpt's ``FP8QuantExporter`` folds each weight into FP8 bytes + ``DequantizeLinear`` and
-  renames the activation pairs to ``QuantizeLinear``/``DequantizeLinear`` with a
-  ``float8e4m3fn`` zero point. In 0.47 it leaves those nodes in the ``trt`` domain and their
-  output types as the uint8 the tracer declared; ``native_qdq`` finishes the job (domain,
-  types, opset import) so ONNX Runtime and TensorRT load the same standard graph.
+  ``export.quantize.streaming_qdq`` folds each weight into FP8 bytes + ``DequantizeLinear`` and
+  turns the activation pairs into standard ``QuantizeLinear``/``DequantizeLinear`` with a
+  ``float8e4m3fn`` zero point — ModelOpt's ``FP8QuantExporter`` rewrite, but one weight at a
+  time (ModelOpt's holds the whole graph with its weights: tens of GB for the 4B), so ONNX
+  Runtime and TensorRT load the same standard graph.
 
 The text graph calls its linears as ``x @ W^T`` on pre-transposed weights (see
 ``export.text_graph``), bypassing ``QuantLinear.forward``; ``QuantizedTextGraph`` applies the
@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from export.quantize.calibration import CalibrationSet
+from export.quantize.streaming_qdq import rewrite_fp8_qdq
 from export.text_graph import TextGraph
 from inspector.config import InspectionConfig
 from inspector.errors import InspectorError
@@ -65,20 +66,9 @@ def _mtq() -> Any:
     return mtq
 
 
-def _fp8_exporter() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            from modelopt.onnx.export import FP8QuantExporter
-        except ImportError as error:
-            raise QuantizationError(f"FP8 export needs ModelOpt's ONNX exporter ({error})", INSTALL_HINT) from None
-    return FP8QuantExporter
-
-
 def require_modelopt() -> None:
     """Fail now, naming the install, rather than after minutes of calibration."""
     _mtq()
-    _fp8_exporter()
 
 
 def quant_config(*, quantize_vision: bool = False) -> dict[str, Any]:
@@ -174,43 +164,6 @@ class QuantizedTextGraph(TextGraph):
         return out if linear.bias is None else out + linear.bias
 
 
-def native_qdq(model: Any) -> Any:
-    """ModelOpt's fake-quant ONNX (``trt::TRT_FP8*`` ops) -> standard opset-19 FP8 Q/DQ, weights stored as FP8."""
-    import onnx
-
-    exporter = _fp8_exporter()
-    quiet = logging.getLogger("modelopt")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)
-    printed = io.StringIO()
-    try:
-        # ModelOpt and onnx-graphsurgeon print their progress; keep it for -v, off the user's terminal.
-        with contextlib.redirect_stdout(printed):
-            model = exporter.process_model(model)
-    finally:
-        quiet.setLevel(level)
-        log.debug("FP8QuantExporter: %s", printed.getvalue().strip())
-    quantized = set()
-    for node in model.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.domain == "trt":
-            node.domain = ""
-        if node.op_type == "QuantizeLinear":
-            quantized.add(node.output[0])
-    for value in model.graph.value_info:
-        if value.name in quantized:
-            value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT8E4M3FN
-    left = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
-    if left:
-        raise QuantizationError(
-            f"the FP8 graph still holds custom ops {', '.join(left)}",
-            "report this with the modelopt version: the graph would not load in ONNX Runtime",
-        )
-    imports = [entry for entry in model.opset_import if entry.domain != "trt"]
-    del model.opset_import[:]
-    model.opset_import.extend(imports)
-    return model
-
-
 def qdq_counts(model: Any) -> dict[str, int]:
     import onnx
 
@@ -237,23 +190,15 @@ class Fp8Export:
         return QuantizedTextGraph(model, form, io_dtype)
 
     def process_graph(self, name: str, path: Path) -> None:
-        """Rewrite the traced graph at ``path`` (weights beside it) into standard FP8 Q/DQ, in place."""
+        """Rewrite the traced graph at ``path`` into standard FP8 Q/DQ, in place, one weight at a time."""
         import onnx
-        from onnx.external_data_helper import load_external_data_for_model
 
         model = onnx.load(str(path), load_external_data=False)
-        if not any(node.domain == "trt" for node in model.graph.node):
-            self.graphs[name] = qdq_counts(model)
-            return  # nothing quantised in this graph (the vision tower by default)
-        # The weight files this graph points at are replaced by one file beside it.
-        referenced = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
-        load_external_data_for_model(model, str(path.parent))
-        model = native_qdq(model)
+        if any(node.domain == "trt" for node in model.graph.node):
+            del model
+            rewrite_fp8_qdq(path)  # nothing to do for graphs without quantisers (the vision tower by default)
+            model = onnx.load(str(path), load_external_data=False)
         self.graphs[name] = qdq_counts(model)
-        for location in referenced:
-            (path.parent / location).unlink(missing_ok=True)
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=1024)  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         """The manifest's ``quantization`` section."""

@@ -9,7 +9,12 @@
 - ``generate`` decodes greedily with ``decoder.onnx`` and the KV cache, with the same
   semantics as the torch backend.
 
-Works with the CPU and CUDA execution providers; tensors cross the seam as numpy arrays.
+Graphs run through IO binding (``OrtGraph``): only the outputs the caller reads come to the
+host as numpy (the option logits of a verdict, the logits of a decode step); the KV cache
+stays in ONNX Runtime's own buffers (``OrtValue``) on the provider's device and is bound as
+the next step's past — on CUDA it never leaves the GPU unless an explanation is asked for a
+subset of the batch's rows (those rows are gathered on the host, once). Works with the CPU
+and CUDA execution providers.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ _NUMPY_IO = {"float32": np.float32, "float16": np.float16}
 class OnnxState:
     """KV cache and positions after a prefill; ``generate`` never modifies it."""
 
-    present: list[np.ndarray]  # per layer key, value: (B, KV, L, hd)
+    present: list[Any]  # per layer key, value: (B, KV, L, hd), device values of the runner (never copied out)
     rope_delta: np.ndarray  # (B,) int64: M-RoPE offset for tokens after the prompt
     length: int  # tokens in the cache
     last_embeds: np.ndarray  # (B, 1, D) what the last prompt position was fed
@@ -69,6 +74,52 @@ class OnnxState:
     @property
     def batch(self) -> int:
         return int(self.rope_delta.shape[0])
+
+
+def output_placement(outputs: Sequence[str], host: Sequence[str], device: str) -> dict[str, str]:
+    """Where each graph output is bound: ``host`` ones on "cpu" (read as numpy), the rest on ``device``."""
+    unknown = set(host) - set(outputs)
+    if unknown:
+        raise ValueError(f"the graph has no output(s) {', '.join(sorted(unknown))}")
+    return {name: "cpu" if name in host else device for name in outputs}
+
+
+class OrtGraph:
+    """An ONNX Runtime session run through IO binding.
+
+    ``run(feeds, host)``: ``feeds`` are numpy arrays (copied to the device by ONNX Runtime) or
+    ``OrtValue``s from an earlier run (bound as they are, no copy); the outputs named in
+    ``host`` come back as numpy, every other output as an ``OrtValue`` left on the device.
+    """
+
+    def __init__(self, session: Any, device: str = "cpu", device_id: int = 0) -> None:
+        self.session, self.device, self.device_id = session, device, device_id
+        self.outputs = [o.name for o in session.get_outputs()]
+
+    def run(self, feeds: dict[str, Any], host: Sequence[str]) -> tuple[list[np.ndarray], dict[str, Any]]:
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        placement = output_placement(self.outputs, host, self.device)
+        for name, where in placement.items():
+            binding.bind_output(name, where, 0 if where == "cpu" else self.device_id)
+        self.session.run_with_iobinding(binding)
+        values = dict(zip(placement, binding.get_outputs()))
+        return [values[name].numpy() for name in host], {n: v for n, v in values.items() if n not in host}
+
+    def take_rows(self, values: list[Any], rows: np.ndarray, batch: int) -> list[Any]:
+        """The KV cache of ``rows`` only: as it is when that is every row, else gathered (via the host)."""
+        if len(rows) == batch and np.array_equal(rows, np.arange(batch)):
+            return values
+        import onnxruntime as ort
+
+        return [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v.numpy()[rows]), self.device, self.device_id)
+                for v in values]  # fmt: skip
 
 
 def _default_providers() -> list[Any]:
@@ -139,6 +190,10 @@ class OnnxRuntimeBackend:
         # Sessions load on first use (one of the two vision forms; the decoder only for
         # explanations), except the verdict graph that every frame needs.
         self._sessions: dict[str, Any] = {}
+        # Where the KV cache lives between calls: the first provider's device.
+        self._device = "cuda" if CUDA in names else "cpu"
+        first = self.providers[0]
+        self._device_id = int(first[1].get("device_id", 0)) if isinstance(first, tuple | list) else 0
         self._session("verdict")
         table = np.load(self.onnx_dir / manifest.embedding["file"], mmap_mode="r")
         self._embedding = table
@@ -166,7 +221,8 @@ class OnnxRuntimeBackend:
             path = self.onnx_dir / self.manifest.graphs[name].file
             log.info("loading %s with %s", path, self.providers)
             try:
-                self._sessions[name] = ort.InferenceSession(str(path), self._options, providers=self.providers)
+                session = ort.InferenceSession(str(path), self._options, providers=self.providers)
+                self._sessions[name] = OrtGraph(session, self._device, self._device_id)
             except Exception as error:  # ORT raises its own exception types
                 raise ModelError(
                     f"ONNX Runtime cannot load {path}: {str(error).splitlines()[0]}",
@@ -217,7 +273,7 @@ class OnnxRuntimeBackend:
         if pixel_values.ndim != 3 or pixel_values.shape[1:] != (patches, dim):
             raise ValueError(f"{name} must be (B, {patches}, {dim}), got {pixel_values.shape}")
         feeds = {name: np.ascontiguousarray(pixel_values, dtype=dtype)}
-        embeds, deepstack = self._session(graph).run(["embeds", "deepstack"], feeds)
+        (embeds, deepstack), _ = self._session(graph).run(feeds, ("embeds", "deepstack"))
         return VisualFeatures(embeds.astype(np.float32), deepstack.astype(np.float32), tuple(grid_thw))
 
     def prefill(
@@ -245,9 +301,10 @@ class OnnxRuntimeBackend:
             )
         feeds = self._feeds(embeds, positions, np.ones((batch, length)), deepstack, self._empty_past(batch))
         feeds["option_ids"] = np.asarray(list(option_ids), dtype=np.int64)
-        options, *present = self._session("verdict").run(None, feeds)
+        # Only the option logits come to the host; the KV cache stays where the provider put it.
+        (options,), kept = self._session("verdict").run(feeds, ("option_logits",))
         state = OnnxState(
-            present=present,
+            present=[kept[f"present_{kind}_{layer}"] for layer in range(self._layers) for kind in ("key", "value")],
             rope_delta=delta,
             length=length,
             last_embeds=embeds[:, -1:].copy(),
@@ -256,12 +313,12 @@ class OnnxRuntimeBackend:
         )
         return options.astype(np.float32), state
 
-    def _decode(self, embeds: np.ndarray, positions: np.ndarray, deepstack: np.ndarray,
-                past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:  # fmt: skip
-        total = past[0].shape[2] + embeds.shape[1]
-        mask = np.ones((embeds.shape[0], total))
-        logits, *present = self._session("decoder").run(None, self._feeds(embeds, positions, mask, deepstack, past))
-        return logits, present
+    def _decode(self, embeds: np.ndarray, positions: np.ndarray, deepstack: np.ndarray, past: list[Any],
+                mask: np.ndarray) -> tuple[np.ndarray, list[Any]]:  # fmt: skip
+        """One decoder step: full-vocabulary logits to the host, the grown KV cache kept on the device."""
+        feeds = self._feeds(embeds, positions, mask, deepstack, past)
+        (logits,), kept = self._session("decoder").run(feeds, ("logits",))
+        return logits, [kept[f"present_{kind}_{layer}"] for layer in range(self._layers) for kind in ("key", "value")]
 
     def generate(
         self,
@@ -275,24 +332,27 @@ class OnnxRuntimeBackend:
             return []
         index = np.asarray(list(rows), dtype=np.int64)
         count = len(index)
-        past = [np.ascontiguousarray(p[index]) for p in state.present]
+        past = self._session("decoder").take_rows(state.present, index, state.batch)
         delta = state.rope_delta[index]
         zeros = np.zeros((self._deepstack_layers, count, 1, self._hidden), dtype=self._io)
         cursor = {"past": past, "length": state.length}
 
         def feed(tokens: np.ndarray) -> np.ndarray:
             positions = np.broadcast_to((cursor["length"] + delta)[None, :, None], (3, count, 1))
-            logits, cursor["past"] = self._decode(self._embed(tokens[:, None]), positions, zeros, cursor["past"])
+            mask = np.ones((count, cursor["length"] + 1))
+            logits, cursor["past"] = self._decode(self._embed(tokens[:, None]), positions, zeros, cursor["past"], mask)
             cursor["length"] += 1
             return logits.argmax(axis=-1).astype(np.int64)
 
         def first_choice() -> np.ndarray:
-            # The verdict graph returns option logits only: recompute the last prompt
-            # position with the decoder (same inputs, cache up to the position before it).
+            # The verdict graph returns option logits only: recompute the last prompt position
+            # with the decoder. The cache already holds that position; masking it out makes the
+            # recomputed query see exactly the positions before it (no slicing of device buffers).
+            mask = np.ones((count, state.length + 1))
+            mask[:, state.length - 1] = 0
             logits, _ = self._decode(
-                state.last_embeds[index], state.last_positions[:, index], state.last_deepstack[:, index],
-                [p[:, :, :-1] for p in past],
-            )  # fmt: skip
+                state.last_embeds[index], state.last_positions[:, index], state.last_deepstack[:, index], past, mask
+            )
             return logits.argmax(axis=-1).astype(np.int64)
 
         return greedy_decode(feed, first_choice, count, forced_ids, max_new_tokens, stop_ids)

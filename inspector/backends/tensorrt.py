@@ -9,13 +9,15 @@ The engines come from ``inspector export engine`` (``export.engine``), which rec
 ``engines.json`` the GPU, compute capability and TensorRT version they were built for; a
 mismatch here is refused with the rebuild command (``engine_problem``). Running reuses the
 onnxruntime backend's host logic with TensorRT engines in place of ONNX Runtime sessions
-(``EngineRunner``: device buffers, one CUDA stream).
+(``EngineRunner``: device-resident buffers bound with ``set_tensor_address``,
+``execute_async_v3`` on one CUDA stream, the KV cache kept on the GPU, only the logits copied back).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -101,12 +103,32 @@ _TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT
                  "UINT8": "uint8", "BOOL": "bool", "INT8": "int8"}  # fmt: skip
 
 
-class EngineRunner:
-    """One engine, its execution context, device buffers (torch CUDA tensors) and the backend's one stream.
+def plan_bindings(inputs: Sequence[str], outputs: Sequence[str], host: Sequence[str],
+                  device_inputs: Sequence[str]) -> dict[str, str]:  # fmt: skip
+    """How each engine tensor is bound for one run (pure, tested without a GPU).
 
-    ``run(names, feeds)`` has ONNX Runtime's session signature, so the host-side logic of the
-    onnxruntime backend (embedding lookup, M-RoPE positions, DeepStack scatter, KV state)
-    drives TensorRT unchanged.
+    Inputs: "device" when the caller passes a CUDA tensor from an earlier run (the KV cache),
+    bound as it is; "upload" for host arrays, copied to the device once. Outputs: "host" for
+    the few the caller reads (option logits, decode logits, visual features), "device" for
+    the rest (the KV cache), which stay on the GPU for the next call.
+    """
+    missing = set(host) - set(outputs)
+    if missing:
+        raise ValueError(f"the engine has no output(s) {', '.join(sorted(missing))}")
+    plan = {name: "device" if name in device_inputs else "upload" for name in inputs}
+    plan.update({name: "host" if name in host else "device" for name in outputs})
+    return plan
+
+
+class EngineRunner:
+    """One engine, its execution context and the backend's one CUDA stream, on device-resident buffers.
+
+    ``run(feeds, host)`` has ``OrtGraph.run``'s signature, so the host-side logic of the
+    onnxruntime backend (embedding lookup, M-RoPE positions, DeepStack scatter) drives
+    TensorRT unchanged: inputs are numpy arrays (uploaded) or torch CUDA tensors from an
+    earlier run (bound by address, no copy); every output is a torch CUDA tensor bound with
+    ``set_tensor_address`` before ``execute_async_v3``, and only the ``host`` ones are copied
+    back. The KV cache therefore stays on the GPU from prefill through every decode step.
     """
 
     def __init__(self, trt: Any, runtime: Any, path: Path, stream: Any, device: Any) -> None:
@@ -122,40 +144,62 @@ class EngineRunner:
         self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self._dtypes = {n: getattr(torch, _TORCH_DTYPES[engine.get_tensor_dtype(n).name]) for n in names}
+        self._placeholder: dict[Any, Any] = {}  # one valid address per dtype for empty tensors
 
-    def run(self, names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _address(self, tensor: Any) -> int:
+        # Empty tensors (a prefill's zero-length past) still need a valid address.
+        if tensor.numel():
+            return tensor.data_ptr()
+        if tensor.dtype not in self._placeholder:
+            self._placeholder[tensor.dtype] = self._torch.empty(1, dtype=tensor.dtype, device=self._device)
+        return self._placeholder[tensor.dtype].data_ptr()
+
+    def run(self, feeds: dict[str, Any], host: Sequence[str]) -> tuple[list[np.ndarray], dict[str, Any]]:
         torch = self._torch
-        keep = []  # device tensors must outlive the launch
+        device_inputs = [n for n, v in feeds.items() if isinstance(v, torch.Tensor) and v.is_cuda]
+        plan = plan_bindings(self.inputs, self.outputs, host, device_inputs)
+        keep = []  # uploaded inputs must outlive the launch
         with torch.cuda.stream(self._stream):
             for name in self.inputs:
-                host = torch.from_numpy(np.ascontiguousarray(feeds[name]))
-                tensor = host.to(self._device, self._dtypes[name], non_blocking=False)
-                self.context.set_input_shape(name, tuple(tensor.shape))
-                # Empty tensors (a prefill's zero-length past) still need a valid address.
-                address = tensor if tensor.numel() else torch.empty(1, dtype=tensor.dtype, device=self._device)
-                self.context.set_tensor_address(name, address.data_ptr())
-                keep += [tensor, address]
+                value = feeds[name]
+                if plan[name] == "upload":
+                    value = torch.from_numpy(np.ascontiguousarray(value)).to(self._device, self._dtypes[name])
+                elif value.dtype != self._dtypes[name] or not value.is_contiguous():
+                    value = value.to(self._dtypes[name]).contiguous()
+                self.context.set_input_shape(name, tuple(value.shape))
+                self.context.set_tensor_address(name, self._address(value))
+                keep.append(value)
             outputs = {}
             for name in self.outputs:
-                shape = tuple(self.context.get_tensor_shape(name))
-                tensor = torch.empty(shape, dtype=self._dtypes[name], device=self._device)
-                address = tensor if tensor.numel() else torch.empty(1, dtype=tensor.dtype, device=self._device)
-                self.context.set_tensor_address(name, address.data_ptr())
+                tensor = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtypes[name],
+                                     device=self._device)  # fmt: skip
+                self.context.set_tensor_address(name, self._address(tensor))
                 outputs[name] = tensor
-                keep.append(address)
             if not self.context.execute_async_v3(self._stream.cuda_stream):
                 raise ModelError("TensorRT failed to run an engine", "see the TensorRT log; rebuild the engines")
+            # Only what the caller reads crosses to the host (after the launch, on the same stream).
+            fetched = [outputs[n].float() if outputs[n].is_floating_point() else outputs[n] for n in host]
+            fetched = [t.to("cpu", non_blocking=False) for t in fetched]
         self._stream.synchronize()
-        wanted = names if names is not None else self.outputs
-        return [outputs[n].float().cpu().numpy() if outputs[n].is_floating_point() else outputs[n].cpu().numpy()
-                for n in wanted]  # fmt: skip
+        return [t.numpy() for t in fetched], {n: t for n, t in outputs.items() if plan[n] == "device"}
+
+    def take_rows(self, values: list[Any], rows: np.ndarray, batch: int) -> list[Any]:
+        """The KV cache of ``rows`` only, gathered on the GPU."""
+        if len(rows) == batch and np.array_equal(rows, np.arange(batch)):
+            return values
+        index = self._torch.as_tensor(rows, device=self._device)
+        with self._torch.cuda.stream(self._stream):
+            taken = [v.index_select(0, index) for v in values]
+        self._stream.synchronize()
+        return taken
 
 
 class TensorRTBackend(OnnxRuntimeBackend):
     """encode / prefill / generate on TensorRT engines: the onnxruntime backend's host logic, TensorRT's kernels.
 
     Graph inputs and outputs live in device buffers on one CUDA stream per backend; the KV
-    cache travels through the host between calls (as numpy), like the onnxruntime backend's.
+    cache stays on the GPU between prefill and decode (``EngineRunner``), and only the option
+    logits (a verdict) or one position's logits (a decode step) are copied back.
     """
 
     def __init__(self, config: TensorRTConfig) -> None:

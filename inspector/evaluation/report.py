@@ -29,6 +29,7 @@ from inspector import render
 from inspector.evaluation.metrics import SUMMARY_KEYS, Evaluation, evaluate, frame_score, predicted_class
 from inspector.evaluation.plots import curves_png
 from inspector.evaluation.predictions import Prediction
+from inspector.explanations import shorten, words_label
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ th{background:#f3f3f3}.NG{color:#b00020;font-weight:bold}.OK{color:#1b5e20}.UNCE
 .frame img{max-width:49%;min-width:240px;height:auto;margin-right:.5%;vertical-align:top;image-rendering:pixelated}
 .headline td{font-variant-numeric:tabular-nums}
 .muted{color:#666;font-size:.9rem}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.words{margin-top:.4rem;font-size:.95rem}.words ul{margin:.2rem 0 0 1.2rem;padding:0}
+.toy{color:#8a5a00;font-weight:normal}
 """
 
 FrameReader = Callable[[list[tuple[str, int]]], dict[tuple[str, int], np.ndarray]]
@@ -142,9 +145,7 @@ def _card_html(card: _Card, image: np.ndarray | None) -> str:
     esc = html.escape
     v = card.verdict
     defects = "<br>".join(
-        f"{esc(d['class'])} {d['confidence']:.2f} {list(d['bbox'])}"
-        + (f" — <i>{esc(d['explanation'])}</i>" if d.get("explanation") else "")
-        for d in v.get("defects") or []
+        f"{esc(d['class'])} {d['confidence']:.2f} {list(d['bbox'])}" for d in v.get("defects") or []
     ) or esc(v.get("error") or "no defect found")
     labels = card.whole or ", ".join(f"{esc(b['class'])} {list(b['bbox'])}" for b in card.labelled) or "none (good)"
     parts = [
@@ -161,8 +162,23 @@ def _card_html(card: _Card, image: np.ndarray | None) -> str:
         for uri, alt in pictures:
             parts.append(f"<img src='{uri}' alt='{esc(alt)}' title='{esc(alt)}'>")
         parts.append("<div class='muted'>" + " · ".join(esc(alt) for _, alt in pictures) + "</div>")
+    parts.append(_words_html(v))
     parts.append("</div>")
     return "\n".join(parts)
+
+
+def _words_html(verdict: dict[str, Any]) -> str:
+    """The model's words under the pictures, each defect's shortened, labelled for a random or demo model."""
+    esc = html.escape
+    said = [d for d in verdict.get("defects") or [] if (d.get("explanation") or "").strip()]
+    if not said:
+        return ""
+    label = words_label(verdict.get("model"))
+    lines = "".join(
+        f"<li>{esc(d['class'])} {d['confidence']:.2f}: <i>{esc(shorten(d['explanation']))}</i></li>" for d in said
+    )
+    note = f" <span class='toy'>({esc(label)})</span>" if label else ""
+    return f"<div class='words'><b>explanation</b>{note}<ul>{lines}</ul></div>"
 
 
 def _cards_section(title: str, explain: str, cards: list[_Card], images: dict[tuple[str, int], np.ndarray]) -> str:
@@ -186,13 +202,10 @@ def _cards_with_labels(predictions: Sequence[Prediction]) -> list[tuple[str, str
     rejects = [p for p in predictions if not p.item.is_defective and p.verdict["verdict"] == "NG"]
     rejects.sort(key=lambda p: -(frame_score(p) or 0.0))
     unsure = [p for p in predictions if p.verdict["verdict"] == "UNCERTAIN"]
-    wrong_class = [
-        p
-        for p in predictions
-        if p.item.is_defective
-        and p.verdict["verdict"] == "NG"
-        and predicted_class(p.verdict) not in ({b.class_name for b in p.item.boxes} or {p.item.truth_class})
-    ]
+    flagged = [p for p in predictions if p.item.is_defective and p.verdict["verdict"] == "NG"]
+    wrong_class = [p for p in flagged if predicted_class(p.verdict) not in _labelled_classes(p)]
+    found = [p for p in flagged if predicted_class(p.verdict) in _labelled_classes(p)]
+    found.sort(key=lambda p: -(frame_score(p) or 0.0))
     return [
         (
             "Missed defects (escapes)",
@@ -214,7 +227,16 @@ def _cards_with_labels(predictions: Sequence[Prediction]) -> list[tuple[str, str
             "sent for a second look; the heatmap shows the labelled (or else the likeliest defect) class",
             [card(p, p.item.truth_class if p.item.is_defective else _likeliest_defect(p.verdict)) for p in unsure],
         ),
+        (
+            "Defects found",
+            "defective frames judged NG with a labelled class, most confident first, with the model's words",
+            [card(p, predicted_class(p.verdict)) for p in found],
+        ),
     ]
+
+
+def _labelled_classes(p: Prediction) -> set[str | None]:
+    return {b.class_name for b in p.item.boxes} or {p.item.truth_class}
 
 
 def _likeliest_defect(verdict: dict[str, Any]) -> str | None:
@@ -384,7 +406,7 @@ def _verdict_table(verdicts: Sequence[dict[str, Any]]) -> str:
     for v in flagged:
         defects = "<br>".join(
             f"{esc(d['class'])} {d['confidence']:.2f} {list(d['bbox'])}"
-            + (f" — <i>{esc(d['explanation'])}</i>" if d.get("explanation") else "")
+            + (f" — <i>{esc(shorten(d['explanation']))}</i>" if d.get("explanation") else "")
             for d in v.get("defects") or []
         ) or esc(v.get("error") or "")
         parts.append(

@@ -136,20 +136,32 @@ def write_tiny_model(
 
     quiet_transformers()
     out_dir = Path(out_dir)
-    if (out_dir / "config.json").exists() and not (out_dir / RANDOM_MARKER).exists():
-        raise ModelError(
-            f"{out_dir} already holds a model that is not a line-inspector tiny model",
-            "choose an empty directory; refusing to overwrite a real checkpoint",
-        )
+    refuse_real_checkpoint(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = Qwen3VLForConditionalGeneration(tiny_config(spec)).eval()
     model.save_pretrained(out_dir)
+    write_companions(out_dir, seed=seed, thinking=thinking, vocabulary=vocabulary, merges=spec.tokenizer_merges)
+    log.info("wrote tiny random Qwen3-VL to %s", out_dir)
+    return out_dir
+
+
+def refuse_real_checkpoint(out_dir: Path) -> None:
+    """A random model never overwrites a real checkpoint (one without the random-weights marker)."""
+    if (out_dir / "config.json").exists() and not (out_dir / RANDOM_MARKER).exists():
+        raise ModelError(
+            f"{out_dir} already holds a model that is not a line-inspector random model",
+            "choose an empty directory; refusing to overwrite a real checkpoint",
+        )
+
+
+def write_companions(out_dir: Path, *, seed: int, thinking: bool, vocabulary: Vocabulary, merges: int = 600) -> None:
+    """Everything of a random checkpoint beside its weights: tokenizer, preprocessor config, random-weights marker."""
     chosen = resolve_vocabulary(vocabulary)
     if chosen == "qwen":
         tokenizer = build_qwen_tokenizer(thinking=thinking)
     else:
-        tokenizer = build_tiny_tokenizer(spec.tokenizer_merges, thinking=thinking)
+        tokenizer = build_tiny_tokenizer(merges, thinking=thinking)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2) + "\n")
     marker = {
@@ -161,5 +173,3 @@ def write_tiny_model(
         "warning": "randomly initialised test model: its verdicts mean nothing about any part",
     }
     (out_dir / RANDOM_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-    log.info("wrote tiny random Qwen3-VL to %s", out_dir)
-    return out_dir

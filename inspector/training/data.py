@@ -24,6 +24,11 @@ class TileSet:
     labels: np.ndarray  # (N,) int64 index into classes ("ok" = 0)
     where: np.ndarray  # (N, 2) float32 centre of the tile's defect, as a share of the tile (0.5, 0.5 for ok)
     classes: tuple[str, ...]
+    extent: np.ndarray | None = None  # (N,) float32 the defect's visible box, longer side as a share of the tile
+
+    def __post_init__(self) -> None:
+        if self.extent is None:
+            self.extent = np.zeros(len(self.labels), np.float32)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -37,13 +42,13 @@ def collect_tiles(dataset: Dataset, planner: TilePlanner, *, max_ok: int, seed: 
     """Every unambiguous tile of ``dataset``; OK tiles reservoir-sampled to at most ``max_ok``."""
     rng = np.random.default_rng([seed, 7])
     index = {name: i for i, name in enumerate(dataset.classes)}
-    defects: list[tuple[np.ndarray, int, tuple[float, float]]] = []
+    defects: list[tuple[np.ndarray, int, tuple[float, float, float]]] = []
     oks: list[np.ndarray] = []
     seen_ok = 0
     for item in labelled_tiles(dataset, planner):
         label = index[item.label]
         if label:
-            defects.append((item.pixels.copy(), label, _defect_centre(item)))
+            defects.append((item.pixels.copy(), label, _defect_place(item)))
             continue
         seen_ok += 1
         if len(oks) < max_ok:
@@ -59,20 +64,22 @@ def collect_tiles(dataset: Dataset, planner: TilePlanner, *, max_ok: int, seed: 
     for i, row in enumerate(oks):
         pixels[len(defects) + i] = row
     labels = np.array([d[1] for d in defects] + [0] * len(oks), np.int64)
-    where = np.array([d[2] for d in defects] + [(0.5, 0.5)] * len(oks), np.float32).reshape(-1, 2)
-    return TileSet(pixels, labels, where, dataset.classes)
+    place = np.array([d[2] for d in defects] + [(0.5, 0.5, 0.0)] * len(oks), np.float32).reshape(-1, 3)
+    return TileSet(pixels, labels, place[:, :2].copy(), dataset.classes, place[:, 2].copy())
 
 
-def _defect_centre(item) -> tuple[float, float]:
-    """Centre of the tile's visible defect area (the boxes of its class), as shares of the tile."""
+def _defect_place(item) -> tuple[float, float, float]:
+    """Centre of the tile's visible defect area (the largest box of its class) as shares of the tile,
+    and that visible box's longer side as a share of the tile side (whole tile for a class folder)."""
     x0, y0, x1, y1 = item.tile.bbox
     boxes = [b for b in item.image.boxes if b.class_name == item.label and intersection_area(b.bbox, item.tile.bbox)]
     if item.tile.is_global or not boxes:
-        return (0.5, 0.5)
+        return (0.5, 0.5, 1.0)
     box = max(boxes, key=lambda b: intersection_area(b.bbox, item.tile.bbox)).bbox
-    cx = (max(box[0], x0) + min(box[2], x1)) / 2
-    cy = (max(box[1], y0) + min(box[3], y1)) / 2
-    return ((cx - x0) / max(1, x1 - x0), (cy - y0) / max(1, y1 - y0))
+    left, top, right, bottom = max(box[0], x0), max(box[1], y0), min(box[2], x1), min(box[3], y1)
+    width, height = max(1, x1 - x0), max(1, y1 - y0)
+    extent = max((right - left) / width, (bottom - top) / height)
+    return ((left + right) / 2 - x0) / width, ((top + bottom) / 2 - y0) / height, extent
 
 
 def sampling_weights(labels: np.ndarray, defect_share: float) -> np.ndarray:

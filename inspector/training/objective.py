@@ -18,10 +18,6 @@ from inspector.config import InspectionConfig
 from inspector.prompting import Prompt, build_prompt
 from inspector.vision import grid_for, patchify
 
-# Where in a tile a defect sits, in words (3 x 3 grid over the tile).
-_ROWS = ("top", "middle", "bottom")
-_COLS = ("left", "centre", "right")
-
 
 @dataclass(frozen=True)
 class TrainingPrompt:
@@ -38,20 +34,6 @@ class TrainingPrompt:
         prompt = build_prompt(tokenizer, inspection, image_tokens)
         end_id = int(tokenizer.convert_tokens_to_ids("<|im_end|>"))
         return cls(prompt, tile, end_id)
-
-
-def explanation_text(inspection: InspectionConfig, label: int, where: tuple[float, float] | None) -> str:
-    """A short sentence from the labels: the class description and where in the tile it is."""
-    if label == 0:
-        return inspection.ok_description
-    name = inspection.classes[label]
-    text = inspection.defects[name].description
-    if where is None:
-        return text
-    column = _COLS[min(2, int(where[0] * 3))]
-    row = _ROWS[min(2, int(where[1] * 3))]
-    place = "centre" if (row, column) == ("middle", "centre") else f"{row} {column}"
-    return f"{text}, {place}"
 
 
 def model_inputs(model: Any, training_prompt: TrainingPrompt, tiles_rgb: np.ndarray, suffix: Any = None) -> dict:
@@ -73,7 +55,7 @@ def model_inputs(model: Any, training_prompt: TrainingPrompt, tiles_rgb: np.ndar
     }
 
 
-def option_logits(model: Any, training_prompt: TrainingPrompt, tiles_rgb: np.ndarray) -> Any:
+def option_logits(model: Any, training_prompt: TrainingPrompt, tiles_rgb: np.ndarray, head_rows: Any = None) -> Any:
     """(B, classes) logits of the answer letters at the answer position: what inference softmaxes.
 
     The LM head is applied to the last position only (``logits_to_keep=1``) and only for the
@@ -84,7 +66,8 @@ def option_logits(model: Any, training_prompt: TrainingPrompt, tiles_rgb: np.nda
     out = core.model(**model_inputs(model, training_prompt, tiles_rgb), use_cache=False)
     head = core.get_output_embeddings()
     rows = list(training_prompt.prompt.option_ids)
-    logits = out.last_hidden_state[:, -1] @ head.weight[rows].T
+    weight = head.weight[rows] if head_rows is None else head_rows  # head_rows: trained letters (option_rows)
+    logits = out.last_hidden_state[:, -1] @ weight.T
     if getattr(head, "bias", None) is not None:
         logits = logits + head.bias[rows]
     return logits.float()
@@ -122,16 +105,26 @@ def explanation_batch(tokenizer: Any, training_prompt: TrainingPrompt, texts: Se
 
 def verdict_and_explanation_loss(
     model: Any, training_prompt: TrainingPrompt, tiles_rgb: np.ndarray, labels: Any, suffix: Any, mask: Any,
-    *, binary: bool = False,
+    *, binary: bool = False, head_rows: Any = None,
 ) -> tuple[Any, Any]:  # fmt: skip
-    """One forward over prompt + suffix: the verdict loss at the answer position and the explanation loss."""
+    """One forward over prompt + suffix: the verdict loss at the answer position and the explanation loss.
+
+    The full 151,936-row LM head is applied only at the positions whose next token is taught
+    (``mask``), not at every suffix position of every tile: that head is most of the cost.
+    """
     import torch.nn.functional as F
 
-    keep = suffix.shape[1] + 1  # the answer position and every suffix position
-    out = model(**model_inputs(model, training_prompt, tiles_rgb, suffix), logits_to_keep=keep, use_cache=False)
-    logits = out.logits.float()
-    verdict = verdict_loss(logits[:, 0, list(training_prompt.prompt.option_ids)], labels, binary=binary)
-    # Position k predicts suffix[k]; position 0 (the answer) is the verdict, the rest the words.
-    predicted = logits[:, :-1][mask.to(logits.device)]
-    target = suffix.to(logits.device)[mask.to(logits.device)]
-    return verdict, F.cross_entropy(predicted, target)
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    out = core.model(**model_inputs(model, training_prompt, tiles_rgb, suffix), use_cache=False)
+    hidden = out.last_hidden_state
+    answer = hidden.shape[1] - suffix.shape[1] - 1  # the last prompt position
+    head = core.get_output_embeddings()
+    weight = head.weight[list(training_prompt.prompt.option_ids)] if head_rows is None else head_rows
+    verdict = verdict_loss((hidden[:, answer] @ weight.T).float(), labels, binary=binary)
+    # Position answer + k predicts suffix[k]: the letter (forced at inference), then the words.
+    mask = mask.to(hidden.device)
+    taught = hidden[:, answer:-1][mask]
+    target = suffix.to(hidden.device)[mask]
+    if not taught.shape[0]:
+        return verdict, verdict.new_zeros(())
+    return verdict, F.cross_entropy(head(taught).float(), target)

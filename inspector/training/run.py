@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -63,7 +64,7 @@ def prepare_data(
     val_fraction: float = 0.2,
     seed: int = 0,
     max_ok_tiles: int = 6000,
-    max_val_ok_tiles: int = 1500,
+    max_val_ok_tiles: int = 500,
     class_map: dict[str, str] | None = None,
 ) -> PreparedData:
     """Load and split the data sets (by clip or image, never by tile) and cut their tiles.
@@ -164,7 +165,15 @@ def load_checkpoint(out: Path) -> dict[str, Any] | None:
     path = out / CHECKPOINT
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: the state is tensors, numbers, strings, lists and dicts; anything else in the
+    # file (a pickled object, i.e. code run on load) is refused instead of executed.
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise TrainingError(
+            f"{path} holds more than training state (refused to unpickle it: {str(error).splitlines()[0]})",
+            "delete that state folder and train afresh into a new --out; never resume from a file you did not write",
+        ) from None
 
 
 def write_model(
@@ -182,7 +191,9 @@ def write_model(
 
     state = trainer.state
     if state.best_trainable is not None:
-        load_trainable_state(trainer.model, state.best_trainable)
+        load_trainable_state(trainer.model, state.best_trainable, trainer.option_rows)
+    if trainer.option_rows is not None:
+        trainer.option_rows.merge()  # the trained letters into the embedding table: an ordinary checkpoint
     staging = out / ".writing"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -248,6 +259,7 @@ def training_record(
         "seed": options.seed,
         "epochs": history_json(state.history),
         "best_epoch": state.best_epoch,
+        "stopped_early": state.stopped_early,
         "best": asdict(best) if best else None,
         "versions": versions,
     }
@@ -285,6 +297,6 @@ def train_model(
 
     out.mkdir(parents=True, exist_ok=True)
     trainer.run(on_step=on_step, on_epoch=after_epoch, stop_after_epoch=stop_after_epoch)
-    if trainer.state.epoch < options.epochs:
+    if trainer.state.epoch < options.epochs and not trainer.state.stopped_early:
         return trainer, None
     return trainer, write_model(trainer, base, out, config_source, prepared, options)

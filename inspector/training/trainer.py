@@ -21,14 +21,15 @@ import numpy as np
 from inspector.config import StationFile
 from inspector.errors import InspectorError
 from inspector.training.data import TileSet, augment, sampling_weights
+from inspector.training.explanation_text import explanation_text
 from inspector.training.objective import (
     TrainingPrompt,
     explanation_batch,
-    explanation_text,
     option_logits,
     verdict_and_explanation_loss,
     verdict_loss,
 )
+from inspector.training.option_rows import OptionRows
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,8 @@ class TrainingError(InspectorError):
 class TrainOptions:
     method: Literal["full", "lora"] = "full"
     train_vision: bool = False  # lora only: full always trains the vision tower
-    epochs: int = 6
-    steps_per_epoch: int = 100
+    epochs: int = 8
+    steps_per_epoch: int = 75
     lr: float = 1e-3
     batch: int = 16
     seed: int = 0
@@ -59,6 +60,8 @@ class TrainOptions:
     augment: bool = True
     photometric: float = 0.05  # brightness/contrast jitter (see training.data.augment)
     vision_lr_scale: float = 1.0  # the vision tower's learning rate = lr x this
+    option_rows: bool = True  # full only: train the answer letters' embedding rows (training.option_rows)
+    patience: int = 0  # stop after this many epochs without a better validation score, once learnt (0: never)
 
     def resumable_with(self, other: TrainOptions) -> bool:
         """Same run: everything but the epoch count (a resumed run may be extended)."""
@@ -88,6 +91,7 @@ class TrainState:
     history: list[EpochMetrics] = field(default_factory=list)
     best_epoch: int | None = None
     best_trainable: dict[str, Any] | None = None
+    stopped_early: bool = False
 
     def best_metrics(self) -> EpochMetrics | None:
         return next((m for m in self.history if m.epoch == self.best_epoch), None)
@@ -96,17 +100,32 @@ class TrainState:
 Progress = Callable[[int, float, float | None], None]  # (steps done, running loss, last val AUROC)
 
 
-def trainable_state(model: Any) -> dict[str, Any]:
-    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+OPTION_ROWS_KEY = "option_rows.delta"  # the letters' delta beside the model's parameters in a saved state
 
 
-def load_trainable_state(model: Any, state: dict[str, Any]) -> None:
+def trainable_state(model: Any, option_rows: OptionRows | None = None) -> dict[str, Any]:
+    state = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    if option_rows is not None:
+        state[OPTION_ROWS_KEY] = option_rows.delta.detach().clone()
+    return state
+
+
+def load_trainable_state(model: Any, state: dict[str, Any], option_rows: OptionRows | None = None) -> None:
     import torch
 
     parameters = dict(model.named_parameters())
+    if option_rows is not None:
+        parameters[OPTION_ROWS_KEY] = option_rows.delta
     with torch.no_grad():
         for name, value in state.items():
             parameters[name].copy_(value)
+
+
+def validation_score(metrics: EpochMetrics) -> float:
+    """What picks the kept epoch: tile AUROC (NG vs OK) first, the right class worth a quarter of it."""
+    auroc = metrics.val_auroc if metrics.val_auroc is not None else 0.0
+    accuracy = metrics.val_class_accuracy if metrics.val_class_accuracy is not None else 0.0
+    return auroc + 0.25 * accuracy
 
 
 def freeze_for_method(model: Any, options: TrainOptions) -> None:
@@ -127,6 +146,24 @@ def _schedule(options: TrainOptions) -> Callable[[int], float]:
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))  # cosine to a 10 % floor
 
     return factor
+
+
+def device_precision(device: str) -> dict[str, Any]:
+    """TrainOptions fields a device implies: CUDA trains under bf16 autocast with gradient checkpointing
+    (activation memory of a 4B/8B model); CPU in float32 without (the tiny models need neither)."""
+    cuda = device.startswith("cuda")
+    return {"dtype": "bfloat16" if cuda else "float32", "gradient_checkpointing": cuda}
+
+
+def autocast_for(dtype: str, device: str) -> Any:
+    """bf16 autocast on CUDA when asked, else nothing (CPU autocast would change the numbers it is tested on)."""
+    import contextlib
+
+    import torch
+
+    if dtype == "bfloat16" and device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -160,9 +197,17 @@ class Trainer:
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         if not self.parameters:
             raise TrainingError("nothing to train: every parameter is frozen")
+        self.option_rows = (
+            OptionRows(model, self.prompt.prompt.option_ids)
+            if options.option_rows and options.method == "full"
+            else None
+        )
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         vision = [p for n, p in named if ".visual." in f".{n}"]
         rest = [p for n, p in named if ".visual." not in f".{n}"]
+        if self.option_rows is not None:
+            rest.append(self.option_rows.delta)
+            self.parameters.append(self.option_rows.delta)
         groups = [{"params": rest, "lr": options.lr}]
         if vision:
             groups.append({"params": vision, "lr": options.lr * options.vision_lr_scale})
@@ -177,7 +222,7 @@ class Trainer:
 
         return {
             "options": asdict(self.options),
-            "trainable": trainable_state(self.model),
+            "trainable": trainable_state(self.model, self.option_rows),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -185,6 +230,7 @@ class Trainer:
             "history": [asdict(m) for m in self.state.history],
             "best_epoch": self.state.best_epoch,
             "best_trainable": self.state.best_trainable,
+            "stopped_early": self.state.stopped_early,
         }
 
     def restore(self, saved: dict[str, Any]) -> None:
@@ -199,7 +245,7 @@ class Trainer:
                 f"cannot resume: the checkpoint was trained with other settings ({', '.join(changed)})",
                 "resume with the same flags (only --epochs may grow), or start afresh in a new --out",
             )
-        load_trainable_state(self.model, saved["trainable"])
+        load_trainable_state(self.model, saved["trainable"], self.option_rows)
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])
@@ -208,6 +254,7 @@ class Trainer:
             history=[EpochMetrics(**m) for m in saved["history"]],
             best_epoch=saved["best_epoch"],
             best_trainable=saved["best_trainable"],
+            stopped_early=bool(saved.get("stopped_early", False)),
         )
 
     # ------------------------------------------------------------------ the loop
@@ -220,7 +267,7 @@ class Trainer:
     ) -> TrainState:
         """Train the remaining epochs; ``on_epoch`` is called after each (the command checkpoints there)."""
         options = self.options
-        while self.state.epoch < options.epochs:
+        while self.state.epoch < options.epochs and not self.state.stopped_early:
             epoch = self.state.epoch + 1
             began = time.perf_counter()
             losses, explain_losses = self._train_epoch(epoch, on_step)
@@ -240,7 +287,7 @@ class Trainer:
             self.state.epoch = epoch
             if self._is_best(metrics):
                 self.state.best_epoch = epoch
-                self.state.best_trainable = trainable_state(self.model)
+                self.state.best_trainable = trainable_state(self.model, self.option_rows)
             log.info(
                 "epoch %d: loss %.4f, val loss %.4f, val AUROC %s",
                 epoch,
@@ -252,14 +299,27 @@ class Trainer:
                 on_epoch(self)
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 break
+            if self._should_stop():
+                log.info("stopping early after epoch %d: no better validation score since epoch %s",
+                         epoch, self.state.best_epoch)  # fmt: skip
+                self.state.stopped_early = True
+                break
         return self.state
 
     def _is_best(self, metrics: EpochMetrics) -> bool:
         best = self.state.best_metrics()
         if best is None:
             return True
-        key = (metrics.val_auroc if metrics.val_auroc is not None else -1.0, -metrics.val_loss)
-        return key > (best.val_auroc if best.val_auroc is not None else -1.0, -best.val_loss)
+        return (validation_score(metrics), -metrics.val_loss) > (validation_score(best), -best.val_loss)
+
+    def _should_stop(self) -> bool:
+        """Early stop only once something was learnt (AUROC >= 0.9): before that the run may still be on
+        the plateau that precedes the step up (DESIGN.md), and stopping there would keep the prior."""
+        best = self.state.best_metrics()
+        patience = self.options.patience
+        if not patience or best is None or (best.val_auroc or 0.0) < 0.9:
+            return False
+        return self.state.epoch - best.epoch >= patience
 
     def _train_epoch(self, epoch: int, on_step: Progress | None) -> tuple[list[float], list[float]]:
         import torch
@@ -278,17 +338,22 @@ class Trainer:
             labels = torch.from_numpy(tiles.labels[rows]).to(self.model.device)
             if options.explain:
                 texts = [
-                    explanation_text(self.config.inspection, int(tiles.labels[r]), tuple(tiles.where[r])) for r in rows
-                ]
+                    explanation_text(self.config.inspection, int(tiles.labels[r]), tuple(tiles.where[r]),
+                                     float(tiles.extent[r]))
+                    for r in rows
+                ]  # fmt: skip
                 suffix, mask = explanation_batch(self.tokenizer, self.prompt, texts, labels.cpu())
-                verdict, words = verdict_and_explanation_loss(
-                    self.model, self.prompt, pixels, labels, suffix, mask, binary=binary
-                )
+                mask &= (labels.cpu() > 0)[:, None]  # words are generated for NG tiles only: teach those
+                with self._autocast():
+                    verdict, words = verdict_and_explanation_loss(
+                        self.model, self.prompt, pixels, labels, suffix, mask, binary=binary,
+                        head_rows=self._head_rows(),
+                    )  # fmt: skip
                 loss = verdict + options.explain_weight * words
                 explain_losses.append(float(words.detach()))
             else:
                 with self._autocast():
-                    logits = option_logits(self.model, self.prompt, pixels)
+                    logits = option_logits(self.model, self.prompt, pixels, self._head_rows())
                 loss = verdict_loss(logits, labels, binary=binary)
                 verdict = loss
             self.optimizer.zero_grad(set_to_none=True)
@@ -302,14 +367,11 @@ class Trainer:
                 on_step(1, float(np.mean(losses[-20:])), last)
         return losses, explain_losses
 
+    def _head_rows(self) -> Any:
+        return None if self.option_rows is None else self.option_rows.head_rows()
+
     def _autocast(self) -> Any:
-        import contextlib
-
-        import torch
-
-        if self.options.dtype == "bfloat16" and str(self.model.device).startswith("cuda"):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_for(self.options.dtype, str(self.model.device))
 
     def predict(self, tiles: TileSet, batch: int = 32) -> np.ndarray:
         """Class probabilities (N, classes) for ``tiles``, in eval mode, no augmentation."""
@@ -319,7 +381,7 @@ class Trainer:
         out = []
         with torch.no_grad(), self._autocast():
             for start in range(0, len(tiles), batch):
-                logits = option_logits(self.model, self.prompt, tiles.pixels[start : start + batch])
+                logits = option_logits(self.model, self.prompt, tiles.pixels[start : start + batch], self._head_rows())
                 out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
         self.model.train()
         return np.concatenate(out) if out else np.zeros((0, len(tiles.classes)))

@@ -26,6 +26,22 @@ function text(id, value) {
   document.getElementById(id).textContent = value;
 }
 
+// The model's words, beside its picture; a random or demo model's under a label saying what they are worth.
+function words(explanation, label) {
+  const block = document.createElement("p");
+  block.className = "words";
+  const said = document.createElement("q");
+  said.textContent = explanation;
+  block.append(said);
+  if (label) {
+    const note = document.createElement("span");
+    note.className = "toy";
+    note.textContent = label;
+    block.append(note);
+  }
+  return block;
+}
+
 async function loadStations() {
   const response = await fetch("api/stations", { headers: headers() });
   if (!response.ok) throw new Error((await response.json()).error);
@@ -55,8 +71,8 @@ function render(state) {
   text("part", now && now.part_id ? "part " + now.part_id : "");
   document.getElementById("defects").replaceChildren(...(now ? now.defects : []).map((d) => {
     const li = document.createElement("li");
-    li.textContent = `${d.class} ${d.confidence.toFixed(2)} at [${d.bbox.join(", ")}]` +
-      (d.explanation ? ` — ${d.explanation}` : "");
+    li.textContent = `${d.class} ${d.confidence.toFixed(2)} at [${d.bbox.join(", ")}]`;
+    if (d.explanation) li.append(words(d.explanation, now.words_label));
     return li;
   }));
   if (now && now.error) {
@@ -86,11 +102,14 @@ async function renderPictures(state) {
     const img = document.createElement("img");
     img.alt = "NG part";
     if (shownThumbs.get(part.id)) img.src = shownThumbs.get(part.id);
+    const info = document.createElement("div");
+    info.className = "info";
     const caption = document.createElement("div");
     caption.textContent = `${part.part_id ? "part " + part.part_id + " · " : ""}${part.classes.join(", ")} ` +
-      `${part.confidence.toFixed(2)} · ${new Date(part.at).toLocaleTimeString()}` +
-      (part.explanation ? ` — ${part.explanation}` : "");
-    li.append(img, caption);
+      `${part.confidence.toFixed(2)} · ${new Date(part.at).toLocaleTimeString()}`;
+    info.append(caption);
+    if (part.explanation) info.append(words(part.explanation, part.words_label));
+    li.append(img, info);
     items.push(li);
   }
   document.getElementById("recent").replaceChildren(...items);

@@ -43,7 +43,7 @@ from inspector.errors import SourceError
 from inspector.frames import Frame
 from inspector.sources.base import FrameSource
 from inspector.sources.clock import StreamClock
-from inspector.sources.genicam.settings import CameraSettingError
+from inspector.sources.genicam.settings import CameraSettingError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ class CameraSource(FrameSource):
                 except CameraLost as error:
                     self._lost(f"camera lost: {error}")
                 except Exception as error:  # noqa: BLE001 - any SDK failure: reopen, never die
-                    self._lost(f"camera failed: {type(error).__name__}: {_first_line(error)}")
+                    self._lost(f"camera failed: {type(error).__name__}: {first_line(error)}")
         finally:
             self._connected = False
             self._close_driver()
@@ -342,8 +342,3 @@ class CameraSource(FrameSource):
             self.driver.close()
         except Exception:  # noqa: BLE001 - closing a lost device is best effort
             log.debug("%s: closing the camera failed", self.source_id, exc_info=True)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -16,7 +16,7 @@ from inspector.errors import SourceError
 from inspector.sources.genicam.features import PylonFeatures
 from inspector.sources.genicam.grabbing import CameraLost, CameraUnavailable, Grabbed
 from inspector.sources.genicam.pixels import to_bgr
-from inspector.sources.genicam.settings import apply_settings
+from inspector.sources.genicam.settings import apply_settings, first_line
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class PylonDriver:
                 )
             camera.Open()
         except Exception as error:  # noqa: BLE001 - busy, unplugged between enumerate and open
-            raise CameraUnavailable(f"{self.name} cannot be opened: {_first_line(error)}") from None
+            raise CameraUnavailable(f"{self.name} cannot be opened: {first_line(error)}") from None
         self.camera = camera
         self.features = PylonFeatures(camera.GetNodeMap())
         try:
@@ -96,7 +96,7 @@ class PylonDriver:
                 self.camera.ExecuteSoftwareTrigger()
         except Exception as error:  # noqa: BLE001
             if self.removed():
-                raise CameraLost(_first_line(error)) from None
+                raise CameraLost(first_line(error)) from None
             raise
 
     def grab(self, timeout_s: float) -> Grabbed | None:
@@ -105,7 +105,7 @@ class PylonDriver:
             result = self.camera.RetrieveResult(int(timeout_s * 1000), pylon.TimeoutHandling_Return)
         except Exception as error:  # noqa: BLE001 - pylon raises on a removed device
             if self.removed() or not self.camera.IsGrabbing():
-                raise CameraLost(_first_line(error)) from None
+                raise CameraLost(first_line(error)) from None
             raise
         if result is None or not result.IsValid():
             return None
@@ -147,8 +147,3 @@ def _pixel_format_name(result: Any) -> str:
                 name, name
             )
     return f"pixel type {result.GetPixelType():#x}"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -87,7 +87,7 @@ def apply_settings(features: FeatureMap, config: CameraConfig, camera: str) -> l
         except Exception as error:  # noqa: BLE001 - the SDK's own refusal, named with our context
             raise CameraSettingError(
                 f"camera {camera}: writing {write.feature} = {write.value!r} (from source.camera.{write.setting}) "
-                f"failed: {_first_line(error)}",
+                f"failed: {first_line(error)}",
                 "check the value against the camera's documentation; the camera may need to stop grabbing first",
             ) from None
         log.debug("camera %s: %s = %r", camera, write.feature, write.value)
@@ -235,5 +235,7 @@ def _fmt(value: float) -> str:
     return f"{value:.6g}"
 
 
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+def first_line(error: BaseException) -> str:
+    """An SDK exception's first line (pylon's run on with file names and line numbers)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,123 @@
+"""The recipe's parts: trained answer-letter rows, early stopping, the CUDA-only settings' pure parts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets_helpers import station_yaml, write_class_folders
+from safetensors.numpy import load_file
+
+from inspector.config import load_config
+from inspector.models import load_model
+from inspector.training.option_rows import OptionRows
+from inspector.training.run import prepare_data, train_model
+from inspector.training.trainer import EpochMetrics, Trainer, TrainOptions, autocast_for, device_precision
+
+FAST = TrainOptions(epochs=2, steps_per_epoch=3, batch=4, lr=2e-3, warmup_steps=2, binary_epochs=1)
+
+
+@pytest.fixture(scope="module")
+def station(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
+    root = tmp_path_factory.mktemp("recipe")
+    config_path = station_yaml(root / "station.yaml", tiny_model_dir, tile=64, global_view=False)
+    config = load_config(config_path)
+    prepared = prepare_data(config, [write_class_folders(root / "folders", per_class=4, seed=3)], val_fraction=0.3)
+    return config_path, config, prepared
+
+
+def _train(station, out: Path, options: TrainOptions = FAST):
+    config_path, config, prepared = station
+    return train_model(config, str(config_path), str(config.model.path), prepared, out, options)
+
+
+def test_trained_letter_rows_are_merged_into_an_ordinary_checkpoint(station, tmp_path: Path) -> None:
+    """Inference on the written checkpoint gives the numbers training computed with the delta."""
+    from inspector.training.objective import option_logits
+
+    trainer, record = _train(station, tmp_path / "rows", replace(FAST, epochs=1, binary_epochs=0))
+    assert record is not None and trainer.option_rows is not None
+    saved = load_file(str(tmp_path / "rows" / "model.safetensors"))
+    assert not any("delta" in k for k in saved)  # nothing but the architecture's own tensors
+    base = load_model(str(station[1].model.path)).model
+    written = load_model(str(tmp_path / "rows")).model
+    rows = list(trainer.prompt.prompt.option_ids)
+    moved = written.get_input_embeddings().weight[rows] - base.get_input_embeddings().weight[rows]
+    assert moved.abs().max() > 0  # the letters were trained ...
+    others = [i for i in range(200) if i not in rows]
+    assert torch.equal(written.get_input_embeddings().weight[others], base.get_input_embeddings().weight[others])
+    tiles = station[2].val.pixels[:3]
+    with torch.no_grad():
+        expected = trainer.predict(replace(station[2].val, pixels=tiles, labels=station[2].val.labels[:3]))
+        logits = option_logits(written.eval(), trainer.prompt, tiles)
+    np.testing.assert_allclose(torch.softmax(logits, -1).numpy(), expected, atol=1e-5)
+
+
+def test_option_rows_hooks_add_the_delta_on_both_sides_of_a_tied_table(tiny_loaded) -> None:
+    model = tiny_loaded.model
+    rows = OptionRows(model, [40, 41])
+    with torch.no_grad():
+        rows.delta.fill_(0.5)
+        ids = torch.tensor([[40, 7, 41]])
+        embedded = model.get_input_embeddings()(ids)
+        plain = model.get_input_embeddings().weight[ids[0]]
+        hidden = torch.ones(1, 1, model.config.text_config.hidden_size)
+        logits = model.get_output_embeddings()(hidden)
+    rows.merge()
+    assert torch.allclose(embedded[0, 0], plain[0] + 0.5) and torch.equal(embedded[0, 1], plain[1])
+    assert torch.allclose(logits[0, 0, 40], model.get_output_embeddings()(hidden)[0, 0, 40])
+    with torch.no_grad():
+        model.get_input_embeddings().weight[[40, 41]] -= 0.5  # undo: the session's model is shared
+
+
+def _metrics(epoch: int, auroc: float, accuracy: float = 0.5) -> EpochMetrics:
+    return EpochMetrics(epoch, 1, 1.0, 1.0, auroc, accuracy, 1e-3, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("aurocs", "stops_after"),
+    [
+        ((0.5, 0.55, 0.52, 0.51, 0.5), None),  # still on the plateau: never stop there
+        ((0.6, 0.95, 0.94, 0.93, 0.99), 4),  # learnt at 2, no better for 2 epochs
+        ((0.6, 0.95, 0.96, 0.97, 0.98), None),  # still improving
+    ],
+)
+def test_early_stop_waits_for_learning_then_for_patience(aurocs, stops_after) -> None:
+    trainer = Trainer.__new__(Trainer)  # the stopping rule alone: no model needed
+    trainer.options = TrainOptions(patience=2)
+    from inspector.training.trainer import TrainState
+
+    trainer.state = TrainState()
+    stopped = None
+    for epoch, auroc in enumerate(aurocs, start=1):
+        metrics = _metrics(epoch, auroc)
+        trainer.state.history.append(metrics)
+        trainer.state.epoch = epoch
+        if trainer._is_best(metrics):
+            trainer.state.best_epoch = epoch
+        if trainer._should_stop():
+            stopped = epoch
+            break
+    assert stopped == stops_after
+
+
+def test_cuda_trains_in_bf16_with_gradient_checkpointing_cpu_in_float32() -> None:
+    assert device_precision("cuda:1") == {"dtype": "bfloat16", "gradient_checkpointing": True}
+    assert device_precision("cpu") == {"dtype": "float32", "gradient_checkpointing": False}
+    cuda = autocast_for("bfloat16", "cuda")
+    assert isinstance(cuda, torch.autocast) and cuda.fast_dtype == torch.bfloat16 and cuda.device == "cuda"
+    assert not isinstance(autocast_for("bfloat16", "cpu"), torch.autocast)
+    assert not isinstance(autocast_for("float32", "cuda"), torch.autocast)
+
+
+def test_gradient_checkpointing_trains_the_same_weights(station, tmp_path: Path) -> None:
+    """The CUDA path's recomputation, run on CPU: same seed, same weights as without it."""
+    one = replace(FAST, epochs=1)
+    _train(station, tmp_path / "plain", one)
+    _train(station, tmp_path / "checkpointed", replace(one, gradient_checkpointing=True))
+    a = load_file(str(tmp_path / "plain" / "model.safetensors"))
+    b = load_file(str(tmp_path / "checkpointed" / "model.safetensors"))
+    assert all(np.allclose(a[k], b[k], atol=1e-6) for k in a)
