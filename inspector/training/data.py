@@ -105,18 +105,41 @@ def augment(
     on a surface is told apart partly by how dark it is, and a strong jitter makes the surface's
     own shadows as dark as the defects.
     """
+    return augment_placed(tiles, None, rng, shift=shift, photometric=photometric)[0]
+
+
+def augment_placed(
+    tiles: np.ndarray,
+    where: np.ndarray | None,
+    rng: np.random.Generator,
+    *,
+    shift: float = 0.06,
+    photometric: float = 0.05,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``augment``, and the defects' centres ``where`` (N, 2, shares of the tile) moved with the pixels.
+
+    The explanation names where the defect sits: a flipped tile's defect is on the other side, so
+    the taught region must follow the flip (and the shift), or the words cannot depend on the image.
+    """
     out = np.empty_like(tiles)
+    moved = None if where is None else np.array(where, np.float32, copy=True)
     size = tiles.shape[1]
     for i, tile in enumerate(tiles):
         image = tile
         if rng.random() < 0.5:
             image = image[:, ::-1]
+            if moved is not None:
+                moved[i, 0] = 1.0 - moved[i, 0]
         if rng.random() < 0.5:
             image = image[::-1]
+            if moved is not None:
+                moved[i, 1] = 1.0 - moved[i, 1]
         dx, dy = (rng.uniform(-shift, shift, 2) * size).round()
         contrast = rng.uniform(1 - photometric, 1 + photometric)
         brightness = rng.uniform(-photometric, photometric) * 255
         matrix = np.float32([[1, 0, dx], [0, 1, dy]])
         image = cv2.warpAffine(np.ascontiguousarray(image), matrix, (size, size), borderMode=cv2.BORDER_REFLECT_101)
         out[i] = np.clip((image.astype(np.float32) - 128.0) * contrast + 128.0 + brightness, 0, 255)
-    return out
+        if moved is not None:
+            moved[i] = np.clip(moved[i] + np.float32([dx, dy]) / size, 0.0, 1.0)
+    return out, moved

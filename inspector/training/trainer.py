@@ -20,7 +20,7 @@ import numpy as np
 
 from inspector.config import StationFile
 from inspector.errors import InspectorError
-from inspector.training.data import TileSet, augment, sampling_weights
+from inspector.training.data import TileSet, augment_placed, sampling_weights
 from inspector.training.explanation_text import explanation_text
 from inspector.training.objective import (
     TrainingPrompt,
@@ -333,15 +333,15 @@ class Trainer:
         tiles = self.train_tiles
         for _ in range(options.steps_per_epoch):
             rows = rng.choice(len(tiles), size=options.batch, p=self.weights)
-            pixels = tiles.pixels[rows]
-            pixels = augment(pixels, rng, photometric=options.photometric) if options.augment else pixels
+            pixels, where = tiles.pixels[rows], tiles.where[rows]
+            if options.augment:  # the defects' places move with the pixels (flips): the words name them
+                pixels, where = augment_placed(pixels, where, rng, photometric=options.photometric)
             labels = torch.from_numpy(tiles.labels[rows]).to(self.model.device)
             if options.explain:
                 texts = [
-                    explanation_text(self.config.inspection, int(tiles.labels[r]), tuple(tiles.where[r]),
-                                     float(tiles.extent[r]))
-                    for r in rows
-                ]  # fmt: skip
+                    explanation_text(self.config.inspection, int(tiles.labels[r]), tuple(place), float(tiles.extent[r]))
+                    for r, place in zip(rows, where)
+                ]
                 suffix, mask = explanation_batch(self.tokenizer, self.prompt, texts, labels.cpu())
                 mask &= (labels.cpu() > 0)[:, None]  # words are generated for NG tiles only: teach those
                 with self._autocast():
