@@ -121,3 +121,57 @@ def test_gradient_checkpointing_trains_the_same_weights(station, tmp_path: Path)
     a = load_file(str(tmp_path / "plain" / "model.safetensors"))
     b = load_file(str(tmp_path / "checkpointed" / "model.safetensors"))
     assert all(np.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_augmented_defect_places_follow_the_pixels() -> None:
+    """The taught region names where the defect is in the augmented tile: flips and shifts move it."""
+    from inspector.training.data import augment_placed
+
+    size, count = 96, 64
+    tiles = np.full((count, size, size, 3), 128, np.uint8)
+    rng = np.random.default_rng(5)
+    where = rng.uniform(0.15, 0.85, (count, 2)).astype(np.float32)
+    for tile, (x, y) in zip(tiles, where * size):
+        tile[int(y) - 3 : int(y) + 3, int(x) - 3 : int(x) + 3] = 255  # a bright square centred at (x, y)
+    out, moved = augment_placed(tiles, where, np.random.default_rng(0), photometric=0.0)
+    flipped = 0
+    for tile, place, before in zip(out, moved, where):
+        ys, xs = np.nonzero(tile[..., 0] > 200)
+        centre = np.array([xs.mean() + 0.5, ys.mean() + 0.5]) / size
+        assert np.abs(centre - place).max() < 2.5 / size
+        flipped += bool(np.abs(centre - before).max() > 0.1)
+    assert flipped > count // 4  # the flips did happen: the check above is not trivially true
+
+
+@pytest.mark.parametrize(
+    ("aurocs", "restarts"),
+    [
+        ((0.52, 0.55, 0.6, 0.7, 0.9, 0.95, 0.96, 0.97, 0.97, 0.98), [2]),  # on the plateau after the binary stage
+        ((0.6, 0.92, 0.95, 0.96, 0.97, 0.97, 0.98, 0.98), []),  # learnt in time: no restart
+        ((0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5), [2]),  # never learns: one restart only
+    ],
+)
+def test_plateau_restart_rewarms_relearns_ok_vs_defect_and_lengthens_the_run(aurocs, restarts) -> None:
+    from inspector.training.trainer import TrainState, _schedule
+
+    options = TrainOptions(epochs=8, steps_per_epoch=10, warmup_steps=5, binary_epochs=2, plateau_auroc=0.8)
+    trainer = Trainer.__new__(Trainer)  # the rule alone: no model needed
+    trainer.options, trainer.state = options, TrainState()
+    factor = _schedule(options, trainer.state)
+    for epoch, auroc in enumerate(aurocs, start=1):
+        if trainer.state.epoch >= trainer.state.planned_epochs(options):
+            break
+        metrics = _metrics(epoch, auroc)
+        trainer.state.history.append(metrics)
+        trainer.state.epoch = epoch
+        if trainer._is_best(metrics):
+            trainer.state.best_epoch = epoch
+        trainer._plateau_restart()
+    assert trainer.state.restarts == restarts
+    assert trainer.state.planned_epochs(options) == 8 + 2 * len(restarts) == trainer.state.epoch
+    binary = [e for e in range(1, trainer.state.epoch + 1) if trainer.state.binary_epoch(options, e)]
+    assert binary == ([1, 2, 3, 4] if restarts else [1, 2])
+    if restarts:  # the learning rate warms up again at the restart, from its decayed value
+        assert factor(19) < 1.0 and factor(20) == pytest.approx(1 / 5) and factor(24) == pytest.approx(1.0)
+    else:
+        assert factor(20) > factor(30) > factor(70)  # one cosine

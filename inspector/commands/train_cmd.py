@@ -51,6 +51,9 @@ DEFAULTS: dict[str, Any] = {
     "defect_share": 0.5,
     "binary_epochs": 2,  # OK vs defect first: one bit is learnt first and sooner; the classes after
     "patience": 2,
+    # Still under this validation AUROC when the OK-vs-defect stage ends: the run is on the plateau that
+    # precedes learning; re-warm the learning rate, learn OK vs defect again, 2 epochs more (once).
+    "plateau_auroc": 0.8,
     "explain": True,
     "option_rows": True,
 }
@@ -102,6 +105,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--patience", type=int, default=DEFAULTS["patience"],
                         help="stop after this many epochs without a better validation score, once the validation "
                              "AUROC reached 0.9; the best epoch is kept (%(default)s; 0: run every epoch)")  # fmt: skip
+    parser.add_argument("--plateau-auroc", type=float, default=DEFAULTS["plateau_auroc"],
+                        help="validation AUROC under which a run is taken to be on the plateau when the OK-vs-defect "
+                             "stage ends: it restarts that stage with a re-warmed learning rate and 2 more epochs, "
+                             "once (%(default)s; 0: never)")  # fmt: skip
     parser.add_argument("--option-rows", action=argparse.BooleanOptionalAction, default=DEFAULTS["option_rows"],
                         help="full: also train the answer letters' embedding rows (default on)")  # fmt: skip
     parser.add_argument("--max-ok-tiles", type=_positive(int), default=6000, help="OK tiles kept in memory (6000)")
@@ -155,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         defect_share=args.defect_share,
         binary_epochs=args.binary_epochs,
         patience=max(0, args.patience),
+        plateau_auroc=max(0.0, args.plateau_auroc),
         explain=args.explain,
         option_rows=args.option_rows,
         lora_rank=args.lora_rank,

@@ -49,15 +49,21 @@ def explanation_text(
     inspection: InspectionConfig, label: int, where: tuple[float, float] | None, extent: float | None = None
 ) -> str:
     """The sentence taught for a tile of class index ``label`` (0 = ok) whose defect sits at ``where``."""
+    return "".join(explanation_parts(inspection, label, where, extent))
+
+
+def explanation_parts(
+    inspection: InspectionConfig, label: int, where: tuple[float, float] | None, extent: float | None = None
+) -> tuple[str, str]:
+    """``explanation_text`` in two: what the answer letter implies ("<class>: <description>") and what
+    only the image tells (", <region>, <size>"; empty for OK). Training weighs the second more."""
     if label == 0:
-        return inspection.ok_description
+        return inspection.ok_description, ""
     name = inspection.classes[label]
-    parts = [f"{spoken_class(name)}: {inspection.defects[name].description}"]
-    if where is not None:
-        parts.append(region(where))
+    place = [region(where)] if where is not None else []
     if extent is not None:
-        parts.append(size_word(extent))
-    return ", ".join(parts)
+        place.append(size_word(extent))
+    return f"{spoken_class(name)}: {inspection.defects[name].description}", "".join(f", {p}" for p in place)
 
 
 def names_class_and_region(text: str, class_name: str, where: tuple[float, float]) -> bool:

@@ -84,30 +84,46 @@ def verdict_loss(logits: Any, labels: Any, *, binary: bool = False) -> Any:
     return F.cross_entropy(two, (labels > 0).long())
 
 
-def explanation_batch(tokenizer: Any, training_prompt: TrainingPrompt, texts: Sequence[str], labels: Any) -> tuple:
-    """Suffix ids (B, S) = letter, "\\nExplanation:", text, <|im_end|> (right-padded) and the loss mask (B, S)."""
+def explanation_batch(
+    tokenizer: Any, training_prompt: TrainingPrompt, texts: Sequence[tuple[str, str]], labels: Any,
+    place_weight: float = 1.0,
+) -> tuple:  # fmt: skip
+    """Suffix ids (B, S) = letter, "\\nExplanation:", text, <|im_end|> (right-padded), the loss mask (B, S)
+    and each taught token's weight (B, S).
+
+    ``texts``: (the words the letter implies, the words only the image tells) per tile
+    (``explanation_parts``). The second part's tokens (region, size) and the end weigh
+    ``place_weight``: the first part is the same for every tile of a class and is learnt at
+    once, and without the weight it dominates the mean the model learns from.
+    """
     import torch
 
     prompt = training_prompt.prompt
-    rows = []
-    for text, label in zip(texts, labels.tolist()):
-        words = tokenizer.encode(" " + text, add_special_tokens=False)
-        rows.append([prompt.option_ids[label], *prompt.explanation_ids, *words, training_prompt.end_id])
+    rows, heads = [], []
+    for (implied, seen), label in zip(texts, labels.tolist()):
+        head = tokenizer.encode(" " + implied, add_special_tokens=False)
+        tail = tokenizer.encode(seen, add_special_tokens=False) if seen else []
+        rows.append([prompt.option_ids[label], *prompt.explanation_ids, *head, *tail, training_prompt.end_id])
+        heads.append(len(head))
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), training_prompt.end_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    weight = torch.zeros((len(rows), width), dtype=torch.float32)
     forced = 1 + len(prompt.explanation_ids)  # the letter and the lead are forced at inference, not learnt
-    for i, row in enumerate(rows):
+    for i, (row, head) in enumerate(zip(rows, heads)):
         ids[i, : len(row)] = torch.tensor(row)
         mask[i, forced : len(row)] = True
-    return ids, mask
+        weight[i, forced : forced + head] = 1.0
+        weight[i, forced + head : len(row)] = place_weight
+    return ids, mask, weight
 
 
 def verdict_and_explanation_loss(
     model: Any, training_prompt: TrainingPrompt, tiles_rgb: np.ndarray, labels: Any, suffix: Any, mask: Any,
-    *, binary: bool = False, head_rows: Any = None,
+    *, binary: bool = False, head_rows: Any = None, weight: Any = None,
 ) -> tuple[Any, Any]:  # fmt: skip
-    """One forward over prompt + suffix: the verdict loss at the answer position and the explanation loss.
+    """One forward over prompt + suffix: the verdict loss at the answer position and the explanation loss
+    (the mean over the taught tokens, weighted by ``weight`` (B, S) where given).
 
     The full 151,936-row LM head is applied only at the positions whose next token is taught
     (``mask``), not at every suffix position of every tile: that head is most of the cost.
@@ -127,4 +143,8 @@ def verdict_and_explanation_loss(
     target = suffix.to(hidden.device)[mask]
     if not taught.shape[0]:
         return verdict, verdict.new_zeros(())
-    return verdict, F.cross_entropy(head(taught).float(), target)
+    losses = F.cross_entropy(head(taught).float(), target, reduction="none")
+    if weight is None:
+        return verdict, losses.mean()
+    weights = weight.to(hidden.device)[mask]
+    return verdict, (losses * weights).sum() / weights.sum().clamp_min(1e-6)

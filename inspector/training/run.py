@@ -260,6 +260,7 @@ def training_record(
         "epochs": history_json(state.history),
         "best_epoch": state.best_epoch,
         "stopped_early": state.stopped_early,
+        "plateau_restarts": list(state.restarts),
         "best": asdict(best) if best else None,
         "versions": versions,
     }
@@ -297,6 +298,6 @@ def train_model(
 
     out.mkdir(parents=True, exist_ok=True)
     trainer.run(on_step=on_step, on_epoch=after_epoch, stop_after_epoch=stop_after_epoch)
-    if trainer.state.epoch < options.epochs and not trainer.state.stopped_early:
+    if trainer.state.epoch < trainer.state.planned_epochs(options) and not trainer.state.stopped_early:
         return trainer, None
     return trainer, write_model(trainer, base, out, config_source, prepared, options)

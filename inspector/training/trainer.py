@@ -21,7 +21,7 @@ import numpy as np
 from inspector.config import StationFile
 from inspector.errors import InspectorError
 from inspector.training.data import TileSet, augment_placed, sampling_weights
-from inspector.training.explanation_text import explanation_text
+from inspector.training.explanation_text import explanation_parts
 from inspector.training.objective import (
     TrainingPrompt,
     explanation_batch,
@@ -51,6 +51,7 @@ class TrainOptions:
     binary_epochs: int = 0  # first epochs train OK vs defect only (a curriculum)
     explain: bool = False
     explain_weight: float = 0.5
+    place_weight: float = 1.0  # the explanation's region and size tokens weigh this much (objective.explanation_batch)
     warmup_steps: int = 30
     lora_rank: int = 16
     lora_alpha: int = 32
@@ -62,6 +63,11 @@ class TrainOptions:
     vision_lr_scale: float = 1.0  # the vision tower's learning rate = lr x this
     option_rows: bool = True  # full only: train the answer letters' embedding rows (training.option_rows)
     patience: int = 0  # stop after this many epochs without a better validation score, once learnt (0: never)
+    # Plateau escape (Trainer._plateau_restart): a run whose validation AUROC is still under this at the end of
+    # its OK-vs-defect stage re-warms the learning rate, learns OK vs defect again and gets extra epochs.
+    plateau_auroc: float = 0.0  # 0: never
+    plateau_restarts: int = 1  # at most this many restarts
+    plateau_epochs: int = 2  # epochs added by each restart
 
     def resumable_with(self, other: TrainOptions) -> bool:
         """Same run: everything but the epoch count (a resumed run may be extended)."""
@@ -92,6 +98,16 @@ class TrainState:
     best_epoch: int | None = None
     best_trainable: dict[str, Any] | None = None
     stopped_early: bool = False
+    restarts: list[int] = field(default_factory=list)  # epochs after which the plateau restart re-warmed
+
+    def planned_epochs(self, options: TrainOptions) -> int:
+        """The run's length: the asked epochs plus those each plateau restart added."""
+        return options.epochs + len(self.restarts) * options.plateau_epochs
+
+    def binary_epoch(self, options: TrainOptions, epoch: int) -> bool:
+        """Whether ``epoch`` learns OK vs defect only: the first ``binary_epochs``, and as many after a restart."""
+        starts = [0, *self.restarts]
+        return any(start < epoch <= start + options.binary_epochs for start in starts)
 
     def best_metrics(self) -> EpochMetrics | None:
         return next((m for m in self.history if m.epoch == self.best_epoch), None)
@@ -136,13 +152,25 @@ def freeze_for_method(model: Any, options: TrainOptions) -> None:
         parameter.requires_grad_("embed_tokens" not in name and "lm_head" not in name)
 
 
-def _schedule(options: TrainOptions) -> Callable[[int], float]:
-    total = options.epochs * options.steps_per_epoch
+def _schedule(options: TrainOptions, state: TrainState) -> Callable[[int], float]:
+    """Warm-up then cosine to 10 %, over the planned steps; a plateau restart starts both again from there."""
 
     def factor(step: int) -> float:
-        if step < options.warmup_steps:
-            return (step + 1) / options.warmup_steps
-        progress = (step - options.warmup_steps) / max(1, total - options.warmup_steps)
+        total = state.planned_epochs(options) * options.steps_per_epoch
+        start = max(
+            [
+                0,
+                *(
+                    epoch * options.steps_per_epoch
+                    for epoch in state.restarts
+                    if epoch * options.steps_per_epoch <= step
+                ),
+            ]
+        )
+        local = step - start
+        if local < options.warmup_steps:
+            return (local + 1) / options.warmup_steps
+        progress = (local - options.warmup_steps) / max(1, total - start - options.warmup_steps)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))  # cosine to a 10 % floor
 
     return factor
@@ -212,9 +240,10 @@ class Trainer:
         if vision:
             groups.append({"params": vision, "lr": options.lr * options.vision_lr_scale})
         self.optimizer = torch.optim.AdamW(groups, lr=options.lr, weight_decay=0.0)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(options))
-        self.weights = sampling_weights(train_tiles.labels, options.defect_share)
         self.state = TrainState()
+        # The schedule reads the state (its restarts) when called: restore() replaces the state's fields in place.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(options, self.state))
+        self.weights = sampling_weights(train_tiles.labels, options.defect_share)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self) -> dict[str, Any]:
@@ -231,6 +260,7 @@ class Trainer:
             "best_epoch": self.state.best_epoch,
             "best_trainable": self.state.best_trainable,
             "stopped_early": self.state.stopped_early,
+            "restarts": list(self.state.restarts),
         }
 
     def restore(self, saved: dict[str, Any]) -> None:
@@ -249,13 +279,15 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])
-        self.state = TrainState(
+        restored = TrainState(
             epoch=int(saved["epoch"]),
             history=[EpochMetrics(**m) for m in saved["history"]],
             best_epoch=saved["best_epoch"],
             best_trainable=saved["best_trainable"],
             stopped_early=bool(saved.get("stopped_early", False)),
+            restarts=[int(e) for e in saved.get("restarts", [])],
         )
+        self.state.__dict__.update(restored.__dict__)  # in place: the schedule holds this object
 
     # ------------------------------------------------------------------ the loop
     def run(
@@ -267,7 +299,7 @@ class Trainer:
     ) -> TrainState:
         """Train the remaining epochs; ``on_epoch`` is called after each (the command checkpoints there)."""
         options = self.options
-        while self.state.epoch < options.epochs and not self.state.stopped_early:
+        while self.state.epoch < self.state.planned_epochs(options) and not self.state.stopped_early:
             epoch = self.state.epoch + 1
             began = time.perf_counter()
             losses, explain_losses = self._train_epoch(epoch, on_step)
@@ -297,6 +329,10 @@ class Trainer:
             )
             if on_epoch is not None:
                 on_epoch(self)
+            if self._plateau_restart():
+                log.info("epoch %d: validation AUROC still under %.2f (the plateau): learning rate re-warmed, "
+                         "OK vs defect again, %d epochs added", epoch, options.plateau_auroc,
+                         options.plateau_epochs)  # fmt: skip
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 break
             if self._should_stop():
@@ -312,6 +348,21 @@ class Trainer:
             return True
         return (validation_score(metrics), -metrics.val_loss) > (validation_score(best), -best.val_loss)
 
+    def _plateau_restart(self) -> bool:
+        """At the end of an OK-vs-defect stage, a run whose best validation AUROC is under ``plateau_auroc`` is
+        on the plateau that precedes learning (DESIGN.md): the rest of the cosine would only decay on it.
+        Record a restart (the schedule re-warms from here, the next epochs learn OK vs defect, the run is
+        ``plateau_epochs`` longer); at most ``plateau_restarts`` times."""
+        options, state = self.options, self.state
+        if not options.plateau_auroc or len(state.restarts) >= options.plateau_restarts:
+            return False
+        stage_end = max([0, *state.restarts]) + max(1, options.binary_epochs)
+        best = state.best_metrics()
+        if state.epoch != stage_end or best is None or (best.val_auroc or 0.0) >= options.plateau_auroc:
+            return False
+        state.restarts.append(state.epoch)
+        return True
+
     def _should_stop(self) -> bool:
         """Early stop only once something was learnt (AUROC >= 0.9): before that the run may still be on
         the plateau that precedes the step up (DESIGN.md), and stopping there would keep the prior."""
@@ -326,7 +377,7 @@ class Trainer:
 
         options = self.options
         rng = _epoch_rng(options.seed, epoch)
-        binary = epoch <= options.binary_epochs
+        binary = self.state.binary_epoch(options, epoch)
         self.model.train()
         losses: list[float] = []
         explain_losses: list[float] = []
@@ -338,16 +389,19 @@ class Trainer:
                 pixels, where = augment_placed(pixels, where, rng, photometric=options.photometric)
             labels = torch.from_numpy(tiles.labels[rows]).to(self.model.device)
             if options.explain:
+                inspection = self.config.inspection
                 texts = [
-                    explanation_text(self.config.inspection, int(tiles.labels[r]), tuple(place), float(tiles.extent[r]))
+                    explanation_parts(inspection, int(tiles.labels[r]), tuple(place), float(tiles.extent[r]))
                     for r, place in zip(rows, where)
                 ]
-                suffix, mask = explanation_batch(self.tokenizer, self.prompt, texts, labels.cpu())
+                suffix, mask, weight = explanation_batch(
+                    self.tokenizer, self.prompt, texts, labels.cpu(), options.place_weight
+                )
                 mask &= (labels.cpu() > 0)[:, None]  # words are generated for NG tiles only: teach those
                 with self._autocast():
                     verdict, words = verdict_and_explanation_loss(
                         self.model, self.prompt, pixels, labels, suffix, mask, binary=binary,
-                        head_rows=self._head_rows(),
+                        head_rows=self._head_rows(), weight=weight,
                     )  # fmt: skip
                 loss = verdict + options.explain_weight * words
                 explain_losses.append(float(words.detach()))
