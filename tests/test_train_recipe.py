@@ -175,3 +175,23 @@ def test_plateau_restart_rewarms_relearns_ok_vs_defect_and_lengthens_the_run(aur
         assert factor(19) < 1.0 and factor(20) == pytest.approx(1 / 5) and factor(24) == pytest.approx(1.0)
     else:
         assert factor(20) > factor(30) > factor(70)  # one cosine
+
+
+def test_an_ok_vs_defect_epoch_is_never_kept_over_a_class_epoch_nor_stops_the_run() -> None:
+    """OK-vs-defect epochs spread the defect mass over the classes: kept, such a model calls nothing NG."""
+    from inspector.training.trainer import TrainState
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.options, trainer.state = TrainOptions(binary_epochs=2, patience=2), TrainState()
+    kept, stopped = [], None
+    for epoch, auroc in enumerate((0.97, 0.99, 0.9, 0.91, 0.92, 0.92, 0.91), start=1):
+        metrics = _metrics(epoch, auroc)
+        trainer.state.history.append(metrics)
+        trainer.state.epoch = epoch
+        if trainer._is_best(metrics):
+            trainer.state.best_epoch = epoch
+        kept.append(trainer.state.best_epoch)
+        if stopped is None and trainer._should_stop():
+            stopped = epoch
+    assert kept == [1, 2, 3, 4, 5, 5, 5]
+    assert stopped == 7  # two class epochs without a better score after epoch 5, not 2 after epoch 2

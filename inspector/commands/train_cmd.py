@@ -50,11 +50,12 @@ DEFAULTS: dict[str, Any] = {
     "batch": 16,
     "defect_share": 0.5,
     "binary_epochs": 2,  # OK vs defect first: one bit is learnt first and sooner; the classes after
-    "patience": 2,
+    "patience": 3,
     # Still under this validation AUROC when the OK-vs-defect stage ends: the run is on the plateau that
     # precedes learning; re-warm the learning rate, learn OK vs defect again, 2 epochs more (once).
     "plateau_auroc": 0.8,
     "explain": True,
+    "place_weight": 1.0,
     "option_rows": True,
 }
 
@@ -115,6 +116,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--explain", action=argparse.BooleanOptionalAction, default=DEFAULTS["explain"],
                         help="also learn the explanation from the labels: class, description, where in the tile, "
                              "size (default on)")  # fmt: skip
+    parser.add_argument("--place-weight", type=_positive(float), default=DEFAULTS["place_weight"],
+                        help="weight of the explanation's region and size words against its class words "
+                             "(%(default)s)")  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--lora-rank", type=_positive(int), default=16, help="default 16")
@@ -164,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         patience=max(0, args.patience),
         plateau_auroc=max(0.0, args.plateau_auroc),
         explain=args.explain,
+        place_weight=args.place_weight,
         option_rows=args.option_rows,
         lora_rank=args.lora_rank,
         lora_alpha=2 * args.lora_rank,

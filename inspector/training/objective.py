@@ -120,10 +120,10 @@ def explanation_batch(
 
 def verdict_and_explanation_loss(
     model: Any, training_prompt: TrainingPrompt, tiles_rgb: np.ndarray, labels: Any, suffix: Any, mask: Any,
-    *, binary: bool = False, head_rows: Any = None, weight: Any = None,
+    *, binary: bool = False, head_rows: Any = None, token_weight: Any = None,
 ) -> tuple[Any, Any]:  # fmt: skip
     """One forward over prompt + suffix: the verdict loss at the answer position and the explanation loss
-    (the mean over the taught tokens, weighted by ``weight`` (B, S) where given).
+    (the mean over the taught tokens, weighted by ``token_weight`` (B, S) where given).
 
     The full 151,936-row LM head is applied only at the positions whose next token is taught
     (``mask``), not at every suffix position of every tile: that head is most of the cost.
@@ -144,7 +144,7 @@ def verdict_and_explanation_loss(
     if not taught.shape[0]:
         return verdict, verdict.new_zeros(())
     losses = F.cross_entropy(head(taught).float(), target, reduction="none")
-    if weight is None:
+    if token_weight is None:
         return verdict, losses.mean()
-    weights = weight.to(hidden.device)[mask]
+    weights = token_weight.to(hidden.device)[mask]
     return verdict, (losses * weights).sum() / weights.sum().clamp_min(1e-6)

@@ -343,10 +343,16 @@ class Trainer:
         return self.state
 
     def _is_best(self, metrics: EpochMetrics) -> bool:
+        """The better validation score, but a class-stage epoch always above an OK-vs-defect one: the latter
+        spreads the defect mass evenly over the classes, no class reaches its threshold, nothing is NG."""
         best = self.state.best_metrics()
         if best is None:
             return True
-        return (validation_score(metrics), -metrics.val_loss) > (validation_score(best), -best.val_loss)
+        return self._rank(metrics) > self._rank(best)
+
+    def _rank(self, metrics: EpochMetrics) -> tuple[bool, float, float]:
+        classes = not self.state.binary_epoch(self.options, metrics.epoch)
+        return classes, validation_score(metrics), -metrics.val_loss
 
     def _plateau_restart(self) -> bool:
         """At the end of an OK-vs-defect stage, a run whose best validation AUROC is under ``plateau_auroc`` is
@@ -369,6 +375,8 @@ class Trainer:
         best = self.state.best_metrics()
         patience = self.options.patience
         if not patience or best is None or (best.val_auroc or 0.0) < 0.9:
+            return False
+        if self.state.binary_epoch(self.options, best.epoch):  # the classes are not learnt yet
             return False
         return self.state.epoch - best.epoch >= patience
 
@@ -401,7 +409,7 @@ class Trainer:
                 with self._autocast():
                     verdict, words = verdict_and_explanation_loss(
                         self.model, self.prompt, pixels, labels, suffix, mask, binary=binary,
-                        head_rows=self._head_rows(), weight=weight,
+                        head_rows=self._head_rows(), token_weight=weight,
                     )  # fmt: skip
                 loss = verdict + options.explain_weight * words
                 explain_losses.append(float(words.detach()))
