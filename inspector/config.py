@@ -136,7 +136,10 @@ class RectROI(_Strict):
 
 
 class MaskROI(_Strict):
-    mask: Path = Field(description="image file; non-zero pixels are inside the region of interest" + RELATIVE_TO_CONFIG)
+    mask: Path = Field(
+        description="image file; non-zero pixels are inside the region of interest (read as frames "
+        "are: 16-bit scaled to 8, transparent pixels are zero)" + RELATIVE_TO_CONFIG,
+    )
     min_coverage: float = Field(0.05, gt=0, le=1, description="keep a tile when at least this share of it is inside")
 
 
