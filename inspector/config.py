@@ -385,7 +385,8 @@ class EdgeConfig(_Strict):
     sink_retries: int = Field(2, ge=0, le=10, description="tries again a sink that raised before the verdict is failed")
     spill_file: Path = Field(
         Path("undelivered.jsonl"),
-        description="JSON lines of the verdicts a sink refused, kept for replay" + SET_RELATIVE_TO_CONFIG,
+        description="JSON lines of the verdicts a sink refused, kept for replay (several stations: one file "
+        "each, the station's key before the suffix)" + SET_RELATIVE_TO_CONFIG,
     )
     # Who may steer the station (edge/commands.py, edge/reload.py, edge/web/).
     mqtt_commands: list[Literal["pause", "resume", "reload-config", "snapshot", "select-recipe"]] = Field(
