@@ -333,14 +333,15 @@ class Trainer:
         tiles = self.train_tiles
         for _ in range(options.steps_per_epoch):
             rows = rng.choice(len(tiles), size=options.batch, p=self.weights)
-            pixels = tiles.pixels[rows]
-            pixels = augment(pixels, rng, photometric=options.photometric) if options.augment else pixels
+            pixels, where = tiles.pixels[rows], tiles.where[rows]
+            if options.augment:
+                pixels, where = augment(pixels, rng, where=where, photometric=options.photometric)
             labels = torch.from_numpy(tiles.labels[rows]).to(self.model.device)
             if options.explain:
                 texts = [
-                    explanation_text(self.config.inspection, int(tiles.labels[r]), tuple(tiles.where[r]),
+                    explanation_text(self.config.inspection, int(tiles.labels[r]), tuple(where[k]),
                                      float(tiles.extent[r]))
-                    for r in rows
+                    for k, r in enumerate(rows)
                 ]  # fmt: skip
                 suffix, mask = explanation_batch(self.tokenizer, self.prompt, texts, labels.cpu())
                 mask &= (labels.cpu() > 0)[:, None]  # words are generated for NG tiles only: teach those
