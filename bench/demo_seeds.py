@@ -37,6 +37,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from inspector.models.tokenizer import resolve_vocabulary  # noqa: E402
+
 CONFIG = _common.CHECKOUT / "configs" / "demo.yaml"
 HIGHER_IS_BETTER = ("tile_auroc", "frame_auroc", "frame_precision", "frame_recall", "recall_at_precision_90",
                     "class_accuracy", "box_hit_rate", "explanation_hit_rate")  # fmt: skip
@@ -101,12 +103,13 @@ def explaining_config(work: Path) -> Path:
     return path
 
 
-def run_seed(seed: int, work: Path, demo: Path, threads: int, config: Path) -> dict[str, object]:
+def run_seed(seed: int, work: Path, demo: Path, threads: int, config: Path, vocabulary: str) -> dict[str, object]:
     root = work / f"seed-{seed}"
     root.mkdir(parents=True, exist_ok=True)
     log = root / "log.txt"
     tiny, model, verdicts = root / "tiny", root / "model", root / "verdicts.jsonl"
-    _inspector(["model", "tiny", str(tiny), "--preset", "demo", "--seed", str(seed)], log, threads)
+    _inspector(["model", "tiny", str(tiny), "--preset", "demo", "--seed", str(seed), "--vocabulary", vocabulary],
+               log, threads)  # fmt: skip
     wall, cpu = _inspector(["train", "--config", str(CONFIG), "--model", str(tiny), "--data", str(demo / "train"),
                             "--out", str(model), "--seed", str(seed), "--no-progress"], log, threads)  # fmt: skip
     _inspector(["evaluate", "--config", str(config), "--model", str(model), "--data", str(demo / "heldout"),
@@ -138,7 +141,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
     parser.add_argument("--work", type=Path, help="keep data, models and logs here (default: a temp dir)")
+    parser.add_argument("--vocabulary", choices=("auto", "qwen", "trained"), default="auto",
+                        help="the tiny models' tokenizer, as `inspector model tiny --vocabulary`; auto, as the main "
+                             "job: Qwen's where dashscope is installed (.ci/run), else the offline one (the README's "
+                             "install line)")  # fmt: skip
     args = parser.parse_args()
+    vocabulary = resolve_vocabulary(args.vocabulary)
     with tempfile.TemporaryDirectory(prefix="demo-seeds-") as temp:
         work = (args.work or Path(temp)).resolve()
         work.mkdir(parents=True, exist_ok=True)
@@ -147,9 +155,10 @@ def main() -> None:
             _inspector(["demo-data", str(demo)], work / "demo-data.log", args.threads)
         config = explaining_config(work)
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            per_seed = list(pool.map(lambda s: run_seed(s, work, demo, args.threads, config), range(args.seeds)))
+            per_seed = list(pool.map(lambda s: run_seed(s, work, demo, args.threads, config, vocabulary),
+                                     range(args.seeds)))  # fmt: skip
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    _common.emit({"seeds": args.seeds, "jobs": args.jobs, "threads": args.threads,
+    _common.emit({"seeds": args.seeds, "jobs": args.jobs, "threads": args.threads, "vocabulary": vocabulary,
                   "targets_worst_seed": {"tile_auroc": 0.95, "frame_recall": 0.9, "frame_precision": 0.9,
                                          "class_accuracy": 0.7, "explanation_hit_rate": 0.8, "train_wall_s": 300},
                   "figures": spread(per_seed), "per_seed": per_seed,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -69,3 +69,12 @@ def require_a_sink(where: str, *, jsonl: object, mqtt: object, no_sink: bool) ->
             "set sinks.jsonl or sinks.mqtt in the config, pass --publish mqtt://HOST, "
             "or --no-sink to run without one on purpose (a demo, a soak test)",
         )
+
+
+def station_options(options: ServiceOptions, station: str) -> ServiceOptions:
+    """One station's options where several share the service: its own spill file beside the configured one
+    (``undelivered.jsonl`` -> ``undelivered.press-1.jsonl``), so two publishers never append to one file."""
+    spill = options.spill_file
+    if spill is None:
+        return options
+    return replace(options, spill_file=spill.with_name(f"{spill.stem}.{station}{spill.suffix}"))

@@ -12,7 +12,7 @@ A multi-station file has a ``stations:`` mapping instead of one station's sectio
       press-2: {source: {uri: rtsp://cam2/stream}, sinks: {mqtt: {outbox: /var/lib/li/press-2.sqlite}}}
 
 Each station is a whole station config (validated as one, errors name ``stations.<name>``), with
-its own topics, status, outbox, commands, triggers, evidence and live-page panel; its
+its own topics, status, outbox, commands, triggers, evidence, spill file and live-page panel; its
 ``station.station`` defaults to its key. Every station must name the same ``model``: the
 process loads it once, and one inference worker (edge/inference.py) takes the freshest frame of
 each camera per round and sends their tiles through the model as one batch. A camera that is
@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 from edge.capture import source_opener
 from edge.collectors import StationsCollector
 from edge.inference import InferenceWorker
-from edge.options import edge_settings, require_a_sink, service_options
+from edge.options import edge_settings, require_a_sink, service_options, station_options
 from edge.sdnotify import SystemdNotifier
 from edge.servers import serve_health, start_live_page
 from edge.supervisor import EdgeService
@@ -175,7 +175,7 @@ def serve_stations(args: argparse.Namespace, stop: threading.Event, received: li
                     metrics=station_metrics,
                     notifier=SystemdNotifier(""),
                     stop_event=stop,
-                    options=service_options(settings, args.config),
+                    options=station_options(service_options(settings, args.config), name),
                     overrides=overrides,
                     evidence=_station_evidence(settings, name),
                     mqtt_config=mqtt_config,

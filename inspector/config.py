@@ -136,7 +136,10 @@ class RectROI(_Strict):
 
 
 class MaskROI(_Strict):
-    mask: Path = Field(description="image file; non-zero pixels are inside the region of interest" + RELATIVE_TO_CONFIG)
+    mask: Path = Field(
+        description="image file; non-zero pixels are inside the region of interest (read as frames "
+        "are: 16-bit scaled to 8, transparent pixels are zero)" + RELATIVE_TO_CONFIG,
+    )
     min_coverage: float = Field(0.05, gt=0, le=1, description="keep a tile when at least this share of it is inside")
 
 
@@ -382,7 +385,8 @@ class EdgeConfig(_Strict):
     sink_retries: int = Field(2, ge=0, le=10, description="tries again a sink that raised before the verdict is failed")
     spill_file: Path = Field(
         Path("undelivered.jsonl"),
-        description="JSON lines of the verdicts a sink refused, kept for replay" + SET_RELATIVE_TO_CONFIG,
+        description="JSON lines of the verdicts a sink refused, kept for replay (several stations: one file "
+        "each, the station's key before the suffix)" + SET_RELATIVE_TO_CONFIG,
     )
     # Who may steer the station (edge/commands.py, edge/reload.py, edge/web/).
     mqtt_commands: list[Literal["pause", "resume", "reload-config", "snapshot", "select-recipe"]] = Field(

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel
 
@@ -49,12 +50,34 @@ STATION_PATH_FIELDS: tuple[tuple[str, ...], ...] = (
 )
 
 
-def _is_file_path(location: tuple[str, ...], value: Any) -> bool:
-    """False for values of a path field that are not files: camera indexes and stream URLs."""
+# Confined for an inline reload but never resolved against the config's folder: a camera feature's
+# value goes to the device as written. GenICam enum entries and file names look alike (`Off`,
+# `frames`), and a feature such as the pylon emulator's ImageFilename or a vendor's user-set file
+# makes the camera SDK read a host file, so every string feature value counts as a path: an
+# inline config may repeat the running value or name a file inside the allowed folders; any other
+# string (an enum too) needs the ``path`` form, a config file the station's folders hold.
+CAMERA_FEATURES = ("source", "camera", "features")
+REMOTE_CONFINED_FIELDS: tuple[tuple[str, ...], ...] = (*STATION_PATH_FIELDS, (*CAMERA_FEATURES, "*"))
+
+
+def genicam_producer(uri: str) -> str | None:
+    """The GenTL producer (``.cti``) a ``genicam://PRODUCER?...`` URI names; None for any other URI."""
+    parts = urlsplit(uri.strip())
+    return unquote(parts.netloc + parts.path) if parts.scheme.lower() == "genicam" else None
+
+
+def _named_file(location: tuple[str, ...], value: Any) -> Any:
+    """The file a path field's value names, or None: camera indexes, stream URLs and numbers name none.
+    A ``genicam://`` source names its producer, a shared library the source loads (code it runs)."""
+    if location[:-1] == CAMERA_FEATURES:
+        return value if isinstance(value, str) else None
     if location[-2:] == ("source", "uri"):
         text = str(value).strip()
-        return not (isinstance(value, int) or text.isdigit() or "://" in text)
-    return True
+        if isinstance(value, int) or text.isdigit():
+            return None
+        if "://" in text:
+            return genicam_producer(text)
+    return value
 
 
 def _is_hub_id(text: str, folder: Path) -> bool:
@@ -73,7 +96,7 @@ def _walk(
     mapping); with ``only_set``, only where the file wrote it (a default is not the file's)."""
     if not location:
         items = owner if isinstance(owner, list) else [owner]
-        done = [visit(at, item) if item is not None and _is_file_path(at, item) else item for item in items]
+        done = [visit(at, item) if item is not None else item for item in items]
         return done if isinstance(owner, list) else done[0]
     name, rest = location[0], location[1:]
     if name == "*":
@@ -91,9 +114,20 @@ def _walk(
 
 def written_paths(model: BaseModel, fields: Sequence[tuple[str, ...]]) -> list[tuple[str, str | Path]]:
     """(dotted field, value) of every file path the config sets (each item of a list field)."""
-    found: list[tuple[str, str | Path]] = []
+    return _named_files(model, fields, only_set=True)
+
+
+def _named_files(model: BaseModel, fields: Sequence[tuple[str, ...]], *, only_set: bool) -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = []
+
+    def note(where: tuple[str, ...], value: Any) -> Any:
+        named = _named_file(where, value)
+        if named is not None:
+            found.append((".".join(where), named))
+        return value
+
     for location in fields:
-        _walk(model, location, lambda where, value: found.append((".".join(where), value)) or value, only_set=True)
+        _walk(model, location, note, only_set=only_set)
     return found
 
 
@@ -110,6 +144,8 @@ def resolve_relative(model: BaseModel, folder: Path, fields: Sequence[tuple[str,
     folder = folder.expanduser().absolute()
 
     def absolute(where: tuple[str, ...], value: Any) -> Any:
+        if _named_file(where, value) != value:  # no file, or a URI naming one (kept as written)
+            return value
         if where[-2:] == ("model", "path") and _is_hub_id(str(value), folder):
             return value
         return _absolute(value, folder)
@@ -139,15 +175,13 @@ def paths_outside(
     allowed_dirs: Sequence[Path],
     *,
     unless_as: BaseModel | None = None,
-    fields: Sequence[tuple[str, ...]] = STATION_PATH_FIELDS,
+    fields: Sequence[tuple[str, ...]] = REMOTE_CONFINED_FIELDS,
 ) -> list[str]:
     """The dotted fields whose paths lie outside ``allowed_dirs``; a value ``unless_as`` has too is allowed
     (an inline reload may repeat the running model's path, it may not point anywhere new)."""
-    kept = {(f, str(v)) for f, v in written_paths(unless_as, fields)} if unless_as is not None else set()
-    if unless_as is not None:  # the running config's values, defaults included
-        for location in fields:
-            _walk(unless_as, location, lambda where, value: kept.add((".".join(where), str(value))) or value,
-                  only_set=False)  # fmt: skip
+    # The running config's values, defaults included.
+    running = _named_files(unless_as, fields, only_set=False) if unless_as is not None else []
+    kept = {(f, str(v)) for f, v in running}
     return sorted(
         {
             f

@@ -14,6 +14,7 @@ the stations and ``inspector config check`` validates the same file the same way
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ from inspector.config_paths import STATION_PATH_FIELDS, resolve_relative
 from inspector.errors import ConfigError
 
 MAX_STATIONS = 16
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class _StationsFile(BaseModel):
@@ -72,6 +76,8 @@ def load_stations(path: Path) -> tuple[EdgeConfig, dict[str, StationFile]]:
     stations: dict[str, StationFile] = {}
     for name, section in top.stations.items():
         where = f"{path}: stations.{name}"
+        if not _SAFE_NAME.fullmatch(name):  # it names the station's evidence folder and spill file
+            raise ConfigError(f"{where}: a station key must be a plain name", "use letters, digits, '-', '_', '.'")
         if not isinstance(section, dict):
             raise ConfigError(f"{where}: must be a mapping of station sections")
         if "edge" in section or "edge" in top.common:

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from inspector.config import TILE_MULTIPLE, MaskROI, RectROI, TilingConfig
+from inspector.decode import read_image_file
 from inspector.errors import ConfigError, InspectorError
 
 BBox = tuple[int, int, int, int]
@@ -144,16 +145,18 @@ def _keep_covered(boxes: list[BBox], mask: np.ndarray, min_coverage: float, widt
 
 
 def load_roi_mask(path: str | Path) -> np.ndarray:
-    """A mask image -> (H, W) bool, True where any colour channel is non-zero (alpha ignored)."""
+    """A mask image -> (H, W) bool, True where any colour channel is non-zero.
+
+    Read by the one image decoder (inspector/decode.py), so the mask means what the image would show:
+    16-bit samples scaled to 8 bits (full range), alpha composited over black (transparent = skip).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"ROI mask {path} does not exist", "set tiling.roi.mask to an image file (PNG)")
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    mask = read_image_file(path)
     if mask is None:
         raise ConfigError(f"ROI mask {path} is not a readable image", "save the mask as PNG, non-zero = inspect")
-    if mask.ndim == 3:
-        mask = mask[:, :, :3].any(axis=2)
-    return np.asarray(mask != 0)
+    return mask.any(axis=2)
 
 
 def _resize_area(image: np.ndarray, size: int) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.server
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cv2
@@ -58,3 +58,11 @@ class MjpegCamera:
         self.stop_event.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def noise_camera(seed: int, *, period_s: float = 0.05) -> Iterator[MjpegCamera]:
+    """A camera fixture's body: a 256x192 random image (``seed``) served as MJPEG, stopped after the test."""
+    image = np.random.default_rng(seed).integers(0, 255, (192, 256, 3), dtype=np.uint8)
+    camera = MjpegCamera(image, period_s=period_s)
+    yield camera
+    camera.stop()

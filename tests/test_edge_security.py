@@ -227,6 +227,19 @@ def inline(config: dict, allowed: list[Path], current: object = None) -> str:
         ("source.uri", lambda d, s: d.update(source={"uri": str(s / "*.png")})),
         ("tiling.roi.mask", lambda d, s: d.update(tiling={"roi": {"mask": str(s / "mask.png")}})),
         ("sinks.jsonl.path", lambda d, s: d.update(sinks={"jsonl": {"path": str(s / "out.jsonl")}})),
+        # A GenTL producer is a shared library the source loads: naming one is running its code.
+        ("source.uri", lambda d, s: d.update(source={"uri": f"genicam://{s}/evil.cti?serial=1"})),
+        ("source.uri", lambda d, s: d.update(source={"uri": f"genicam://{s}/../secrets/evil.cti"})),
+        ("source.uri", lambda d, s: d.update(source={"uri": "genicam://vendor/evil.cti"})),  # relative: cwd's
+        # A camera feature may name a host file (the pylon emulator's ImageFilename, a user-set file).
+        (
+            "source.camera.features.ImageFilename",
+            lambda d, s: d.update(source={"uri": "pylon://0", "camera": {"features": {"ImageFilename": str(s)}}}),
+        ),
+        (
+            "source.camera.features.UserSetFile",
+            lambda d, s: d.update(source={"uri": "pylon://0", "camera": {"features": {"UserSetFile": "u.pfs"}}}),
+        ),
     ],
 )
 def test_an_inline_config_may_not_name_a_file_outside_the_allowed_folders(
@@ -255,6 +268,36 @@ def test_inline_paths_inside_the_folder_or_the_running_ones_are_accepted(box: di
                                 allowed_dirs=[box["configs"]], current=running).source.uri == uri  # fmt: skip
     # No allowed folder: an inline config may still change the prompt, but name no new file.
     assert "model.path" in inline({**GOOD, "model": {"path": "/elsewhere"}}, [], current=running)
+
+
+def test_inline_camera_producers_and_features_inside_the_folder_or_the_running_ones_are_accepted(
+    box: dict[str, Path],
+) -> None:
+    from inspector.config import parse_config
+
+    features = {"ImageFilename": "/opt/frames", "ExposureAuto": "Off"}
+    camera = {"uri": "genicam:///opt/vendor/x.cti?serial=1", "camera": {"features": features}}
+    running = parse_config({**GOOD, "model": {"path": "/opt/models/qwen"}, "source": camera})
+
+    def accepted(source: dict) -> object:
+        data = {**GOOD, "model": {"path": "/opt/models/qwen"}, "source": source}
+        return requested_config(ReloadConfigCommand(command="reload-config", config=data), Overrides(),
+                                allowed_dirs=[box["configs"]], current=running).source  # fmt: skip
+
+    # The running producer with another device; the running string features, new numbers and booleans.
+    more = {**features, "ExposureTime": 900.0, "ReverseX": True}
+    source = accepted({"uri": "genicam:///opt/vendor/x.cti?serial=2", "camera": {"features": more}})
+    assert source.uri == "genicam:///opt/vendor/x.cti?serial=2" and source.camera.features == more
+    # A producer and a feature file inside the allowed folder.
+    inside = {"ImageFilename": str(box["configs"] / "frames")}
+    source = accepted({"uri": f"genicam://{box['configs']}/y.cti", "camera": {"features": inside}})
+    assert source.uri == f"genicam://{box['configs']}/y.cti" and source.camera.features == inside
+    # Any other string value counts as a path (enum names and file names look alike: `frames`, `Off`):
+    # an inline config may not set it; a config file in the allowed folders may (the path form).
+    off = {**features, "ExposureAuto": "Continuous"}
+    message = inline({**GOOD, "model": {"path": "/opt/models/qwen"}, "source": {**camera, "camera": {"features": off}}},
+                     [box["configs"]], current=running)  # fmt: skip
+    assert "source.camera.features.ExposureAuto" in message and "ImageFilename" not in message
 
 
 def test_reload_config_is_not_taken_over_mqtt_unless_the_config_says_so() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,15 @@ import yaml
 from edge_station import ROOT, Subscriber, build_service, config_for, station_data
 
 from edge.collectors import StationsCollector
+from edge.inference import Outgoing
+from edge.options import service_options, station_options
+from edge.publish import PublishWorker
+from edge.queues import BoundedQueue
 from edge.reload import build_candidate
 from edge.sdnotify import SystemdNotifier
 from edge.stations import MultiStationService
 from inspector.errors import ConfigError
+from inspector.payloads.verdict import FrameVerdict, ModelRef, SourceRef, StationRef
 from inspector.stations import is_multi_station, load_stations
 
 from mosquitto import Mosquitto
@@ -61,6 +67,7 @@ def test_each_station_gets_the_common_sections_and_its_own(tmp_path: Path) -> No
         ({"a": {"station": {"station": "x"}}, "b": {"station": {"station": "x"}}}, "the same site/area/line/station"),
         ({"a": {"edge": {"heartbeat_s": 1}}}, "'edge' belongs at the top level"),
         ({"a": {"tiling": {"tile": 100}}}, "stations.a: invalid configuration"),
+        ({"../a": {"station": {"station": "a"}}}, "a station key must be a plain name"),
         (
             {"a": {"sinks": {"jsonl": {"path": "v.jsonl"}}}, "b": {"sinks": {"jsonl": {"path": "v.jsonl"}}}},
             "write the same file",
@@ -70,6 +77,56 @@ def test_each_station_gets_the_common_sections_and_its_own(tmp_path: Path) -> No
 def test_a_bad_multi_station_file_names_the_station(tmp_path: Path, stations: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         load_stations(write(tmp_path, {"common": COMMON, "stations": stations}))
+
+
+class _FullDisk:
+    """A sink that refuses every verdict, as an outbox on a full disk does."""
+
+    def publish(self, verdict: FrameVerdict) -> None:
+        raise OSError(28, "No space left on device")
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        pass
+
+
+def _verdict(station: str, index: int) -> FrameVerdict:
+    return FrameVerdict(
+        station=StationRef(site="s", area="a", line="l", station=station, camera="cam0"),
+        model=ModelRef(id="tiny", backend="torch", precision="float32", random_weights=True),
+        verdict="OK", confidence=0.9, source=SourceRef(id=station, frame_index=index, captured_at=datetime.now(UTC)),
+    )  # fmt: skip
+
+
+def test_each_station_spills_its_failed_verdicts_to_its_own_file(tmp_path: Path) -> None:
+    """Two stations of one service, both sinks refusing at once: each station's spill file holds its own
+    verdicts, every one of them, none of the other's (one shared file would interleave them)."""
+    path = write(tmp_path, {
+        "edge": {"spill_file": "spill/undelivered.jsonl"},
+        "common": COMMON,
+        "stations": {"press-1": {"source": {"uri": "rtsp://cam1/s"}}, "press-2": {"source": {"uri": "rtsp://cam2/s"}}},
+    })  # fmt: skip
+    edge, stations = load_stations(path)
+    publishers: dict[str, tuple[BoundedQueue[Outgoing], PublishWorker]] = {}
+    for name in stations:
+        options = station_options(service_options(edge, path), name)
+        queue: BoundedQueue[Outgoing] = BoundedQueue(64)
+        publishers[name] = queue, PublishWorker(queue, [_FullDisk()], spill=options.spill_file, retries=0)
+    spills = {name: publisher._spill for name, (_, publisher) in publishers.items()}
+    assert len(set(spills.values())) == 2 and all(s.parent == tmp_path / "spill" for s in spills.values())
+    for _, publisher in publishers.values():
+        publisher.start()
+    for index in range(20):
+        for name, (queue, _) in publishers.items():
+            queue.put_latest(Outgoing(_verdict(name, index)))
+    try:
+        assert poll(lambda: all(p.spilled == 20 for _, p in publishers.values()), 30)
+    finally:
+        for _, publisher in publishers.values():
+            publisher.stop()
+            publisher.join(10)
+    for name, spill in spills.items():
+        kept = [json.loads(line) for line in spill.read_text().splitlines()]
+        assert [(v["source"]["id"], v["source"]["frame_index"]) for v in kept] == [(name, i) for i in range(20)]
 
 
 def test_the_example_multi_station_config_is_valid() -> None:

@@ -6,20 +6,18 @@ and the retained last-NG picture. Waits are bounded polls of what arrives, never
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
-from edge_station import Subscriber, build_service, config_for, station_data
+from edge_station import RunningService, Subscriber, build_service, config_for, station_data
 
 from inspector.config import EvidenceConfig
 
 from mosquitto import Mosquitto, free_port
-from streams import MjpegCamera, poll
+from streams import MjpegCamera, noise_camera, poll
 
 WAIT_S = 60.0
 
@@ -40,30 +38,11 @@ def ng_station(model_dir: Path, source: str, **source_extra) -> dict:
 
 @pytest.fixture
 def camera() -> Iterator[MjpegCamera]:
-    image = np.random.default_rng(1).integers(0, 255, (192, 256, 3), dtype=np.uint8)
-    running = MjpegCamera(image, period_s=0.05)
-    yield running
-    running.stop()
+    yield from noise_camera(1)
 
 
-class Running:
-    """The service's supervisor loop in a thread, stopped (and its exit code checked) at the end."""
-
-    def __init__(self, service) -> None:
-        self.service = service
-        self.code: list[int] = []
-        self.thread = threading.Thread(target=lambda: self.code.append(service.run()), daemon=True)
-        self.thread.start()
-
-    def stop(self) -> int:
-        self.service.stop_event.set()
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "the service did not stop"
-        return self.code[0]
-
-
-def start(service, subscriber: Subscriber) -> Running:
-    running = Running(service)
+def start(service, subscriber: Subscriber) -> RunningService:
+    running = RunningService(service)
     assert poll(lambda: service.link is not None and service.link.connected, WAIT_S), "trigger link not connected"
     return running
 

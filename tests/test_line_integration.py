@@ -27,6 +27,7 @@ pytest.importorskip("asyncua", reason="the line test needs the opcua extra")
 pytest.importorskip("google.protobuf", reason="the line test needs the sparkplug extra")
 
 from asyncua import Client, ua  # noqa: E402
+from edge_station import station_data  # noqa: E402
 from test_edge_service import ROOT, Edge, write_config  # noqa: E402
 
 from cameras import emulator_camera, write_emulator_frames  # noqa: E402
@@ -93,16 +94,9 @@ def line_station(tmp_path: Path, model_dir: Path, broker: Mosquitto, opcua_port:
     frames = write_emulator_frames(tmp_path / "frames", size=(512, 256))
     camera = emulator_camera(frames, trigger="software").model_dump(exclude_defaults=True)
     camera["roi"] = {"width": 512, "height": 256}
+    data = station_data(model_dir, "pylon://0815-0000", trigger="opcua", trigger_timeout_s=60.0, camera=camera)
     return {
-        "station": {"site": "s", "area": "a", "line": "l1", "station": "st", "camera": "cam0"},
-        "source": {"uri": "pylon://0815-0000", "trigger": "opcua", "trigger_timeout_s": 60.0, "camera": camera},
-        "tiling": {"tile": 256, "overlap": 0.0, "global_view": False},
-        "model": {"path": str(model_dir), "batch_size": 4},
-        "inspection": {
-            "product": "a textured surface",
-            "defects": {"scratch": {"description": "a thin line"}, "spot": {"description": "a dark blob"}},
-            "explanation": "never",
-        },
+        **data,
         "recipes": RECIPES,
         "sinks": {"mqtt": {"port": broker.port, "outbox": str(tmp_path / "outbox.sqlite"), "topic_root": ROOT}},
         "edge": {

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from edge_station import RunningService, Subscriber, build_service, config_for, station_data
 
@@ -32,7 +31,7 @@ from edge.station_control import LineState  # noqa: E402
 from inspector.plc_config import OpcUaConfig  # noqa: E402
 
 from mosquitto import Mosquitto, free_port  # noqa: E402
-from streams import MjpegCamera, poll  # noqa: E402
+from streams import MjpegCamera, noise_camera, poll  # noqa: E402
 
 WAIT_S = 60.0
 URI = "urn:line-inspector:machine-vision"
@@ -75,10 +74,7 @@ def refusal(server: OpcUaServer, station: str, method: str, *args: Any) -> str:
 
 @pytest.fixture
 def camera() -> Iterator[MjpegCamera]:
-    image = np.random.default_rng(3).integers(0, 255, (192, 256, 3), dtype=np.uint8)
-    running = MjpegCamera(image, period_s=0.05)
-    yield running
-    running.stop()
+    yield from noise_camera(3)
 
 
 class PlcClient:

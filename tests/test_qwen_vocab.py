@@ -127,6 +127,18 @@ def test_inspector_model_tiny_uses_qwen_vocabulary(tmp_path: Path, capsys) -> No
     assert tokenizer.convert_tokens_to_ids("<|image_pad|>") == 151655
 
 
+def test_inspector_model_tiny_vocabulary_can_be_pinned_to_the_offline_one(tmp_path: Path, capsys) -> None:
+    """--vocabulary trained gives the fresh-clone model even where Qwen's ranks are installed."""
+    parser = argparse.ArgumentParser()
+    model_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["model", "tiny", str(tmp_path / "tiny"), "--vocabulary", "trained"])
+    assert args.func(args) == 0
+    marker = json.loads((tmp_path / "tiny" / RANDOM_MARKER).read_text())
+    assert marker["tokenizer"] == "trained"
+    assert "trained vocabulary" in capsys.readouterr().out
+    assert load_tokenizer(str(tmp_path / "tiny")).encode(EXPLANATION_LEAD, add_special_tokens=False) != [198, 69769, 25]
+
+
 def test_a_file_that_is_not_tiktoken_ranks_names_the_fix(tmp_path: Path) -> None:
     garbage = tmp_path / "qwen.tiktoken"
     garbage.write_text("not base64 at all!\n")

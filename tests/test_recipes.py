@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from edge_station import RunningService, Subscriber, build_service, config_for, station_data
 
@@ -23,7 +22,7 @@ from inspector.payloads.trigger import TriggerMessage
 from inspector.payloads.verdict import FrameVerdict, ModelRef, SourceRef, StationRef
 
 from mosquitto import Mosquitto
-from streams import MjpegCamera, poll
+from streams import MjpegCamera, noise_camera, poll
 
 WAIT_S = 60.0
 
@@ -154,10 +153,7 @@ def test_a_part_keeps_the_recipe_selected_when_it_was_accepted(book: RecipeBook)
 
 @pytest.fixture
 def camera() -> Iterator[MjpegCamera]:
-    image = np.random.default_rng(2).integers(0, 255, (192, 256, 3), dtype=np.uint8)
-    running = MjpegCamera(image, period_s=0.05)
-    yield running
-    running.stop()
+    yield from noise_camera(2)
 
 
 @pytest.fixture(scope="module")

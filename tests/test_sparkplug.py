@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
@@ -32,7 +31,7 @@ from inspector.payloads.verdict import FrameVerdict, ModelRef, SourceRef, Statio
 from inspector.plc_config import SparkplugConfig
 
 from mosquitto import Mosquitto
-from streams import MjpegCamera, poll
+from streams import MjpegCamera, noise_camera, poll
 
 WAIT_S = 60.0
 REPO = Path(__file__).resolve().parents[1]
@@ -110,10 +109,7 @@ def device_metric(payloads: list[dict[str, Any]], name: str) -> list[Any]:
 
 @pytest.fixture
 def camera() -> Iterator[MjpegCamera]:
-    image = np.random.default_rng(4).integers(0, 255, (192, 256, 3), dtype=np.uint8)
-    running = MjpegCamera(image, period_s=0.05)
-    yield running
-    running.stop()
+    yield from noise_camera(4)
 
 
 def test_births_a_ddata_per_part_recipe_by_dcmd_rebirth_and_every_bad_command_answered(
@@ -259,8 +255,11 @@ def test_killing_the_service_yields_ndeath_with_the_births_bdseq(
     clip = write_demo_clip(tmp_path / "demo", frames=8, size=(256, 192), fps=10.0).video
     data = station_data(tiny_model_dir, str(clip), pace=True, loop=True)
     data["sinks"] = {"mqtt": {"port": broker.port, "topic_root": ROOT, "outbox": str(tmp_path / "outbox.sqlite")}}
-    data["edge"] = {"metrics_port": 0, "live_port": 0,
-                    "sparkplug": {"group_id": GROUP, "edge_node_id": NODE, "bdseq_file": str(tmp_path / "bdseq")}}
+    data["edge"] = {
+        "metrics_port": 0,
+        "live_port": 0,
+        "sparkplug": {"group_id": GROUP, "edge_node_id": NODE, "bdseq_file": str(tmp_path / "bdseq")},
+    }
     (tmp_path / "bdseq").write_text("41\n")  # a box that has connected 41 times before
     config = tmp_path / "station.yaml"
     config.write_text(yaml.safe_dump(data))

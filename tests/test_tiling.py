@@ -149,6 +149,24 @@ def test_colour_mask_counts_any_channel(tmp_path: Path) -> None:
     assert loaded.dtype == bool and loaded.shape == (8, 8) and loaded.sum() == 1 and loaded[0, 0]
 
 
+def test_16_bit_and_rgba_masks_read_as_the_one_decoder_reads_images(tmp_path: Path) -> None:
+    """The mask goes through inspector/decode.py: 16-bit full range, alpha composited over black."""
+    deep = np.zeros((8, 8), dtype=np.uint16)
+    deep[:4] = 65535  # inspect the top half
+    deep[4:, :4] = 64  # 64/65535 of full scale: black in 8 bits, as the decoder shows it
+    cv2.imwrite(str(tmp_path / "deep.png"), deep)
+    assert cv2.imread(str(tmp_path / "deep.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    expected = np.zeros((8, 8), dtype=bool)
+    expected[:4] = True
+    np.testing.assert_array_equal(load_roi_mask(tmp_path / "deep.png"), expected)
+    # White painted everywhere, transparent on the bottom half: a transparent pixel shows nothing.
+    rgba = np.full((8, 8, 4), 255, dtype=np.uint8)
+    rgba[4:, :, 3] = 0
+    cv2.imwrite(str(tmp_path / "rgba.png"), rgba)
+    assert cv2.imread(str(tmp_path / "rgba.png"), cv2.IMREAD_UNCHANGED).shape == (8, 8, 4)
+    np.testing.assert_array_equal(load_roi_mask(tmp_path / "rgba.png"), expected)
+
+
 def test_crops_are_rgb_and_exact() -> None:
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)

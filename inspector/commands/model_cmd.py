@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from inspector.models import TinySpec, write_tiny_model
+from inspector.models.tokenizer import resolve_vocabulary
 
 # "test": the smallest widths, fast for the test suite. "demo": the starting point of the
 # offline demo's `inspector train` (chosen by measuring what learns the demo defects in a few
@@ -42,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tiny.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     tiny.add_argument("--thinking", action="store_true", help="use the Thinking variant's chat template")
     tiny.add_argument("--preset", choices=sorted(PRESETS), default="test", help="widths (default test)")
+    tiny.add_argument(
+        "--vocabulary", choices=("auto", "qwen", "trained"), default="auto",
+        help="tokenizer: Qwen's real BPE (needs the dashscope wheel), a small offline-trained one, or auto "
+             "(Qwen's where installed; default). A different vocabulary is a different random model: pin it "
+             "to compare runs across machines",
+    )  # fmt: skip
     tiny.add_argument("--text-hidden", type=int, help="language model width (overrides the preset)")
     tiny.add_argument("--text-layers", type=int, help="language model depth (overrides the preset)")
     tiny.add_argument("--vision-hidden", type=int, help="vision tower width (overrides the preset)")
@@ -73,10 +80,11 @@ def spec_for(args: argparse.Namespace) -> TinySpec:
 
 def run_tiny(args: argparse.Namespace) -> int:
     spec = spec_for(args)
-    out = write_tiny_model(args.dir, seed=args.seed, thinking=args.thinking, spec=spec)
+    vocabulary = resolve_vocabulary(args.vocabulary)
+    out = write_tiny_model(args.dir, seed=args.seed, thinking=args.thinking, spec=spec, vocabulary=vocabulary)
     print(
         f"wrote tiny RANDOM Qwen3-VL ({'thinking' if args.thinking else 'instruct'}, seed {args.seed}, "
         f"preset {args.preset}: text {spec.text_hidden}x{spec.text_layers}, vision {spec.vision_hidden}x"
-        f"{spec.vision_depth}) to {out}"
+        f"{spec.vision_depth}, {vocabulary} vocabulary) to {out}"
     )
     return 0

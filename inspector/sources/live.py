@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -16,23 +15,21 @@ import numpy as np
 from inspector.backoff import Backoff
 from inspector.config import ReconnectConfig
 from inspector.errors import SourceError
-from inspector.frames import Frame
 from inspector.sources.base import (
     LIVE_MAX_BAD_READS,
     STREAM_SCHEMES,
-    FrameSource,
     capture_fps,
     open_capture,
     read_frame,
     redact_uri,
     utcnow,
 )
-from inspector.sources.clock import StreamClock
+from inspector.sources.threaded import ThreadedSource
 
 log = logging.getLogger(__name__)
 
 
-class LiveSource(FrameSource):
+class LiveSource(ThreadedSource):
     """A camera or network stream read by a background thread that keeps only the freshest frame.
 
     ``index`` counts frames decoded from the device since the source opened (across
@@ -47,8 +44,6 @@ class LiveSource(FrameSource):
     dated when they were taken, not when they were decoded; ``clock`` is the wall clock (tests).
     """
 
-    is_live = True
-
     def __init__(
         self,
         target: str | int,
@@ -61,18 +56,11 @@ class LiveSource(FrameSource):
         poll_s: float = 0.5,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        super().__init__(source_id or _live_id(target))
-        self._clock = clock
-        self._stream_clock = StreamClock()
+        super().__init__(source_id or _live_id(target), keep=1, poll_s=poll_s, clock=clock)
         self.target = target
         self.reconnect = reconnect or ReconnectConfig()
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
-        self.poll_s = poll_s
-        self._cond = threading.Condition()
-        self._latest: Frame | None = None
-        self._connected = False
-        self._seq = 0
         cap = self._try_open()
         if cap is None:
             if not wait_for_first:
@@ -81,12 +69,7 @@ class LiveSource(FrameSource):
         else:
             self._connected = True
             self.fps = capture_fps(cap)
-        self._thread = threading.Thread(target=self._run, args=(cap,), name=f"source:{self.source_id}", daemon=True)
-        self._thread.start()
-
-    @property
-    def healthy(self) -> bool:
-        return self._connected and not self._closed.is_set()
+        self._start_thread(self._run, cap)
 
     def _try_open(self) -> cv2.VideoCapture | None:
         return open_capture(self.target, open_timeout_s=self.open_timeout_s, read_timeout_s=self.read_timeout_s)
@@ -169,58 +152,13 @@ class LiveSource(FrameSource):
         except Exception:  # the reader must not die silently: log, mark unhealthy, stop
             log.exception("%s: reader thread failed", self.source_id)
         finally:
-            self._connected = False
             if cap is not None:
                 cap.release()
-            with self._cond:
-                self._cond.notify_all()
+            self._thread_ended()
 
     def _publish(self, image: np.ndarray, position_s: float | None) -> None:
-        arrived = self._clock()
         meta: dict[str, object] = {} if position_s is None else {"stream_pts_s": position_s}
-        captured_at = self._stream_clock.stamp(position_s, arrived)
-        frame = Frame(image=image, source_id=self.source_id, index=self._seq, captured_at=captured_at, meta=meta)
-        self._seq += 1
-        self.stats.frames_read += 1
-        with self._cond:
-            if self._latest is not None:
-                self.stats.dropped_stale += 1  # nobody took the previous one: it is stale now
-            self._latest = frame
-            self._cond.notify_all()
-
-    def read(self, timeout_s: float | None = None) -> Frame | None:
-        """The freshest frame not yet returned, waiting up to ``timeout_s``; None on timeout or close."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        with self._cond:
-            while self._latest is None:
-                if self._closed.is_set() or not self._thread.is_alive():
-                    return None
-                remaining = self.poll_s if deadline is None else min(self.poll_s, deadline - time.monotonic())
-                if remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-            frame, self._latest = self._latest, None
-            return frame
-
-    def __next__(self) -> Frame:
-        while not self._closed.is_set():
-            frame = self.read(self.poll_s)
-            if frame is not None:
-                return frame
-            if not self._thread.is_alive() and not self._closed.is_set():
-                # The reader failed (logged where it happened): end with an error so the owner reopens us.
-                raise SourceError(f"{self.source_id}: the reader thread stopped unexpectedly", "reopen the source")
-        raise StopIteration
-
-    def close(self, timeout_s: float = 2.0) -> None:
-        """Stop the reader; a read blocked inside OpenCV finishes on its own (daemon thread)."""
-        super().close()
-        with self._cond:
-            self._cond.notify_all()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                log.debug("%s: reader still inside OpenCV; it will exit after its read times out", self.source_id)
+        self._emit(image, stream_time_s=position_s, meta=meta)
 
 
 def _position_s(cap: cv2.VideoCapture) -> float | None:

@@ -97,32 +97,24 @@ def sampling_weights(labels: np.ndarray, defect_share: float) -> np.ndarray:
 
 
 def augment(
-    tiles: np.ndarray, rng: np.random.Generator, *, shift: float = 0.06, photometric: float = 0.05
-) -> np.ndarray:
+    tiles: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    where: np.ndarray | None = None,
+    shift: float = 0.06,
+    photometric: float = 0.05,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Flips, brightness/contrast and small shifts (reflected borders), drawn per tile from ``rng``.
 
+    ``where`` (N, 2), the defects' centres as shares of the tile (x, y), comes back moved with the
+    pixels: a flipped tile's "top left" defect is at its top right, and the taught explanation
+    must say so (unmoved, the region words would be noise and a model learns only their prior).
     ``photometric``: contrast in 1 +- it, brightness +- it x 255. Keep it small: a dark defect
     on a surface is told apart partly by how dark it is, and a strong jitter makes the surface's
     own shadows as dark as the defects.
     """
-    return augment_placed(tiles, None, rng, shift=shift, photometric=photometric)[0]
-
-
-def augment_placed(
-    tiles: np.ndarray,
-    where: np.ndarray | None,
-    rng: np.random.Generator,
-    *,
-    shift: float = 0.06,
-    photometric: float = 0.05,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """``augment``, and the defects' centres ``where`` (N, 2, shares of the tile) moved with the pixels.
-
-    The explanation names where the defect sits: a flipped tile's defect is on the other side, so
-    the taught region must follow the flip (and the shift), or the words cannot depend on the image.
-    """
     out = np.empty_like(tiles)
-    moved = None if where is None else np.array(where, np.float32, copy=True)
+    moved = None if where is None else np.array(where, dtype=np.float32, copy=True)
     size = tiles.shape[1]
     for i, tile in enumerate(tiles):
         image = tile
@@ -135,11 +127,11 @@ def augment_placed(
             if moved is not None:
                 moved[i, 1] = 1.0 - moved[i, 1]
         dx, dy = (rng.uniform(-shift, shift, 2) * size).round()
+        if moved is not None:
+            moved[i] = np.clip(moved[i] + np.float32([dx, dy]) / size, 0.0, 1.0)
         contrast = rng.uniform(1 - photometric, 1 + photometric)
         brightness = rng.uniform(-photometric, photometric) * 255
         matrix = np.float32([[1, 0, dx], [0, 1, dy]])
         image = cv2.warpAffine(np.ascontiguousarray(image), matrix, (size, size), borderMode=cv2.BORDER_REFLECT_101)
         out[i] = np.clip((image.astype(np.float32) - 128.0) * contrast + 128.0 + brightness, 0, 255)
-        if moved is not None:
-            moved[i] = np.clip(moved[i] + np.float32([dx, dy]) / size, 0.0, 1.0)
     return out, moved

@@ -20,7 +20,7 @@ import numpy as np
 
 from inspector.config import StationFile
 from inspector.errors import InspectorError
-from inspector.training.data import TileSet, augment_placed, sampling_weights
+from inspector.training.data import TileSet, augment, sampling_weights
 from inspector.training.explanation_text import explanation_parts
 from inspector.training.objective import (
     TrainingPrompt,
@@ -394,7 +394,7 @@ class Trainer:
             rows = rng.choice(len(tiles), size=options.batch, p=self.weights)
             pixels, where = tiles.pixels[rows], tiles.where[rows]
             if options.augment:  # the defects' places move with the pixels (flips): the words name them
-                pixels, where = augment_placed(pixels, where, rng, photometric=options.photometric)
+                pixels, where = augment(pixels, rng, where=where, photometric=options.photometric)
             labels = torch.from_numpy(tiles.labels[rows]).to(self.model.device)
             if options.explain:
                 inspection = self.config.inspection

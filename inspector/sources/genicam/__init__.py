@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from inspector.camera_config import CameraConfig
 from inspector.config import ReconnectConfig
+from inspector.config_paths import genicam_producer
 from inspector.errors import SourceError
 from inspector.sources.genicam.grabbing import CameraDriver, CameraSource
 
@@ -30,8 +31,8 @@ def parse_camera_uri(uri: str) -> tuple[str, str, dict[str, str]]:
                 f"source {uri!r} names no camera", "write pylon://SERIAL (or pylon://0 for the first camera found)"
             )
         return scheme, selector, {}
-    if scheme == "genicam":
-        producer = unquote(parts.netloc + parts.path)
+    producer = genicam_producer(uri)
+    if producer is not None:
         if not producer:
             raise SourceError(
                 f"source {uri!r} names no GenTL producer", "write genicam:///path/to/producer.cti?serial=…"

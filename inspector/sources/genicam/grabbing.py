@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 import numpy as np
@@ -40,10 +37,9 @@ from inspector.backoff import Backoff
 from inspector.camera_config import CameraConfig
 from inspector.config import ReconnectConfig
 from inspector.errors import SourceError
-from inspector.frames import Frame
-from inspector.sources.base import FrameSource
-from inspector.sources.clock import StreamClock
+from inspector.sources.base import utcnow
 from inspector.sources.genicam.settings import CameraSettingError, first_line
+from inspector.sources.threaded import ThreadedSource
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +87,11 @@ class CameraDriver(Protocol):
     def close(self) -> None: ...
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-class CameraSource(FrameSource):
+class CameraSource(ThreadedSource):
     """Frames from a GenICam camera through ``driver``; see the module docstring for the modes."""
 
-    is_live = True
+    thread_role = "grab"
+    close_timeout_s = 3.0
 
     def __init__(
         self,
@@ -108,22 +101,16 @@ class CameraSource(FrameSource):
         source_id: str,
         reconnect: ReconnectConfig | None = None,
         wait_for_first: bool = False,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime] = utcnow,
         poll_s: float = 0.2,
     ) -> None:
-        super().__init__(source_id)
+        # free_run keeps only the freshest frame; a triggered frame is a part's, each kept in order.
+        super().__init__(source_id, keep=1 if config.trigger == "free_run" else BACKLOG, poll_s=poll_s, clock=clock)
         self.driver = driver
         self.config = config
         self.keeps_every_frame = config.trigger != "free_run"
         self.reconnect = reconnect or ReconnectConfig()
-        self.poll_s = poll_s
-        self._clock = clock
-        self._stream_clock = StreamClock()
-        self._cond = threading.Condition()
-        self._frames: deque[Frame] = deque(maxlen=1 if config.trigger == "free_run" else BACKLOG)
         self._fire_requests: queue.Queue[str] = queue.Queue()
-        self._connected = False
-        self._seq = 0
         self._sequence_base = 0  # trigger_sequence of the first frame of the current session
         self._first_block: int | None = None
         self._last_block: int | None = None
@@ -143,14 +130,9 @@ class CameraSource(FrameSource):
                 ) from None
             self.problem = f"camera unavailable: {error}"
             log.warning("%s: not available yet (%s); retrying in the background", source_id, error)
-        self._thread = threading.Thread(target=self._run, name=f"source:{source_id}", daemon=True)
-        self._thread.start()
+        self._start_thread(self._run)
 
     # -- what the service sees -----------------------------------------------------------------
-
-    @property
-    def healthy(self) -> bool:
-        return self._connected and not self._closed.is_set()
 
     @property
     def trigger_mode(self) -> str:
@@ -163,38 +145,6 @@ class CameraSource(FrameSource):
                 f"{self.source_id}: fire() needs source.camera.trigger: software (it is {self.config.trigger})"
             )
         self._fire_requests.put(part_id)
-
-    def read(self, timeout_s: float | None = None) -> Frame | None:
-        """The next frame (the freshest, in free_run), waiting up to ``timeout_s``; None on time-out or close."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        with self._cond:
-            while not self._frames:
-                if self._closed.is_set() or not self._thread.is_alive():
-                    return None
-                remaining = self.poll_s if deadline is None else min(self.poll_s, deadline - time.monotonic())
-                if remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-            return self._frames.popleft()
-
-    def __iter__(self) -> Iterator[Frame]:
-        return self
-
-    def __next__(self) -> Frame:
-        while not self._closed.is_set():
-            frame = self.read(self.poll_s)
-            if frame is not None:
-                return frame
-            if not self._thread.is_alive() and not self._closed.is_set():
-                raise SourceError(f"{self.source_id}: the grab thread stopped unexpectedly", "reopen the source")
-        raise StopIteration
-
-    def close(self, timeout_s: float = 3.0) -> None:
-        super().close()
-        with self._cond:
-            self._cond.notify_all()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout_s)
 
     # -- the grab thread -----------------------------------------------------------------------
 
@@ -235,10 +185,8 @@ class CameraSource(FrameSource):
                 except Exception as error:  # noqa: BLE001 - any SDK failure: reopen, never die
                     self._lost(f"camera failed: {type(error).__name__}: {first_line(error)}")
         finally:
-            self._connected = False
             self._close_driver()
-            with self._cond:
-                self._cond.notify_all()
+            self._thread_ended()
 
     def _step(self) -> bool:
         """One unit of grab work; True when a good frame came (the connection is proven)."""
@@ -289,7 +237,6 @@ class CameraSource(FrameSource):
             self.problem = grabbed.failure or "incomplete buffer"
             log.warning("%s: %s (block %s)", self.source_id, self.problem, grabbed.block_id)
             return False
-        arrived = self._clock()
         meta: dict[str, object] = {"camera_trigger": self.config.trigger}
         if grabbed.block_id is not None:
             meta["block_id"] = grabbed.block_id
@@ -297,20 +244,9 @@ class CameraSource(FrameSource):
             meta["camera_timestamp_s"] = grabbed.timestamp_s
         if sequence is not None:
             meta["trigger_sequence"] = sequence
-        captured_at = self._stream_clock.stamp(grabbed.timestamp_s or None, arrived)
-        frame = Frame(
-            image=grabbed.image, source_id=self.source_id, index=self._seq, captured_at=captured_at,
-            part_id=part_id, meta=meta,
-        )  # fmt: skip
-        self._seq += 1
-        self.stats.frames_read += 1
         self.problem = None
         self.grab_timeouts = 0
-        with self._cond:
-            if self._frames.maxlen is not None and len(self._frames) == self._frames.maxlen:
-                self.stats.dropped_stale += 1  # nobody took the oldest: it is stale now
-            self._frames.append(frame)
-            self._cond.notify_all()
+        self._emit(grabbed.image, stream_time_s=grabbed.timestamp_s or None, meta=meta, part_id=part_id)
         return True
 
     def _trigger_sequence(self, block_id: int | None) -> int | None:

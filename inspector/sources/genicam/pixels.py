@@ -1,4 +1,9 @@
-"""Camera pixel formats (GenICam PFNC names) -> the pipeline's BGR uint8 frames, with OpenCV."""
+"""Camera pixel formats (GenICam PFNC names) -> the pipeline's BGR uint8 frames, with OpenCV.
+
+Not inspector/decode.py's ``to_bgr_uint8``: a camera buffer is raw, 8-bit, laid out by its pixel
+format (Bayer needs demosaicing), and its ``a`` byte is padding (often 0), not transparency, so it
+is dropped here where the decoder composites an image file's alpha over black.
+"""
 
 from __future__ import annotations
 
