@@ -175,3 +175,25 @@ def test_an_ok_vs_defect_epoch_is_never_kept_over_a_class_epoch_nor_stops_the_ru
             stopped = epoch
     assert kept == [1, 2, 3, 4, 5, 5, 5]
     assert stopped == 7  # two class epochs without a better score after epoch 5, not 2 after epoch 2
+
+
+def test_the_explanation_words_rows_train_and_are_merged_with_the_letters(station, tmp_path: Path) -> None:
+    """Frozen random rows hold the words' logits near uniform over the whole table: their rows train too."""
+    from inspector.training.explanation_text import explanation_parts
+    from inspector.training.objective import taught_word_ids
+
+    options = replace(FAST, epochs=1, binary_epochs=0, explain=True, word_rows=True)
+    trainer, record = _train(station, tmp_path / "words", options)
+    assert record is not None and trainer.option_rows is not None
+    letters = list(trainer.prompt.prompt.option_ids)
+    assert trainer.option_rows.head_rows().shape[0] == len(letters)  # the verdict still reads the letters only
+    config = station[1]
+    taught = taught_word_ids(
+        trainer.tokenizer, trainer.prompt, [explanation_parts(config.inspection, 1, (0.5, 0.5), 1.0)]
+    )
+    base = load_model(str(config.model.path)).model.get_input_embeddings().weight
+    written = load_model(str(tmp_path / "words")).model.get_input_embeddings().weight
+    moved = [i for i in taught if not torch.equal(written[i], base[i])]
+    assert moved and set(moved) <= set(trainer.option_rows.rows)  # the taught words' rows moved, into the table
+    untouched = [i for i in range(300) if i not in trainer.option_rows.rows]
+    assert torch.equal(written[untouched], base[untouched])

@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "explain": True,
     "place_weight": 1.0,
     "option_rows": True,
+    "word_rows": False,  # measured on one seed only so far (docs/training.md)
 }
 
 
@@ -112,6 +113,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "once (%(default)s; 0: never)")  # fmt: skip
     parser.add_argument("--option-rows", action=argparse.BooleanOptionalAction, default=DEFAULTS["option_rows"],
                         help="full: also train the answer letters' embedding rows (default on)")  # fmt: skip
+    parser.add_argument(
+        "--word-rows",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULTS["word_rows"],
+        help="full, with --explain: also train the explanation words' embedding rows (default off)",
+    )
     parser.add_argument("--max-ok-tiles", type=_positive(int), default=6000, help="OK tiles kept in memory (6000)")
     parser.add_argument("--explain", action=argparse.BooleanOptionalAction, default=DEFAULTS["explain"],
                         help="also learn the explanation from the labels: class, description, where in the tile, "
@@ -170,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         explain=args.explain,
         place_weight=args.place_weight,
         option_rows=args.option_rows,
+        word_rows=args.word_rows,
         lora_rank=args.lora_rank,
         lora_alpha=2 * args.lora_rank,
         device=device,

@@ -66,6 +66,18 @@ def explanation_parts(
     return f"{spoken_class(name)}: {inspection.defects[name].description}", "".join(f", {p}" for p in place)
 
 
+def taught_texts(inspection: InspectionConfig) -> list[tuple[str, str]]:
+    """Every defect explanation the recipe can teach for a taxonomy (each class x region x size), as parts."""
+    places = [(x / 3 + 1 / 6, y / 3 + 1 / 6) for y in range(3) for x in range(3)]
+    extents = [0.1, 0.3, 0.9]  # one per size word
+    return [
+        explanation_parts(inspection, label, where, extent)
+        for label in range(1, len(inspection.classes))
+        for where in places
+        for extent in extents
+    ]
+
+
 def names_class_and_region(text: str, class_name: str, where: tuple[float, float]) -> bool:
     """Whether ``text`` opens with ``class_name`` and names the grid cell of ``where`` as one of its parts."""
     parts = [part.strip().lower() for part in text.split(",")]

@@ -118,6 +118,16 @@ def explanation_batch(
     return ids, mask, weight
 
 
+def taught_word_ids(tokenizer: Any, training_prompt: TrainingPrompt, texts: Sequence[tuple[str, str]]) -> list[int]:
+    """The token ids the explanation loss can ask for (tokenised as ``explanation_batch`` does), <|im_end|> included."""
+    ids: set[int] = {training_prompt.end_id}
+    for implied, seen in texts:
+        ids.update(tokenizer.encode(" " + implied, add_special_tokens=False))
+        if seen:
+            ids.update(tokenizer.encode(seen, add_special_tokens=False))
+    return sorted(ids)
+
+
 def verdict_and_explanation_loss(
     model: Any, training_prompt: TrainingPrompt, tiles_rgb: np.ndarray, labels: Any, suffix: Any, mask: Any,
     *, binary: bool = False, head_rows: Any = None, token_weight: Any = None,

@@ -27,14 +27,20 @@ def _core(model: Any) -> Any:
 
 
 class OptionRows:
-    """A (classes, hidden) delta on the answer letters' embedding rows, installed by hooks."""
+    """A (rows, hidden) delta on the answer letters' embedding rows (and on words', if given), installed by hooks.
 
-    def __init__(self, model: Any, option_ids: Sequence[int]) -> None:
+    The explanation's words meet the same bound as the letters: from frozen random rows their logits
+    cannot stand out of the 151,936-token table (the explanation loss stayed ≈ 10 nats, near the
+    uniform 11.9), so the words learnt only their prior. Their rows train too when ``word_ids`` is given."""
+
+    def __init__(self, model: Any, option_ids: Sequence[int], word_ids: Sequence[int] = ()) -> None:
+        """``word_ids``: further rows to train the same way (the explanation's words), after the letters."""
         import torch
 
         core = _core(model)
         self.model = core
-        self.rows = list(option_ids)
+        self.letters = len(option_ids)
+        self.rows = list(option_ids) + [i for i in dict.fromkeys(word_ids) if i not in set(option_ids)]
         head = core.get_output_embeddings()
         embed = core.get_input_embeddings()
         self.tied = head.weight.data_ptr() == embed.weight.data_ptr()
@@ -49,7 +55,8 @@ class OptionRows:
 
     def head_rows(self) -> Any:
         """The letters' rows as training and (after ``merge``) inference use them."""
-        return self.model.get_output_embeddings().weight[self.rows] + self.delta
+        letters = self.rows[: self.letters]
+        return self.model.get_output_embeddings().weight[letters] + self.delta[: self.letters]
 
     def _padded(self) -> Any:
         import torch

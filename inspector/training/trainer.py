@@ -21,11 +21,12 @@ import numpy as np
 from inspector.config import StationFile
 from inspector.errors import InspectorError
 from inspector.training.data import TileSet, augment, sampling_weights
-from inspector.training.explanation_text import explanation_parts
+from inspector.training.explanation_text import explanation_parts, taught_texts
 from inspector.training.objective import (
     TrainingPrompt,
     explanation_batch,
     option_logits,
+    taught_word_ids,
     verdict_and_explanation_loss,
     verdict_loss,
 )
@@ -62,6 +63,7 @@ class TrainOptions:
     photometric: float = 0.05  # brightness/contrast jitter (see training.data.augment)
     vision_lr_scale: float = 1.0  # the vision tower's learning rate = lr x this
     option_rows: bool = True  # full only: train the answer letters' embedding rows (training.option_rows)
+    word_rows: bool = False  # with option_rows and explain: the explanation words' rows train too
     patience: int = 0  # stop after this many epochs without a better validation score, once learnt (0: never)
     # Plateau escape (Trainer._plateau_restart): a run whose validation AUROC is still under this at the end of
     # its OK-vs-defect stage re-warms the learning rate, learns OK vs defect again and gets extra epochs.
@@ -225,8 +227,13 @@ class Trainer:
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         if not self.parameters:
             raise TrainingError("nothing to train: every parameter is frozen")
+        words = (
+            taught_word_ids(tokenizer, self.prompt, taught_texts(config.inspection))
+            if options.explain and options.word_rows
+            else []
+        )
         self.option_rows = (
-            OptionRows(model, self.prompt.prompt.option_ids)
+            OptionRows(model, self.prompt.prompt.option_ids, words)
             if options.option_rows and options.method == "full"
             else None
         )
