@@ -86,6 +86,21 @@ def test_a_separable_set_gets_no_escape_and_no_overkill() -> None:
     assert result.calibrated.uncertain_rate == 0.0
 
 
+def test_each_class_keeps_its_own_threshold_when_another_class_would_catch_its_frames() -> None:
+    """Spot frames also score 0.3 on scratch: a scratch floor of 0.3 would catch them as scratches (no
+    good frame is flagged either way) and switch spot off. Each class must catch its own frames."""
+    good = [_prediction(i, "ok", [[0.9, 0.05, 0.03, 0.02]] * 3) for i in range(6)]
+    scratches = [_prediction(10 + i, "scratch", [[0.45, 0.5, 0.03, 0.02]] * 3) for i in range(4)]
+    spots = [_prediction(20 + i, "spot", [[0.28, 0.3, 0.4, 0.02]] * 3) for i in range(4)]
+    result = calibrate(good + scratches + spots, INSPECTION, CLASSES, max_escape=0.0, max_uncertain=0.0)
+    assert result.thresholds["spot"] < 1  # before: 1, spot could never be reported
+    judged = reaggregate(good + scratches + spots, result.inspection)
+    named = {p.item.key: {d["class"] for d in p.verdict["defects"]} for p in judged}
+    assert all(named[p.item.key] == {"spot"} for p in spots)
+    assert all(named[p.item.key] == {"scratch"} for p in scratches)
+    assert result.calibrated.escape_rate == 0.0 and result.calibrated.overkill_rate == 0.0
+
+
 def test_calibrate_cli_writes_a_valid_station_and_reports_held_out(tmp_path: Path, capsys) -> None:
     """Saved verdicts (no model run): calibrate with a holdout, then measure the written config on all data."""
     from inspector.demo_data import write_demo_clip

@@ -9,7 +9,12 @@ threshold. The search, on the per-frame maximum probability of each class:
 1. floors: start with every class off, then repeatedly lower the floor of the class that
    catches the most escaping defective frames per good frame it flags (greedy), until at
    most ``max_escape`` of the defective frames escape; then raise each floor back as far as
-   the bound allows (fewer flagged good frames).
+   the bound allows (fewer flagged good frames). The greedy first catches defective frames
+   by a class they are labelled with, wherever the model gives that class any probability,
+   and only then, for what still escapes, by any class: caught by another class's low floor,
+   a crack would be reported as a scratch, and the search would switch whole classes off
+   (threshold 1) because others happen to catch their frames. Raising a floor back never
+   loses a frame its own class caught. The escape bound itself counts any NG verdict.
 2. band: thresholds = floors + band, one band for all classes; the band that minimises
    overkill while at most ``max_uncertain`` of all frames are UNCERTAIN (smallest such band).
 
@@ -58,32 +63,66 @@ def _class_scores(predictions: Sequence[Prediction], defects: Sequence[str]) -> 
     ).reshape(len(predictions), len(defects))
 
 
-def _flagged(scores: np.ndarray, limits: np.ndarray) -> np.ndarray:
-    return (scores >= limits[None, :]).any(axis=1)
+def _labelled_classes(predictions: Sequence[Prediction], defects: Sequence[str]) -> np.ndarray:
+    """(frames, classes): the classes each frame is labelled with (none for a good frame)."""
+    truth = np.zeros((len(predictions), len(defects)), bool)
+    for i, p in enumerate(predictions):
+        names = {b.class_name for b in p.item.boxes} | {p.item.whole_class}
+        truth[i] = [c in names for c in defects]
+    return truth
 
 
-def choose_floors(scores: np.ndarray, defective: np.ndarray, max_escape: float) -> np.ndarray:
-    """Per-class floors (inf = class never flags) so that at most ``max_escape`` of defective frames escape."""
+def _flagged(scores: np.ndarray, limits: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
+    """Frames some class flags (with ``truth``: some class the frame is labelled with)."""
+    hits = scores >= limits[None, :]
+    return (hits if truth is None else hits & truth).any(axis=1)
+
+
+def _lower_a_floor(scores: np.ndarray, floors: np.ndarray, escaping: np.ndarray, catchers: np.ndarray,
+                   good: np.ndarray) -> bool:  # fmt: skip
+    """Lower the floor of the class catching most of ``escaping`` per good frame it newly flags.
+
+    ``catchers`` (frames, classes): which classes may catch which frame. False if none can.
+    """
+    flagged = _flagged(scores, floors)
+    best: tuple[float, int, int, float] | None = None  # (cost per catch, -catches, class, floor)
+    for c in range(scores.shape[1]):
+        mine = escaping & catchers[:, c]
+        if not mine.any():
+            continue
+        value = scores[mine, c].max()
+        newly = scores[:, c] >= value
+        gain = int((newly & mine).sum())
+        cost = int((newly & good & ~flagged).sum())
+        key = (cost / gain, -gain, c, value)
+        if best is None or key < best:
+            best = key
+    if best is None:
+        return False
+    floors[best[2]] = best[3]
+    return True
+
+
+def choose_floors(
+    scores: np.ndarray, defective: np.ndarray, max_escape: float, truth: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-class floors (inf = class never flags) so that at most ``max_escape`` of defective frames escape.
+
+    ``truth`` (frames, classes): the classes each frame is labelled with; the search prefers to
+    catch a defective frame by one of them (module docstring). None: any class will do.
+    """
     n_classes = scores.shape[1]
     allowed = math.floor(max_escape * defective.sum() + 1e-9)
     floors = np.full(n_classes, np.inf)
     good = ~defective
-    while True:
-        caught = _flagged(scores, floors)
-        escaping = defective & ~caught
-        if escaping.sum() <= allowed:
-            break
-        best: tuple[float, int, int, float] | None = None  # (cost per catch, -catches, class, floor)
-        for c in range(n_classes):
-            value = scores[escaping, c].max()
-            newly = scores[:, c] >= value
-            gain = int((newly & escaping).sum())
-            cost = int((newly & good & ~caught).sum())
-            key = (cost / gain, -gain, c, value)
-            if best is None or key < best:
-                best = key
-        assert best is not None
-        floors[best[2]] = best[3]
+    anyone = np.ones_like(scores, bool)
+    own = anyone if truth is None else truth.astype(bool) & (scores >= _MIN_THRESHOLD)
+    # First by a labelled class, then by any class for what still escapes; the bound is on any NG.
+    for catchers in (own, anyone):
+        while (defective & ~_flagged(scores, floors, catchers)).sum() > allowed:
+            if not _lower_a_floor(scores, floors, defective & ~_flagged(scores, floors, catchers), catchers, good):
+                break
+    own_escapes = int((defective & ~_flagged(scores, floors, own)).sum())
     # Raise each floor as far as the bound allows: it can only unflag good frames. Escapes grow
     # monotonically with a floor, so a binary search over the scores above it finds the highest.
     for c in range(n_classes):
@@ -95,7 +134,9 @@ def choose_floors(scores: np.ndarray, defective: np.ndarray, max_escape: float) 
             middle = (low + high + 1) // 2
             trial = floors.copy()
             trial[c] = values[middle]
-            if (defective & ~_flagged(scores, trial)).sum() <= allowed:
+            if (defective & ~_flagged(scores, trial)).sum() <= allowed and (
+                defective & ~_flagged(scores, trial, own)
+            ).sum() <= own_escapes:
                 low = middle
             else:
                 high = middle - 1
@@ -179,7 +220,7 @@ def calibrate(
         )
     defects = list(inspection.defects)
     scores = _class_scores(scored, defects)
-    floors = choose_floors(scores, defective, max_escape)
+    floors = choose_floors(scores, defective, max_escape, _labelled_classes(scored, defects))
     band = choose_band(scores, defective, floors, max_uncertain)
     thresholds = {c: round(float(t), 6) for c, t in zip(defects, _thresholds(floors, band))}
     new = InspectionConfig.model_validate(
