@@ -197,3 +197,20 @@ def test_the_explanation_words_rows_train_and_are_merged_with_the_letters(statio
     assert moved and set(moved) <= set(trainer.option_rows.rows)  # the taught words' rows moved, into the table
     untouched = [i for i in range(300) if i not in trainer.option_rows.rows]
     assert torch.equal(written[untouched], base[untouched])
+
+
+def test_training_runs_torchs_deterministic_kernels_and_restores_the_setting(station, tmp_path: Path) -> None:
+    """With 2 CPU threads two runs of one seed differed in the last bits of the demo's weights until
+    training used torch's deterministic kernels; the caller's own setting comes back afterwards."""
+    config_path, config, prepared = station
+    seen: list[tuple[bool, bool]] = []
+
+    def on_epoch(_trainer) -> None:
+        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+        seen.append((torch.are_deterministic_algorithms_enabled(), warn_only))
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    train_model(config, str(config_path), str(config.model.path), prepared, tmp_path / "out", replace(FAST, epochs=1),
+                on_epoch=on_epoch)  # fmt: skip
+    assert seen == [(True, True)]
+    assert not torch.are_deterministic_algorithms_enabled()

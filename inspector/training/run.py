@@ -22,7 +22,8 @@ import os
 import pickle
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -266,6 +267,26 @@ def training_record(
     }
 
 
+@contextmanager
+def deterministic_kernels() -> Iterator[None]:
+    """torch's deterministic kernels while training, then the caller's setting back.
+
+    Measured on the demo: with 2 CPU threads two runs of the same seed gave different weights
+    (a multi-threaded kernel accumulates in a varying order), with these the same weights at
+    the same speed. warn_only: an op without a deterministic version (some CUDA ones) warns
+    instead of failing the run.
+    """
+    import torch
+
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 def train_model(
     config: StationFile,
     config_source: str,
@@ -297,7 +318,8 @@ def train_model(
             on_epoch(t)
 
     out.mkdir(parents=True, exist_ok=True)
-    trainer.run(on_step=on_step, on_epoch=after_epoch, stop_after_epoch=stop_after_epoch)
+    with deterministic_kernels():
+        trainer.run(on_step=on_step, on_epoch=after_epoch, stop_after_epoch=stop_after_epoch)
     if trainer.state.epoch < trainer.state.planned_epochs(options) and not trainer.state.stopped_early:
         return trainer, None
     return trainer, write_model(trainer, base, out, config_source, prepared, options)
