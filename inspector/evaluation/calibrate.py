@@ -14,7 +14,9 @@ threshold. The search, on the per-frame maximum probability of each class:
    and only then, for what still escapes, by any class: caught by another class's low floor,
    a crack would be reported as a scratch, and the search would switch whole classes off
    (threshold 1) because others happen to catch their frames. Raising a floor back never
-   loses a frame its own class caught. The escape bound itself counts any NG verdict.
+   loses a frame its own class caught. The escape bound itself counts any NG verdict, and
+   these class-true floors are kept only if they flag no more good frames than floors that let
+   any class catch any frame (with a weak model they can cost most good frames).
 2. band: thresholds = floors + band, one band for all classes; the band that minimises
    overkill while at most ``max_uncertain`` of all frames are UNCERTAIN (smallest such band).
 
@@ -145,6 +147,18 @@ def choose_floors(
     return floors
 
 
+def _class_true_floors_unless_costlier(
+    scores: np.ndarray, defective: np.ndarray, max_escape: float, truth: np.ndarray
+) -> np.ndarray:
+    """The floors that catch frames by their own classes, unless they flag more good frames than floors
+    that let any class catch any frame: a weak model's own-class floors can sit so low that most good
+    frames become NG, and then the right class name is not worth its overkill."""
+    own = choose_floors(scores, defective, max_escape, truth)
+    anyone = choose_floors(scores, defective, max_escape)
+    good = ~defective
+    return own if (good & _flagged(scores, own)).sum() <= (good & _flagged(scores, anyone)).sum() else anyone
+
+
 def _thresholds(floors: np.ndarray, band: float) -> np.ndarray:
     """Thresholds as the config will hold them: 6 decimals, within (0, 1]."""
     raw = np.where(np.isfinite(floors), np.maximum(floors, _MIN_THRESHOLD) + band, 1.0)
@@ -220,7 +234,7 @@ def calibrate(
         )
     defects = list(inspection.defects)
     scores = _class_scores(scored, defects)
-    floors = choose_floors(scores, defective, max_escape, _labelled_classes(scored, defects))
+    floors = _class_true_floors_unless_costlier(scores, defective, max_escape, _labelled_classes(scored, defects))
     band = choose_band(scores, defective, floors, max_uncertain)
     thresholds = {c: round(float(t), 6) for c, t in zip(defects, _thresholds(floors, band))}
     new = InspectionConfig.model_validate(
