@@ -37,7 +37,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from inspector.models.tokenizer import resolve_vocabulary  # noqa: E402
+from inspector.models.tokenizer import VOCABULARIES, resolve_vocabulary  # noqa: E402
 
 CONFIG = _common.CHECKOUT / "configs" / "demo.yaml"
 HIGHER_IS_BETTER = ("tile_auroc", "frame_auroc", "frame_precision", "frame_recall", "recall_at_precision_90",
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
     parser.add_argument("--work", type=Path, help="keep data, models and logs here (default: a temp dir)")
-    parser.add_argument("--vocabulary", choices=("auto", "qwen", "trained"), default="auto",
+    parser.add_argument("--vocabulary", choices=VOCABULARIES, default="auto",
                         help="the tiny models' tokenizer, as `inspector model tiny --vocabulary`; auto, as the main "
                              "job: Qwen's where dashscope is installed (.ci/run), else the offline one (the README's "
                              "install line)")  # fmt: skip

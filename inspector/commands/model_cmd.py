@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from inspector.models import TinySpec, write_tiny_model
-from inspector.models.tokenizer import resolve_vocabulary
+from inspector.models.tokenizer import VOCABULARIES, resolve_vocabulary
 
 # "test": the smallest widths, fast for the test suite. "demo": the starting point of the
 # offline demo's `inspector train` (chosen by measuring what learns the demo defects in a few
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tiny.add_argument("--thinking", action="store_true", help="use the Thinking variant's chat template")
     tiny.add_argument("--preset", choices=sorted(PRESETS), default="test", help="widths (default test)")
     tiny.add_argument(
-        "--vocabulary", choices=("auto", "qwen", "trained"), default="auto",
+        "--vocabulary", choices=VOCABULARIES, default="auto",
         help="tokenizer: Qwen's real BPE (needs the dashscope wheel), a small offline-trained one, or auto "
              "(Qwen's where installed; default). A different vocabulary is a different random model: pin it "
              "to compare runs across machines",

@@ -121,8 +121,8 @@ def choose_floors(
     own = anyone if truth is None else truth.astype(bool) & (scores >= _MIN_THRESHOLD)
     # First by a labelled class, then by any class for what still escapes; the bound is on any NG.
     for catchers in (own, anyone):
-        while (defective & ~_flagged(scores, floors, catchers)).sum() > allowed:
-            if not _lower_a_floor(scores, floors, defective & ~_flagged(scores, floors, catchers), catchers, good):
+        while (escaping := defective & ~_flagged(scores, floors, catchers)).sum() > allowed:
+            if not _lower_a_floor(scores, floors, escaping, catchers, good):
                 break
     own_escapes = int((defective & ~_flagged(scores, floors, own)).sum())
     # Raise each floor as far as the bound allows: it can only unflag good frames. Escapes grow

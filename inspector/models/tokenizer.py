@@ -13,7 +13,7 @@ import base64
 import json
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from inspector.errors import ModelError
 
@@ -36,6 +36,7 @@ QWEN_RANKS_RESOURCE = "dashscope/resources/qwen.tiktoken"
 QWEN_RANKS_INSTALL = "pip install --no-deps dashscope"
 # "auto": Qwen's vocabulary where its ranks are installed, else the offline-trained stand-in.
 Vocabulary = Literal["auto", "qwen", "trained"]
+VOCABULARIES: tuple[str, ...] = get_args(Vocabulary)
 
 # The Qwen3-VL chat template, cut down to what a single-image user turn needs.
 CHAT_TEMPLATE = (

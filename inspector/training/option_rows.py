@@ -40,7 +40,8 @@ class OptionRows:
         core = _core(model)
         self.model = core
         self.letters = len(option_ids)
-        self.rows = list(option_ids) + [i for i in dict.fromkeys(word_ids) if i not in set(option_ids)]
+        option_set = set(option_ids)
+        self.rows = list(option_ids) + [i for i in dict.fromkeys(word_ids) if i not in option_set]
         head = core.get_output_embeddings()
         embed = core.get_input_embeddings()
         self.tied = head.weight.data_ptr() == embed.weight.data_ptr()

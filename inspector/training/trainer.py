@@ -159,16 +159,8 @@ def _schedule(options: TrainOptions, state: TrainState) -> Callable[[int], float
 
     def factor(step: int) -> float:
         total = state.planned_epochs(options) * options.steps_per_epoch
-        start = max(
-            [
-                0,
-                *(
-                    epoch * options.steps_per_epoch
-                    for epoch in state.restarts
-                    if epoch * options.steps_per_epoch <= step
-                ),
-            ]
-        )
+        starts = (epoch * options.steps_per_epoch for epoch in state.restarts)
+        start = max((s for s in starts if s <= step), default=0)
         local = step - start
         if local < options.warmup_steps:
             return (local + 1) / options.warmup_steps
@@ -369,7 +361,7 @@ class Trainer:
         options, state = self.options, self.state
         if not options.plateau_auroc or len(state.restarts) >= options.plateau_restarts:
             return False
-        stage_end = max([0, *state.restarts]) + max(1, options.binary_epochs)
+        stage_end = max(state.restarts, default=0) + max(1, options.binary_epochs)
         best = state.best_metrics()
         if state.epoch != stage_end or best is None or (best.val_auroc or 0.0) >= options.plateau_auroc:
             return False
