@@ -13,7 +13,7 @@ for seconds): tile AUROC, frame AUROC, frame precision and recall at the config'
 frame recall at precision >= 0.9 (the best threshold on the frame scores: what calibration could
 reach), class accuracy, box hit rate, explanation hit rate (NG frames whose explanation names the
 predicted class and the region of a labelled defect in the explaining tile:
-``inspector.training.explanation_text.explanation_hit``), train wall and CPU seconds (CPU: the
+``inspector.explanation_text.explanation_hit``), train wall and CPU seconds (CPU: the
 train process's user + system time, what it would take alone on an idle machine with one thread).
 """
 
@@ -76,7 +76,7 @@ def score(config: Path, data: Path, verdicts: Path) -> dict[str, float | int | N
     from inspector.datasets import load_dataset
     from inspector.evaluation.metrics import evaluate
     from inspector.evaluation.predictions import match_verdicts, read_verdicts
-    from inspector.training.explanation_text import explanation_hit
+    from inspector.explanation_text import explanation_hit
 
     station = load_config(config)
     dataset = load_dataset(data, station)

@@ -129,17 +129,20 @@ class TileClassifier:
         # Rows that chose the same answer share one forced prefix, so they decode as one batch.
         for answer in sorted({int(answers[r]) for r in rows}):
             group = [r for r in rows if answers[r] == answer]
-            forced = [prompt.option_ids[answer], *prompt.explanation_ids]
+            # "taught" words: the class's words are the verdict's, forced; the places are chosen among the taught ones
+            head = list(prompt.explanation_heads[answer]) if prompt.explanation_heads else []
+            tail = prompt.explanation_tails[answer] if prompt.explanation_tails else None
+            forced = [prompt.option_ids[answer], *prompt.explanation_ids, *head]
             if prompt_ids is None:
-                generated = self.backend.generate(state, group, forced, limit, prompt.stop_ids)
+                generated = self.backend.generate(state, group, forced, limit, prompt.stop_ids, tail)
             else:  # reasoning mode: each row has its own prompt length, so one row per call
                 generated = []
                 for row in group:
                     ids = prompt_ids[row][None, :]
                     _, row_state = self.backend.prefill(ids, visual.rows([row]), prompt.option_ids)
-                    generated += self.backend.generate(row_state, [0], forced, limit, prompt.stop_ids)
+                    generated += self.backend.generate(row_state, [0], forced, limit, prompt.stop_ids, tail)
             for row, tokens in zip(group, generated):
-                explanations[row] = clean_explanation(self.tokenizer.decode(tokens, skip_special_tokens=True))
+                explanations[row] = clean_explanation(self.tokenizer.decode(head + tokens, skip_special_tokens=True))
         return explanations
 
     def _reason_then_answer(

@@ -214,6 +214,12 @@ class InspectionConfig(_Strict):
     explanation: Literal["never", "defects", "always"] = Field(
         "defects", description="which tiles get an explanation in words: never, NG or uncertain ones, or all"
     )
+    explanation_words: Literal["taught", "free"] = Field(
+        "taught",
+        description="taught: the class's words follow from the verdict, the region and size are chosen among "
+        "the phrases inspector train teaches ('scratch: a thin line, top left, small'); free: whatever the "
+        "model writes after 'Explanation:' (a checkpoint fine-tuned to explain in its own words)",
+    )
     max_explanation_tokens: int = Field(48, ge=1, le=1024, description="bound on each explanation's length")
 
     @field_validator("defects")

@@ -16,6 +16,8 @@ import numpy as np
 
 from inspector.config import InspectionConfig
 from inspector.errors import ModelError
+from inspector.explanation_text import explanation_parts, taught_texts
+from inspector.token_trie import TokenTrie
 
 IMAGE_PAD = "<|image_pad|>"
 THINK_OPEN = "<think>"
@@ -34,6 +36,10 @@ class Prompt:
     classes: tuple[str, ...]
     option_ids: tuple[int, ...]  # one id per class, in class order
     explanation_ids: tuple[int, ...]
+    # explanation_words "taught": per class, the ids forced after the lead (the words the letter implies)
+    # and the trie of what may follow them (the taught places, then <|im_end|>); empty for "free".
+    explanation_heads: tuple[tuple[int, ...], ...]
+    explanation_tails: tuple[TokenTrie, ...]
     stop_ids: tuple[int, ...]
     think_close_ids: tuple[int, ...]  # ids of "</think>\n\n" (reasoning mode closes the block with it)
     thinking_template: bool  # the chat template opens a <think> block for the assistant
@@ -83,7 +89,8 @@ def build_prompt(tokenizer: Any, inspection: InspectionConfig, image_tokens: int
     )
     classes = tuple(inspection.classes)
     options = tuple(_single_token(tokenizer, letter) for letter in string.ascii_uppercase[: len(classes)])
-    stops = {_single_token(tokenizer, "<|im_end|>"), _single_token(tokenizer, "<|endoftext|>")}
+    end_id = _single_token(tokenizer, "<|im_end|>")
+    stops = {end_id, _single_token(tokenizer, "<|endoftext|>")}
     if tokenizer.eos_token_id is not None:
         stops.add(int(tokenizer.eos_token_id))
     return Prompt(
@@ -93,11 +100,27 @@ def build_prompt(tokenizer: Any, inspection: InspectionConfig, image_tokens: int
         classes=classes,
         option_ids=options,
         explanation_ids=tuple(tokenizer.encode(EXPLANATION_LEAD, add_special_tokens=False)),
+        **_taught_explanations(tokenizer, inspection, end_id),
         stop_ids=tuple(sorted(stops)),
         think_close_ids=tuple(tokenizer.encode(THINK_CLOSE + "\n\n", add_special_tokens=False)),
         thinking_template=thinking_template,
         reasoning=thinking_template and reasoning,
     )
+
+
+def _taught_explanations(tokenizer: Any, inspection: InspectionConfig, end_id: int) -> dict[str, tuple]:
+    """``explanation_heads`` and ``explanation_tails`` for ``explanation_words``, tokenised as training
+    tokenises the taught text (``inspector.training.objective.explanation_batch``): head and tail apart."""
+    if inspection.explanation_words == "free":
+        return {"explanation_heads": (), "explanation_tails": ()}
+    heads = tuple(
+        tuple(tokenizer.encode(" " + explanation_parts(inspection, label, None)[0], add_special_tokens=False))
+        for label in range(len(inspection.classes))
+    )
+    places = TokenTrie.of(
+        [*tokenizer.encode(tail, add_special_tokens=False), end_id] for _, tail in taught_texts(inspection)
+    )
+    return {"explanation_heads": heads, "explanation_tails": (TokenTrie.of([[end_id]]),) + (places,) * (len(heads) - 1)}
 
 
 def mrope_positions(

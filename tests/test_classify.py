@@ -9,6 +9,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 
 from inspector.backends.torch import TorchBackend
 from inspector.classify import TileClassifier, clean_explanation
+from inspector.explanation_text import explanation_parts, region
 from inspector.models import load_model
 from inspector.prompting import build_prompt, mrope_positions
 
@@ -123,7 +124,9 @@ def test_explanation_is_greedy_continuation_after_answer(varied_loaded, inspecti
     repeats one token, which a broken cache or position would repeat just the same.
     """
     tokens = 12
-    rules = inspection.model_copy(update={"explanation": "always", "max_explanation_tokens": tokens})
+    rules = inspection.model_copy(
+        update={"explanation": "always", "explanation_words": "free", "max_explanation_tokens": tokens}
+    )
     pixel_values, grid, grid_thw = tiles(1)
     backend = TorchBackend(varied_loaded)
     classifier = TileClassifier(backend, varied_loaded.tokenizer, rules)
@@ -149,6 +152,52 @@ def test_explanation_is_greedy_continuation_after_answer(varied_loaded, inspecti
     # And through the classifier: the explanation is that continuation, decoded.
     (result,) = classifier.classify(pixel_values, grid_thw)
     assert result.explanation == clean_explanation(varied_loaded.tokenizer.decode(ours, skip_special_tokens=True))
+
+
+def test_taught_words_force_the_class_and_choose_a_place_as_transformers_constrained_generate_does(
+    varied_loaded, inspection
+) -> None:
+    """ "taught" words: the verdict's class words are forced, then each step takes the model's best
+    allowed token (``prefix_allowed_tokens_fn`` in transformers' generate is the reference), so the
+    text is always "<class>: <description>, <region>, <size>" and the place is the model's choice."""
+    rules = inspection.model_copy(update={"explanation": "always"})
+    pixel_values, grid, grid_thw = tiles(3, seed=4)
+    backend = TorchBackend(varied_loaded)
+    classifier = TileClassifier(backend, varied_loaded.tokenizer, rules)
+    prompt = classifier.prompt_for(grid_thw[1] * grid_thw[2] // 4)
+    visual = backend.encode(pixel_values, grid_thw)
+    ids = np.broadcast_to(prompt.input_ids, (3, prompt.length))
+    logits, state = backend.prefill(ids, visual, prompt.option_ids)
+    tokenizer = varied_loaded.tokenizer
+    places = set()
+    for label in range(1, len(prompt.classes)):  # every defect class, whatever these tiles' verdicts
+        head, tail = list(prompt.explanation_heads[label]), prompt.explanation_tails[label]
+        forced = [prompt.option_ids[label], *prompt.explanation_ids, *head]
+        ours = backend.generate(state, [0, 1, 2], forced, 48, prompt.stop_ids, tail)
+        for row, tokens in enumerate(ours):
+            full = torch.from_numpy(np.concatenate([prompt.input_ids, forced])[None])
+            with torch.inference_mode():
+                generated = varied_loaded.model.generate(
+                    input_ids=full,
+                    pixel_values=torch.from_numpy(pixel_values[row]),
+                    image_grid_thw=torch.from_numpy(grid[:1]),
+                    mm_token_type_ids=(full == prompt.image_token_id).int(),
+                    max_new_tokens=48,
+                    do_sample=False,
+                    eos_token_id=list(prompt.stop_ids),
+                    prefix_allowed_tokens_fn=lambda _, seq: list(tail.allowed(seq[full.shape[1] :].tolist())),
+                )
+            assert tokens == [t for t in generated[0, full.shape[1] :].tolist() if t not in prompt.stop_ids]
+            text = clean_explanation(tokenizer.decode(head + tokens, skip_special_tokens=True))
+            name, region_words, size = (part.strip() for part in text.split(","))
+            assert name == explanation_parts(inspection, label, None)[0]  # "<class>: <description>"
+            assert region_words in {region((x / 3 + 0.1, y / 3 + 0.1)) for x in range(3) for y in range(3)}
+            assert size in {"small", "medium", "large"}
+            places.add((region_words, size))
+    assert len(places) > 1  # the choice follows the model's scores, not a fixed default
+    results = classifier.classify(pixel_values, grid_thw)
+    for row, result in zip(logits.argmax(axis=1), results):
+        assert result.explanation.startswith(explanation_parts(inspection, int(row), None)[0])
 
 
 def test_clean_explanation_strips_think_blocks() -> None:

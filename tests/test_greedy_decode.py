@@ -7,8 +7,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from inspector.backends.base import greedy_decode
+from inspector.token_trie import TokenTrie
 
 STOP = 99
+VOCABULARY = 100
+
+
+def one_hot(tokens: list[int]) -> np.ndarray:
+    """Next-token logits (rows, VOCABULARY) whose greedy choice per row is ``tokens``."""
+    logits = np.zeros((len(tokens), VOCABULARY), dtype=np.float32)
+    logits[np.arange(len(tokens)), tokens] = 1.0
+    return logits
 
 
 def scripted(scripts: list[list[int]], forced: int):
@@ -16,7 +25,7 @@ def scripted(scripts: list[list[int]], forced: int):
     fed: list[list[int]] = []
 
     def answer(k: int) -> np.ndarray:
-        return np.array([script[k] if 0 <= k < len(script) else STOP for script in scripts])
+        return one_hot([script[k] if 0 <= k < len(script) else STOP for script in scripts])
 
     def feed(tokens: np.ndarray) -> np.ndarray:
         fed.append(tokens.tolist())
@@ -39,7 +48,7 @@ def test_rows_stop_at_stop_id_or_limit(scripts, limit, forced) -> None:
 
 def test_forced_ids_skip_the_first_choice() -> None:
     calls = []
-    out = greedy_decode(lambda t: np.array([7]), lambda: calls.append(1) or np.array([1]), 1, [5], 2, [STOP])
+    out = greedy_decode(lambda t: one_hot([7]), lambda: calls.append(1) or one_hot([1]), 1, [5], 2, [STOP])
     assert out == [[7, 7]] and calls == []
 
 
@@ -88,3 +97,35 @@ def test_torch_backend_rows_decode_as_generate_does_with_their_own_stops(varied_
     ids = np.broadcast_to(prompt.input_ids, (2, prompt.length))
     _, state = backend.prefill(ids, backend.encode(pixel_values, grid), prompt.option_ids)
     assert backend.generate(state, [0, 1], forced, tokens, [stop]) == expected
+
+
+@given(
+    sequences=st.lists(st.lists(st.integers(0, 50), min_size=1, max_size=5), min_size=1, max_size=6),
+    seed=st.integers(0, 2**32 - 1),
+    limit=st.integers(1, 10),
+)
+def test_an_allowed_decode_writes_one_of_the_sequences_whatever_the_logits(sequences, seed, limit) -> None:
+    """With a trie, every row writes a prefix of an allowed sequence (a whole one within the bound), and
+    each step is the best-scored allowed id: the model's preference among the allowed ids decides."""
+    allowed = TokenTrie.of([[*s, STOP] for s in sequences])
+    rng = np.random.default_rng(seed)
+    rows = 3
+    scores: list[np.ndarray] = []
+
+    def feed(tokens: np.ndarray) -> np.ndarray:
+        scores.append(rng.normal(size=(rows, VOCABULARY)).astype(np.float32))
+        return scores[-1]
+
+    out = greedy_decode(feed, lambda: feed(np.zeros(rows)), rows, [], limit, [STOP], allowed)
+    whole = {tuple(s) for s in sequences}
+    for row, tokens in enumerate(out):
+        assert len(tokens) == limit or tuple(tokens) in whole
+        for step, token in enumerate(tokens):
+            options = allowed.allowed(tokens[:step])
+            assert token == max(options, key=lambda t: scores[step][row, t])
+
+
+def test_a_trie_refuses_nothing_it_was_given_and_nothing_else() -> None:
+    trie = TokenTrie.of([[1, 2, STOP], [1, 3, STOP], [4, STOP]])
+    assert trie.allowed([]) == (1, 4) and trie.allowed([1]) == (2, 3) and trie.allowed([1, 2]) == (STOP,)
+    assert trie.allowed([2]) == () and trie.allowed([1, 2, STOP]) == ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,7 +231,7 @@ def test_coco_data_trains(tmp_path: Path, tiny_model_dir: Path) -> None:
 
 
 def test_explanation_loss_trains_the_words_after_the_answer(station, prepared, tmp_path: Path) -> None:
-    from inspector.training.explanation_text import explanation_text, names_class_and_region
+    from inspector.explanation_text import explanation_text, names_class_and_region
 
     inspection = load_config(station[0]).inspection
     assert explanation_text(inspection, 0, None) == inspection.ok_description
@@ -241,4 +242,18 @@ def test_explanation_loss_trains_the_words_after_the_answer(station, prepared, t
     assert not names_class_and_region("spot: a dark blob, bottom left, small", "spot", (0.5, 0.5))
     trainer, record = _train(station, prepared, tmp_path / "explain", replace(FAST, epochs=1, explain=True))
     words = record["epochs"][0]["explanation_loss"]
-    assert words is not None and 0 < words < 20  # cross-entropy over a 151,936-token vocabulary: ln V = 11.9
+    assert words is not None and 0 < words < math.log(9)  # over the ids a decode picks among: at most 9 regions
+
+    # Taught: only the place, at the positions where the constrained decode has a choice, over those choices.
+    from inspector.explanation_text import explanation_parts
+    from inspector.training.objective import explanation_batch
+
+    texts = [explanation_parts(inspection, 2, (0.1, 0.9), 0.2), explanation_parts(inspection, 0, None)]
+    batch = explanation_batch(trainer.tokenizer, trainer.prompt, texts, torch.tensor([2, 0]))
+    tail = trainer.tokenizer.encode(texts[0][1], add_special_tokens=False)
+    places = trainer.prompt.prompt.explanation_tails[2]
+    choosing = [k for k in range(len(tail)) if len(places.allowed(tail[:k])) > 1]
+    assert batch.ids[0][batch.mask[0]].tolist() == [tail[k] for k in choosing] and choosing
+    assert not batch.mask[1].any()  # OK tiles: no words are generated, none taught
+    for k, row in zip(choosing, batch.choices[0][batch.mask[0]].tolist()):
+        assert [t for t in row if t >= 0] == list(places.allowed(tail[:k]))

@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from inspector.explanation_text import region
 from inspector.training.data import augment
-from inspector.training.explanation_text import region
 
 SIZE = 96
 

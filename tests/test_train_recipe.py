@@ -179,7 +179,7 @@ def test_an_ok_vs_defect_epoch_is_never_kept_over_a_class_epoch_nor_stops_the_ru
 
 def test_the_explanation_words_rows_train_and_are_merged_with_the_letters(station, tmp_path: Path) -> None:
     """Frozen random rows hold the words' logits near uniform over the whole table: their rows train too."""
-    from inspector.training.explanation_text import explanation_parts
+    from inspector.explanation_text import explanation_parts
     from inspector.training.objective import taught_word_ids
 
     options = replace(FAST, epochs=1, binary_epochs=0, explain=True, word_rows=True)

@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inspector.config_paths import RELATIVE_TO_CONFIG
+from inspector.token_trie import TokenTrie
 
 # Rows of Qwen3-VL pixel_values: channels (3) x temporal patch (2) x 16 x 16, float32.
 PATCH_DIM = 3 * 2 * 16 * 16
@@ -154,8 +155,10 @@ class Backend(Protocol):
         forced_ids: Sequence[int],
         max_new_tokens: int,
         stop_ids: Sequence[int],
+        allowed: TokenTrie | None = None,
     ) -> list[list[int]]:
-        """Feed ``forced_ids`` after the prefill for the given rows, then decode greedily.
+        """Feed ``forced_ids`` after the prefill for the given rows, then decode greedily
+        (each step over the ids ``allowed`` lets continue what the row wrote, where given).
 
         Returns per row the generated ids (not the forced ones), ending before a stop id.
         """
@@ -164,29 +167,45 @@ class Backend(Protocol):
 
 def greedy_decode(
     feed: Callable[[np.ndarray], np.ndarray],
-    first_choice: Callable[[], np.ndarray],
+    first_logits: Callable[[], np.ndarray],
     rows: int,
     forced_ids: Sequence[int],
     max_new_tokens: int,
     stop_ids: Sequence[int],
+    allowed: TokenTrie | None = None,
 ) -> list[list[int]]:
     """The decode loop every backend shares; backends supply one step.
 
-    ``feed(tokens)`` consumes one token per row, shape (rows,), and returns each row's
-    greedy next token; ``first_choice()`` gives the greedy token right after the prefill
-    (only called when nothing is forced). A row ends at a stop id; the loop ends when all
-    rows ended or reached ``max_new_tokens``.
+    ``feed(tokens)`` consumes one token per row, shape (rows,), and returns the next-token
+    logits (rows, vocabulary); ``first_logits()`` gives those right after the prefill (only
+    called when nothing is forced). Each step takes the greedy token, or with ``allowed`` the
+    greedy one of the ids that continue what the row has written (a row whose sequence is
+    complete stops). A row ends at a stop id; the loop ends when all rows ended or reached
+    ``max_new_tokens``.
     """
-    choice = None
-    for token in forced_ids:
-        choice = feed(np.full(rows, token, dtype=np.int64))
-    if choice is None:
-        choice = first_choice() if max_new_tokens > 0 else np.zeros(rows, dtype=np.int64)
-    stops = set(stop_ids)
     generated: list[list[int]] = [[] for _ in range(rows)]
     finished = [False] * rows
+
+    def choose(logits: np.ndarray) -> list[int]:
+        if allowed is None:
+            return np.asarray(logits).argmax(axis=-1).tolist()
+        picks = []
+        for row in range(rows):
+            ids = allowed.allowed(generated[row])
+            if not ids:  # the row wrote a whole allowed sequence
+                finished[row] = True
+            picks.append(ids[int(np.argmax(np.asarray(logits[row])[list(ids)]))] if ids else -1)
+        return picks
+
+    logits = None
+    for token in forced_ids:
+        logits = feed(np.full(rows, token, dtype=np.int64))
+    if logits is None and max_new_tokens == 0:
+        return generated
+    choice = choose(first_logits() if logits is None else logits)
+    stops = set(stop_ids)
     while True:
-        for row, token in enumerate(np.asarray(choice).tolist()):
+        for row, token in enumerate(choice):
             if not finished[row] and len(generated[row]) < max_new_tokens:
                 if token in stops:
                     finished[row] = True
@@ -194,4 +213,4 @@ def greedy_decode(
                     generated[row].append(int(token))
         if all(done or len(tokens) >= max_new_tokens for done, tokens in zip(finished, generated)):
             return generated
-        choice = feed(np.asarray(choice, dtype=np.int64))
+        choice = choose(feed(np.asarray(choice, dtype=np.int64)))

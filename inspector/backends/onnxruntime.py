@@ -39,6 +39,7 @@ from inspector.backends.base import (
 )
 from inspector.config_paths import RELATIVE_TO_CONFIG
 from inspector.errors import ConfigError, ModelError
+from inspector.token_trie import TokenTrie
 
 if TYPE_CHECKING:  # onnx, the checkpoint identity and prompting load with the model, not with the config
     from inspector.artifacts.manifest import Manifest
@@ -327,6 +328,7 @@ class OnnxRuntimeBackend:
         forced_ids: Sequence[int],
         max_new_tokens: int,
         stop_ids: Sequence[int],
+        allowed: TokenTrie | None = None,
     ) -> list[list[int]]:
         if not rows:
             return []
@@ -342,9 +344,9 @@ class OnnxRuntimeBackend:
             mask = np.ones((count, cursor["length"] + 1))
             logits, cursor["past"] = self._decode(self._embed(tokens[:, None]), positions, zeros, cursor["past"], mask)
             cursor["length"] += 1
-            return logits.argmax(axis=-1).astype(np.int64)
+            return logits
 
-        def first_choice() -> np.ndarray:
+        def first_logits() -> np.ndarray:
             # The verdict graph returns option logits only: recompute the last prompt position
             # with the decoder. The cache already holds that position; masking it out makes the
             # recomputed query see exactly the positions before it (no slicing of device buffers).
@@ -353,9 +355,9 @@ class OnnxRuntimeBackend:
             logits, _ = self._decode(
                 state.last_embeds[index], state.last_positions[:, index], state.last_deepstack[:, index], past, mask
             )
-            return logits.argmax(axis=-1).astype(np.int64)
+            return logits
 
-        return greedy_decode(feed, first_choice, count, forced_ids, max_new_tokens, stop_ids)
+        return greedy_decode(feed, first_logits, count, forced_ids, max_new_tokens, stop_ids, allowed)
 
 
 def providers_for(device: str) -> list[Any]:

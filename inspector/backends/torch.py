@@ -16,6 +16,7 @@ import numpy as np
 
 from inspector.backends.base import BackendConfig, BackendInfo, BackendPlugin, VisualFeatures, greedy_decode
 from inspector.errors import ModelError
+from inspector.token_trie import TokenTrie
 
 if TYPE_CHECKING:  # torch, transformers and OpenCV load only with the model
     from inspector.models import LoadedModel
@@ -214,6 +215,7 @@ class TorchBackend:
         forced_ids: Sequence[int],
         max_new_tokens: int,
         stop_ids: Sequence[int],
+        allowed: TokenTrie | None = None,
     ) -> list[list[int]]:
         import copy
 
@@ -232,12 +234,12 @@ class TorchBackend:
             with torch.inference_mode():
                 out = self.model(input_ids=step, position_ids=positions, cache=cursor["cache"], use_cache=True)
             cursor["cache"], cursor["length"] = out.cache, cursor["length"] + 1
-            return out.logits[:, -1, :].argmax(-1).cpu().numpy()
+            return out.logits[:, -1, :].float().cpu().numpy()
 
-        def first_choice() -> np.ndarray:
-            return state.last_logits[index].argmax(-1).cpu().numpy()
+        def first_logits() -> np.ndarray:
+            return state.last_logits[index].float().cpu().numpy()
 
-        return greedy_decode(feed, first_choice, len(rows), forced_ids, max_new_tokens, stop_ids)
+        return greedy_decode(feed, first_logits, len(rows), forced_ids, max_new_tokens, stop_ids, allowed)
 
 
 PLUGIN = BackendPlugin(

@@ -55,7 +55,6 @@ DEFAULTS: dict[str, Any] = {
     # precedes learning; re-warm the learning rate, learn OK vs defect again, 2 epochs more (once).
     "plateau_auroc": 0.8,
     "explain": True,
-    "place_weight": 1.0,
     "option_rows": True,
     "word_rows": False,  # measured on one seed only so far (docs/training.md)
 }
@@ -123,9 +122,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--explain", action=argparse.BooleanOptionalAction, default=DEFAULTS["explain"],
                         help="also learn the explanation from the labels: class, description, where in the tile, "
                              "size (default on)")  # fmt: skip
-    parser.add_argument("--place-weight", type=_positive(float), default=DEFAULTS["place_weight"],
-                        help="weight of the explanation's region and size words against its class words "
-                             "(%(default)s)")  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--lora-rank", type=_positive(int), default=16, help="default 16")
@@ -175,7 +171,6 @@ def run(args: argparse.Namespace) -> int:
         patience=max(0, args.patience),
         plateau_auroc=max(0.0, args.plateau_auroc),
         explain=args.explain,
-        place_weight=args.place_weight,
         option_rows=args.option_rows,
         word_rows=args.word_rows,
         lora_rank=args.lora_rank,

@@ -84,17 +84,29 @@ def verdict_loss(logits: Any, labels: Any, *, binary: bool = False) -> Any:
     return F.cross_entropy(two, (labels > 0).long())
 
 
-def explanation_batch(
-    tokenizer: Any, training_prompt: TrainingPrompt, texts: Sequence[tuple[str, str]], labels: Any,
-    place_weight: float = 1.0,
-) -> tuple:  # fmt: skip
-    """Suffix ids (B, S) = letter, "\\nExplanation:", text, <|im_end|> (right-padded), the loss mask (B, S)
-    and each taught token's weight (B, S).
+@dataclass(frozen=True)
+class ExplanationBatch:
+    """The taught explanation of each tile of a batch, as the suffix fed after the prompt.
 
-    ``texts``: (the words the letter implies, the words only the image tells) per tile
-    (``explanation_parts``). The second part's tokens (region, size) and the end weigh
-    ``place_weight``: the first part is the same for every tile of a class and is learnt at
-    once, and without the weight it dominates the mean the model learns from.
+    ``ids`` (B, S): letter, "\\nExplanation:", text, <|im_end|> (right-padded); ``mask`` (B, S): the
+    suffix tokens the loss teaches; ``choices`` (B, S, K): for "taught" words, the ids a decode may
+    pick at each taught position (-1 pads), so the loss is over what inference chooses among; None
+    for "free" words (the whole vocabulary).
+    """
+
+    ids: Any
+    mask: Any
+    choices: Any = None
+
+
+def explanation_batch(
+    tokenizer: Any, training_prompt: TrainingPrompt, texts: Sequence[tuple[str, str]], labels: Any
+) -> ExplanationBatch:
+    """The suffix for ``texts``: (the words the letter implies, the words only the image tells) per tile
+    (``explanation_parts``), each part tokenised on its own as inference forces and decodes them.
+
+    "taught" words (``Prompt.explanation_tails``): the implied words are forced at inference, so only
+    the places are taught, at the positions where the decode has a choice. "free": every word.
     """
     import torch
 
@@ -108,14 +120,25 @@ def explanation_batch(
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), training_prompt.end_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    weight = torch.zeros((len(rows), width), dtype=torch.float32)
     forced = 1 + len(prompt.explanation_ids)  # the letter and the lead are forced at inference, not learnt
-    for i, (row, head) in enumerate(zip(rows, heads)):
+    if not prompt.explanation_tails:
+        for i, (row, label) in enumerate(zip(rows, labels.tolist())):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, forced : len(row)] = label > 0  # words are generated for NG tiles only: teach those
+        return ExplanationBatch(ids, mask)
+    options: dict[tuple[int, int], tuple[int, ...]] = {}
+    for i, (row, head, label) in enumerate(zip(rows, heads, labels.tolist())):
         ids[i, : len(row)] = torch.tensor(row)
-        mask[i, forced : len(row)] = True
-        weight[i, forced : forced + head] = 1.0
-        weight[i, forced + head : len(row)] = place_weight
-    return ids, mask, weight
+        start = forced + head
+        for k in range(start, len(row)):
+            allowed = prompt.explanation_tails[label].allowed(row[start:k])
+            if len(allowed) > 1:
+                options[i, k] = allowed
+    choices = torch.full((len(rows), width, max(map(len, options.values()), default=1)), -1, dtype=torch.long)
+    for (i, k), allowed in options.items():
+        mask[i, k] = True
+        choices[i, k, : len(allowed)] = torch.tensor(allowed)
+    return ExplanationBatch(ids, mask, choices)
 
 
 def taught_word_ids(tokenizer: Any, training_prompt: TrainingPrompt, texts: Sequence[tuple[str, str]]) -> list[int]:
@@ -129,17 +152,18 @@ def taught_word_ids(tokenizer: Any, training_prompt: TrainingPrompt, texts: Sequ
 
 
 def verdict_and_explanation_loss(
-    model: Any, training_prompt: TrainingPrompt, tiles_rgb: np.ndarray, labels: Any, suffix: Any, mask: Any,
-    *, binary: bool = False, head_rows: Any = None, token_weight: Any = None,
+    model: Any, training_prompt: TrainingPrompt, tiles_rgb: np.ndarray, labels: Any, words: ExplanationBatch,
+    *, binary: bool = False, head_rows: Any = None,
 ) -> tuple[Any, Any]:  # fmt: skip
     """One forward over prompt + suffix: the verdict loss at the answer position and the explanation loss
-    (the mean over the taught tokens, weighted by ``token_weight`` (B, S) where given).
+    (the mean over the taught tokens; with ``words.choices``, each over the ids the decode picks among).
 
-    The full 151,936-row LM head is applied only at the positions whose next token is taught
-    (``mask``), not at every suffix position of every tile: that head is most of the cost.
+    The LM head is applied only at the positions whose next token is taught (``mask``), not at
+    every suffix position of every tile: the full 151,936-row head is most of the cost.
     """
     import torch.nn.functional as F
 
+    suffix, mask = words.ids, words.mask
     core = model.get_base_model() if hasattr(model, "get_base_model") else model
     out = core.model(**model_inputs(model, training_prompt, tiles_rgb, suffix), use_cache=False)
     hidden = out.last_hidden_state
@@ -153,8 +177,9 @@ def verdict_and_explanation_loss(
     target = suffix.to(hidden.device)[mask]
     if not taught.shape[0]:
         return verdict, verdict.new_zeros(())
-    losses = F.cross_entropy(head(taught).float(), target, reduction="none")
-    if token_weight is None:
-        return verdict, losses.mean()
-    weights = token_weight.to(hidden.device)[mask]
-    return verdict, (losses * weights).sum() / weights.sum().clamp_min(1e-6)
+    logits = head(taught).float()  # through the head module, so trained word rows (option_rows) count
+    if words.choices is None:
+        return verdict, F.cross_entropy(logits, target)
+    choices = words.choices.to(hidden.device)[mask]  # (N, K), -1 pads
+    picked = logits.gather(1, choices.clamp_min(0)).masked_fill(choices < 0, float("-inf"))
+    return verdict, F.cross_entropy(picked, (choices == target[:, None]).float().argmax(1))

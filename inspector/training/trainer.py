@@ -20,8 +20,8 @@ import numpy as np
 
 from inspector.config import StationFile
 from inspector.errors import InspectorError
+from inspector.explanation_text import explanation_parts, taught_texts
 from inspector.training.data import TileSet, augment, sampling_weights
-from inspector.training.explanation_text import explanation_parts, taught_texts
 from inspector.training.objective import (
     TrainingPrompt,
     explanation_batch,
@@ -52,7 +52,6 @@ class TrainOptions:
     binary_epochs: int = 0  # first epochs train OK vs defect only (a curriculum)
     explain: bool = False
     explain_weight: float = 0.5
-    place_weight: float = 1.0  # the explanation's region and size tokens weigh this much (objective.explanation_batch)
     warmup_steps: int = 30
     lora_rank: int = 16
     lora_alpha: int = 32
@@ -401,15 +400,11 @@ class Trainer:
                     explanation_parts(inspection, int(tiles.labels[r]), tuple(place), float(tiles.extent[r]))
                     for r, place in zip(rows, where)
                 ]
-                suffix, mask, weight = explanation_batch(
-                    self.tokenizer, self.prompt, texts, labels.cpu(), options.place_weight
-                )
-                mask &= (labels.cpu() > 0)[:, None]  # words are generated for NG tiles only: teach those
+                taught = explanation_batch(self.tokenizer, self.prompt, texts, labels.cpu())
                 with self._autocast():
                     verdict, words = verdict_and_explanation_loss(
-                        self.model, self.prompt, pixels, labels, suffix, mask, binary=binary,
-                        head_rows=self._head_rows(), token_weight=weight,
-                    )  # fmt: skip
+                        self.model, self.prompt, pixels, labels, taught, binary=binary, head_rows=self._head_rows()
+                    )
                 loss = verdict + options.explain_weight * words
                 explain_losses.append(float(words.detach()))
             else:
