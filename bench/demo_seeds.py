@@ -76,20 +76,14 @@ def score(config: Path, data: Path, verdicts: Path) -> dict[str, float | int | N
     from inspector.datasets import load_dataset
     from inspector.evaluation.metrics import evaluate
     from inspector.evaluation.predictions import match_verdicts, read_verdicts
-    from inspector.explanation_text import explanation_hit
 
     station = load_config(config)
     dataset = load_dataset(data, station)
     pairs = match_verdicts(dataset, read_verdicts(verdicts))
     evaluation = evaluate(pairs, dataset.classes)
-    figures = {k: evaluation.summary()[k] for k in ("tile_auroc", "frame_auroc", "frame_precision", "frame_recall",
-                                                    "class_accuracy", "box_hit_rate")}  # fmt: skip
+    figures = {k: v for k, v in evaluation.summary().items() if k in HIGHER_IS_BETTER}
     truth, frame_scores = evaluation.curves["frame"]
     figures["recall_at_precision_90"] = recall_at_precision(np.asarray(truth), np.asarray(frame_scores))
-    hits = [explanation_hit(p.verdict, [b.bbox for b in p.item.boxes]) for p in pairs if p.item.is_defective]
-    judged = [h for h in hits if h is not None]
-    figures["explained_ng_frames"] = len(judged)
-    figures["explanation_hit_rate"] = round(sum(judged) / len(judged), 4) if judged else None
     return figures
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from inspector.datasets.rule import intersection_area, tile_labels
 from inspector.evaluation.predictions import Prediction
+from inspector.explanation_text import explanation_hit
 from inspector.tiling import Tile
 
 SUMMARY_KEYS = (
@@ -42,6 +43,7 @@ SUMMARY_KEYS = (
     "uncertain_rate",
     "class_accuracy",
     "box_hit_rate",
+    "explanation_hit_rate",
 )
 VERDICTS = ("OK", "NG", "UNCERTAIN")
 
@@ -185,6 +187,7 @@ class Evaluation:
     frame_recall: float | None
     class_accuracy: float | None
     box_hit_rate: float | None
+    explanation_hit_rate: float | None  # of the explained NG frames with labelled boxes (explanation_hit)
     labelled_tiles: int
     ambiguous_tiles: int
     labelled_boxes: int
@@ -260,6 +263,8 @@ def evaluate(predictions: Sequence[Prediction], classes: Sequence[str]) -> Evalu
     else:
         class_accuracy = None
     box_results = [hit for p in predictions for hit in box_hits(p)]
+    said = [explanation_hit(p.verdict, [b.bbox for b in p.item.boxes]) for p in predictions]
+    judged = [hit for hit in said if hit is not None]
 
     if tile_true:
         p, r, f, s = precision_recall_fscore_support(tile_true, tile_pred, labels=list(classes), zero_division=np.nan)
@@ -292,6 +297,7 @@ def evaluate(predictions: Sequence[Prediction], classes: Sequence[str]) -> Evalu
         frame_recall=recall,
         class_accuracy=class_accuracy,
         box_hit_rate=float(np.mean(box_results)) if box_results else None,
+        explanation_hit_rate=float(np.mean(judged)) if judged else None,
         labelled_tiles=len(tile_true),
         ambiguous_tiles=ambiguous,
         labelled_boxes=len(box_results),
