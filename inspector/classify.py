@@ -48,6 +48,24 @@ def clean_explanation(text: str) -> str:
     return " ".join(text.split())
 
 
+def explained_class(inspection: InspectionConfig, row: np.ndarray) -> int:
+    """The class a tile's words are about: the one its verdict reports, so words and defect agree.
+
+    The most probable class at or over its threshold, else within its uncertain band, else the
+    most probable (``row``: the tile's probabilities in class order, "ok" first). Calibrated
+    thresholds differ per class, so a tile flagged for one class can have another, or "ok", as
+    its most probable answer.
+    """
+    names = list(inspection.defects)  # classes[1:], in order
+    thresholds = [inspection.defects[name].threshold for name in names]
+    floors = [inspection.uncertain_floor(name) for name in names]
+    for bars in (thresholds, floors):
+        over = [k + 1 for k, bar in enumerate(bars) if row[k + 1] >= bar]
+        if over:
+            return max(over, key=lambda k: row[k])
+    return int(row.argmax())
+
+
 @dataclass
 class TileClassifier:
     backend: Backend
@@ -123,7 +141,7 @@ class TileClassifier:
         prompt_ids: list[np.ndarray] | None,
         visual: VisualFeatures,
     ) -> dict[int, str]:
-        answers = probabilities.argmax(axis=1)
+        answers = {r: explained_class(self.inspection, probabilities[r]) for r in rows}
         explanations: dict[int, str] = {}
         limit = self.inspection.max_explanation_tokens
         # Rows that chose the same answer share one forced prefix, so they decode as one batch.

@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from inspector.backends.torch import TorchBackend
-from inspector.classify import TileClassifier, clean_explanation
+from inspector.classify import TileClassifier, clean_explanation, explained_class
+from inspector.config import InspectionConfig
 from inspector.explanation_text import explanation_parts, region
 from inspector.models import load_model
 from inspector.prompting import build_prompt, mrope_positions
@@ -196,8 +199,33 @@ def test_taught_words_force_the_class_and_choose_a_place_as_transformers_constra
             places.add((region_words, size))
     assert len(places) > 1  # the choice follows the model's scores, not a fixed default
     results = classifier.classify(pixel_values, grid_thw)
-    for row, result in zip(logits.argmax(axis=1), results):
-        assert result.explanation.startswith(explanation_parts(inspection, int(row), None)[0])
+    for result in results:
+        spoken = explained_class(rules, np.array([result.probabilities[c] for c in prompt.classes]))
+        assert result.explanation.startswith(explanation_parts(inspection, spoken, None)[0])
+
+
+@given(st.lists(st.floats(0.0, 1.0), min_size=4, max_size=4))
+def test_the_words_are_about_the_class_the_verdict_reports(weights) -> None:
+    """A calibrated station's thresholds differ per class: the words name the flagged class, never a
+    more probable one that is not flagged (nor "ok" for a tile flagged NG)."""
+    rules = InspectionConfig(
+        product="a panel",
+        defects={"scratch": {"description": "a line", "threshold": 0.2},
+                 "spot": {"description": "a blob", "threshold": 0.6},
+                 "crack": {"description": "a fracture", "threshold": 0.9}},
+        uncertain_band=0.1,
+    )  # fmt: skip
+    row = np.array(weights) / max(sum(weights), 1e-9)
+    spoken = explained_class(rules, row)
+    names = list(rules.defects)
+    flagged = [k + 1 for k, n in enumerate(names) if row[k + 1] >= rules.defects[n].threshold]
+    near = [k + 1 for k, n in enumerate(names) if row[k + 1] >= rules.uncertain_floor(n)]
+    if flagged:
+        assert spoken in flagged and row[spoken] == max(row[k] for k in flagged)
+    elif near:
+        assert spoken in near and row[spoken] == max(row[k] for k in near)
+    else:
+        assert spoken == int(row.argmax())
 
 
 def test_clean_explanation_strips_think_blocks() -> None:
