@@ -118,7 +118,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown set(s) {', '.join(unknown)}; choose from {', '.join(SETS)}")
     with tempfile.TemporaryDirectory(prefix="generalise-") as temp:
-        work = args.work or Path(temp)
+        work = (args.work or Path(temp)).resolve()  # absolute: a config reads relative paths from its own folder
         results = {}
         for name in names:
             results[name] = run_set(name, work, args.seed)
