@@ -145,7 +145,7 @@ class TileClassifier:
         explanations: dict[int, str] = {}
         limit = self.inspection.max_explanation_tokens
         # Rows that chose the same answer share one forced prefix, so they decode as one batch.
-        for answer in sorted({int(answers[r]) for r in rows}):
+        for answer in sorted(set(answers.values())):
             group = [r for r in rows if answers[r] == answer]
             # "taught" words: the class's words are the verdict's, forced; the places are chosen among the taught ones
             head = list(prompt.explanation_heads[answer]) if prompt.explanation_heads else []

@@ -56,7 +56,8 @@ def explanation_parts(
     inspection: InspectionConfig, label: int, where: tuple[float, float] | None, extent: float | None = None
 ) -> tuple[str, str]:
     """``explanation_text`` in two: what the answer letter implies ("<class>: <description>") and what
-    only the image tells (", <region>, <size>"; empty for OK). Training weighs the second more."""
+    only the image tells (", <region>, <size>"; empty for OK). Inference forces the first (the
+    verdict implies it) and chooses the second among ``taught_texts``' places."""
     if label == 0:
         return inspection.ok_description, ""
     name = inspection.classes[label]

@@ -108,18 +108,25 @@ def build_prompt(tokenizer: Any, inspection: InspectionConfig, image_tokens: int
     )
 
 
+def explanation_part_ids(tokenizer: Any, parts: tuple[str, str]) -> tuple[list[int], list[int]]:
+    """Token ids of an explanation's two parts (``explanation_parts``), each tokenised on its own, as
+    inference forces the first (after the lead, so with a space) and decodes the second; training
+    tokenises its targets with this too, so both see the same ids."""
+    implied, seen = parts
+    head = tokenizer.encode(" " + implied, add_special_tokens=False)
+    return head, tokenizer.encode(seen, add_special_tokens=False) if seen else []
+
+
 def _taught_explanations(tokenizer: Any, inspection: InspectionConfig, end_id: int) -> dict[str, tuple]:
     """``explanation_heads`` and ``explanation_tails`` for ``explanation_words``, tokenised as training
-    tokenises the taught text (``inspector.training.objective.explanation_batch``): head and tail apart."""
+    tokenises the taught text (``explanation_part_ids``)."""
     if inspection.explanation_words == "free":
         return {"explanation_heads": (), "explanation_tails": ()}
     heads = tuple(
-        tuple(tokenizer.encode(" " + explanation_parts(inspection, label, None)[0], add_special_tokens=False))
+        tuple(explanation_part_ids(tokenizer, explanation_parts(inspection, label, None))[0])
         for label in range(len(inspection.classes))
     )
-    places = TokenTrie.of(
-        [*tokenizer.encode(tail, add_special_tokens=False), end_id] for _, tail in taught_texts(inspection)
-    )
+    places = TokenTrie.of([*explanation_part_ids(tokenizer, parts)[1], end_id] for parts in taught_texts(inspection))
     return {"explanation_heads": heads, "explanation_tails": (TokenTrie.of([[end_id]]),) + (places,) * (len(heads) - 1)}
 
 

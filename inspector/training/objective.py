@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from inspector.config import InspectionConfig
-from inspector.prompting import Prompt, build_prompt
+from inspector.prompting import Prompt, build_prompt, explanation_part_ids
 from inspector.vision import grid_for, patchify
 
 
@@ -112,9 +112,8 @@ def explanation_batch(
 
     prompt = training_prompt.prompt
     rows, heads = [], []
-    for (implied, seen), label in zip(texts, labels.tolist()):
-        head = tokenizer.encode(" " + implied, add_special_tokens=False)
-        tail = tokenizer.encode(seen, add_special_tokens=False) if seen else []
+    for parts, label in zip(texts, labels.tolist()):
+        head, tail = explanation_part_ids(tokenizer, parts)
         rows.append([prompt.option_ids[label], *prompt.explanation_ids, *head, *tail, training_prompt.end_id])
         heads.append(len(head))
     width = max(len(r) for r in rows)
@@ -144,10 +143,9 @@ def explanation_batch(
 def taught_word_ids(tokenizer: Any, training_prompt: TrainingPrompt, texts: Sequence[tuple[str, str]]) -> list[int]:
     """The token ids the explanation loss can ask for (tokenised as ``explanation_batch`` does), <|im_end|> included."""
     ids: set[int] = {training_prompt.end_id}
-    for implied, seen in texts:
-        ids.update(tokenizer.encode(" " + implied, add_special_tokens=False))
-        if seen:
-            ids.update(tokenizer.encode(seen, add_special_tokens=False))
+    for parts in texts:
+        for part in explanation_part_ids(tokenizer, parts):
+            ids.update(part)
     return sorted(ids)
 
 
